@@ -1,0 +1,42 @@
+//! shmpar splits large [`ndarray`] workloads across forked worker processes that share one
+//! memory-mapped buffer: thread-level speed, process-level isolation.
+//!
+//! ```
+//! use ndarray::Ix1;
+//! use shmpar::{Pool, SharedArray};
+//!
+//! # fn main() -> shmpar::Result<()> {
+//! let pool = Pool::new(2)?; // two worker processes, forked once and kept
+//! let mut data = SharedArray::<f64, Ix1>::zeros(1 << 20)?; // in shared memory
+//! data.view_mut().fill(1.0);
+//! let sum = pool.par_reduce(&data, |chunk| chunk.sum(), |a, b| a + b)?;
+//! assert_eq!(sum, (1 << 20) as f64);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What you get
+//! - [`SharedArray`]: an ndarray in a `MAP_SHARED` memfd mapping that workers read and write
+//!   in place, with no copy, whether made before or after the pool.
+//! - [`Pool`]: persistent forked workers. [`Pool::par_reduce`], [`Pool::par_reduce_with`],
+//!   [`Pool::par_reduce_zip`], [`Pool::par_for_each_mut`], [`Pool::par_reduce_range`], and the
+//!   free function [`par_reduce`] on a default pool.
+//! - Faults cost one chunk: a panic, an abort, a segfault or a SIGKILL in a worker becomes an
+//!   [`Error`] with a matchable [`ErrorKind`], the dead worker is replaced, and the pool goes on.
+//! - Determinism: the chunk grid ignores the number of workers and partials are combined in
+//!   chunk order, so float results are bitwise identical for any pool size.
+//!
+//! # Platform support
+//! Linux only (memfd, futex, `PR_SET_PDEATHSIG`). Elsewhere the crate builds and every call
+//! fails with [`ErrorKind::Unsupported`].
+
+mod error;
+mod pool;
+mod reduce;
+mod shm;
+mod sys;
+
+pub use error::{Error, ErrorKind, Result};
+pub use pool::{Pool, PoolBuilder};
+pub use reduce::par_reduce;
+pub use shm::{Element, SharedArray};

@@ -1,0 +1,240 @@
+//! `PoolBuilder`: the pool's settings, by value, each with a documented default.
+
+use std::time::Duration;
+
+use super::Pool;
+use super::control::MAX_CHUNKS;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Settings for a [`Pool`]. Every setting has a default; `build` checks them all.
+///
+/// ```
+/// use shmpar::Pool;
+///
+/// let pool = Pool::builder().workers(2).chunk_bytes(1 << 20).build()?;
+/// assert_eq!(pool.workers(), 2);
+/// # Ok::<(), shmpar::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct PoolBuilder {
+    workers: Option<usize>,
+    spin: Duration,
+    caller_runs_chunks: bool,
+    chunk_bytes: usize,
+    max_chunks: usize,
+    result_bytes: usize,
+    call_timeout: Option<Duration>,
+    init: Option<fn(usize)>,
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        PoolBuilder::new()
+    }
+}
+
+impl PoolBuilder {
+    /// The default settings (see each method).
+    ///
+    /// ```
+    /// let pool = shmpar::PoolBuilder::new().build()?;
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn new() -> PoolBuilder {
+        PoolBuilder {
+            workers: None,
+            spin: Duration::from_micros(50),
+            caller_runs_chunks: false,
+            chunk_bytes: 256 * 1024,
+            max_chunks: 1024,
+            result_bytes: 16 << 20,
+            call_timeout: None,
+            init: None,
+        }
+    }
+
+    /// Number of worker processes. Default: `std::thread::available_parallelism()`, which
+    /// respects CPU affinity and cgroup quotas. Zero is an error at `build`.
+    ///
+    /// ```
+    /// let pool = shmpar::Pool::builder().workers(3).build()?;
+    /// assert_eq!(pool.workers(), 3);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// How long an idle worker, and a waiting caller, spin (yielding the CPU often) before they
+    /// sleep on a futex. Spinning makes back-to-back calls cost about a microsecond instead of
+    /// a futex wake-up (5-45 µs); zero saves CPU between rare calls. Default: 50 µs.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = shmpar::Pool::builder().spin(Duration::ZERO).build()?;
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn spin(mut self, spin: Duration) -> Self {
+        self.spin = spin;
+        self
+    }
+
+    /// Whether the calling thread also runs chunks while it waits. Faster on small inputs, but
+    /// a chunk that crashes then crashes the caller. Default: false (every chunk runs in a
+    /// worker, so nothing a user function does can kill the caller).
+    ///
+    /// ```
+    /// let pool = shmpar::Pool::builder().caller_runs_chunks(true).build()?;
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn caller_runs_chunks(mut self, yes: bool) -> Self {
+        self.caller_runs_chunks = yes;
+        self
+    }
+
+    /// Target size of one chunk in bytes (whole rows along axis 0; at least one row). The chunk
+    /// grid depends only on the array's shape and on `chunk_bytes` and `max_chunks`, never on
+    /// the number of workers, so results are bitwise identical for any pool size.
+    /// Default: 256 KiB. Zero is an error at `build`.
+    ///
+    /// ```
+    /// let pool = shmpar::Pool::builder().chunk_bytes(1 << 20).build()?;
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn chunk_bytes(mut self, bytes: usize) -> Self {
+        self.chunk_bytes = bytes;
+        self
+    }
+
+    /// The most chunks one call is split into; above it chunks grow. Default: 1024.
+    ///
+    /// ```
+    /// let pool = shmpar::Pool::builder().max_chunks(64).build()?;
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn max_chunks(mut self, n: usize) -> Self {
+        self.max_chunks = n;
+        self
+    }
+
+    /// Room for one call's serialised results in each worker (shared memory, touched only as
+    /// far as used). A larger total fails that call with
+    /// [`ErrorKind::ResultTooLarge`](crate::ErrorKind::ResultTooLarge). Default: 16 MiB.
+    ///
+    /// ```
+    /// let pool = shmpar::Pool::builder().result_bytes(64 << 20).build()?;
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn result_bytes(mut self, bytes: usize) -> Self {
+        self.result_bytes = bytes;
+        self
+    }
+
+    /// The longest a call may run. Past it, the workers still running its chunks are killed
+    /// and replaced, and the call fails with [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut).
+    /// Default: none.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = shmpar::Pool::builder().call_timeout(Duration::from_secs(60)).build()?;
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = Some(timeout);
+        self
+    }
+
+    /// A function each worker runs once, with its index, before its first chunk (and again in
+    /// a replacement worker). A panic in it ends that worker. Default: none.
+    ///
+    /// ```
+    /// let pool = shmpar::Pool::builder().worker_init(|_index| { /* set up a C library */ }).build()?;
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn worker_init(mut self, init: fn(usize)) -> Self {
+        self.init = Some(init);
+        self
+    }
+
+    /// Starts the workers.
+    ///
+    /// Fails with [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a zero
+    /// setting, [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) off Linux or inside a
+    /// worker, and [`ErrorKind::Io`](crate::ErrorKind::Io) if the system refuses a fork or memory.
+    ///
+    /// ```
+    /// use shmpar::{ErrorKind, Pool};
+    /// assert_eq!(Pool::builder().chunk_bytes(0).build().unwrap_err().kind(), ErrorKind::InvalidInput);
+    /// ```
+    pub fn build(self) -> Result<Pool> {
+        if self.chunk_bytes == 0 {
+            return Err(Error::invalid("chunk_bytes must be at least 1"));
+        }
+        if self.max_chunks == 0 || self.max_chunks > MAX_CHUNKS as usize {
+            return Err(Error::invalid(format!(
+                "max_chunks must be between 1 and {MAX_CHUNKS}, not {}",
+                self.max_chunks
+            )));
+        }
+        if self.result_bytes < 64 {
+            return Err(Error::invalid("result_bytes must be at least 64"));
+        }
+        if crate::shm::region::in_forked_child() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "a pool cannot be created inside a worker or a forked child",
+            ));
+        }
+        Pool::start(self)
+    }
+
+    /// The number of workers this builder will start.
+    pub(crate) fn resolved_workers(&self) -> Result<usize> {
+        match self.workers {
+            Some(0) => Err(Error::invalid("a pool needs at least one worker")),
+            Some(n) if n > 4096 => Err(Error::invalid(format!("{n} workers is more than 4096"))),
+            Some(n) => Ok(n),
+            None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        }
+    }
+
+    /// The spin setting.
+    pub(crate) fn spin_setting(&self) -> Duration {
+        self.spin
+    }
+
+    pub(crate) fn caller_runs_setting(&self) -> bool {
+        self.caller_runs_chunks
+    }
+
+    /// The chunk size setting (see [`chunk_bytes`](Self::chunk_bytes)).
+    ///
+    /// ```
+    /// assert_eq!(shmpar::PoolBuilder::new().chunk_bytes_setting(), 256 * 1024);
+    /// ```
+    pub fn chunk_bytes_setting(&self) -> usize {
+        self.chunk_bytes
+    }
+
+    /// The chunk count limit (see [`max_chunks`](Self::max_chunks)).
+    ///
+    /// ```
+    /// assert_eq!(shmpar::PoolBuilder::new().max_chunks_setting(), 1024);
+    /// ```
+    pub fn max_chunks_setting(&self) -> usize {
+        self.max_chunks
+    }
+
+    pub(crate) fn result_bytes_setting(&self) -> usize {
+        self.result_bytes
+    }
+
+    pub(crate) fn call_timeout_setting(&self) -> Option<Duration> {
+        self.call_timeout
+    }
+
+    pub(crate) fn init_setting(&self) -> Option<fn(usize)> {
+        self.init
+    }
+}

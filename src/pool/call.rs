@@ -1,0 +1,514 @@
+//! One call on the pool: publish it, let the caller help if asked, wait while watching the
+//! workers, and turn the chunk slots into results or the first error in chunk order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use parking_lot::MutexGuard;
+
+use super::chunk::{self, Trampoline};
+use super::control::{
+    ArrayDesc, CALLER, CLAIMING, DIED, IDLE, JobDesc, MAX_ARRAYS, OK, PANICKED, PARAMS_CAP,
+    PENDING, TOO_LARGE, pack, unpack,
+};
+use super::{CallState, PoolShared};
+use crate::error::{Error, ErrorKind, Result};
+use crate::shm::Region;
+use crate::sys::{self, ExitStatus};
+
+/// How often a waiting caller checks that its workers live.
+const CHECK_EVERY: Duration = Duration::from_millis(2);
+
+/// How a call's rows are split: `nchunks` chunks of `rows_per_chunk` rows (the last may be
+/// shorter). Depends only on the data's shape and the pool's chunk settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Grid {
+    pub(crate) nchunks: usize,
+    pub(crate) rows_per_chunk: usize,
+}
+
+impl Grid {
+    /// The grid for `rows` rows of `row_bytes` bytes each. An empty input is one empty chunk.
+    pub(crate) fn new(rows: usize, row_bytes: usize, chunk_bytes: usize, max_chunks: usize) -> Grid {
+        if rows == 0 {
+            return Grid {
+                nchunks: 1,
+                rows_per_chunk: 0,
+            };
+        }
+        let mut rows_per_chunk = (chunk_bytes / row_bytes.max(1)).max(1);
+        let mut nchunks = rows.div_ceil(rows_per_chunk);
+        if nchunks > max_chunks {
+            rows_per_chunk = rows.div_ceil(max_chunks);
+            nchunks = rows.div_ceil(rows_per_chunk);
+        }
+        Grid {
+            nchunks,
+            rows_per_chunk,
+        }
+    }
+}
+
+/// Everything one call needs.
+pub(crate) struct CallSpec<'a> {
+    pub(crate) trampoline: Trampoline,
+    pub(crate) user_fn: usize,
+    pub(crate) arrays: &'a [(&'a Region, ArrayDesc)],
+    pub(crate) rows: usize,
+    pub(crate) grid: Grid,
+    pub(crate) params: &'a [u8],
+}
+
+/// A finished call whose every chunk succeeded; holds the call lock so that the results stay
+/// in place while the caller decodes them.
+pub(crate) struct Finished<'p> {
+    shared: &'p PoolShared,
+    calls: MutexGuard<'p, CallState>,
+    nchunks: usize,
+}
+
+impl Finished<'_> {
+    pub(crate) fn nchunks(&self) -> usize {
+        self.nchunks
+    }
+
+    /// The serialised result of chunk `i`.
+    pub(crate) fn result(&self, i: usize) -> &[u8] {
+        self.shared.chunk_bytes(i, &self.calls)
+    }
+}
+
+/// A worker that died while it worked on the call.
+#[derive(Debug, Clone, Copy)]
+struct Death {
+    pid: i32,
+    status: ExitStatus,
+    chunk: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+struct Waited {
+    deaths: Vec<Death>,
+    timed_out: bool,
+    spawn_error: Option<Error>,
+}
+
+impl PoolShared {
+    /// Runs one call to completion.
+    pub(crate) fn call<'p>(self: &'p Arc<Self>, spec: &CallSpec<'_>) -> Result<Finished<'p>> {
+        let n = spec.grid.nchunks;
+        if spec.params.len() > PARAMS_CAP {
+            return Err(Error::invalid(format!(
+                "the parameters take {} bytes serialised; at most {PARAMS_CAP} can be passed \
+                 (put large data in a SharedArray)",
+                spec.params.len()
+            )));
+        }
+        if spec.arrays.len() > MAX_ARRAYS {
+            return Err(Error::invalid("too many arrays in one call"));
+        }
+        debug_assert!(n >= 1 && n <= self.control.layout().max_chunks);
+        let regions: Vec<&Region> = spec.arrays.iter().map(|(r, _)| *r).collect();
+        let mut calls = self.calls.lock();
+        self.share_regions(&regions)?;
+        calls.seq = calls.seq.wrapping_add(1).max(1);
+        let seq = calls.seq;
+
+        let mut desc = JobDesc {
+            trampoline: spec.trampoline as usize as u64,
+            user_fn: spec.user_fn as u64,
+            rows_per_chunk: spec.grid.rows_per_chunk as u64,
+            total_rows: spec.rows as u64,
+            n_arrays: spec.arrays.len() as u64,
+            params_len: spec.params.len() as u64,
+            ..JobDesc::default()
+        };
+        for (dst, (_, src)) in desc.arrays.iter_mut().zip(spec.arrays) {
+            *dst = *src;
+        }
+        let hdr = self.control.header();
+        // SAFETY: we hold the call lock and the previous call is over, so no worker reads the
+        // description or the parameters until we publish below.
+        unsafe {
+            self.control.write_job(desc);
+            std::ptr::copy_nonoverlapping(
+                spec.params.as_ptr(),
+                self.control.params_ptr(),
+                spec.params.len(),
+            );
+        }
+        for i in 0..n {
+            // ORDERING: published by the Release store of `next` below.
+            self.control.chunk(i).state.store(PENDING, Ordering::Relaxed);
+        }
+        // ORDERING: all three are published by the Release stores of `next` and `job.seq`.
+        hdr.done.done.store(0, Ordering::Relaxed);
+        hdr.claim.cancelled.store(0, Ordering::Relaxed);
+        hdr.claim.nchunks.store(n as u64, Ordering::Relaxed);
+        // ORDERING: Release: `next` before `job.seq`, so a worker that sees the new call also
+        // sees its claim counter (claims Acquire-load `next`).
+        hdr.claim.next.store(pack(seq, 0), Ordering::Release);
+        hdr.job.seq.store(u64::from(seq), Ordering::Release);
+        self.wake_workers();
+
+        if self.config.caller_runs_setting() {
+            self.help(seq, &mut calls);
+        }
+        let waited = self.wait(seq, n);
+        self.outcome(seq, n, waited, calls)
+    }
+
+    /// The caller runs chunks itself until none is left.
+    fn help(&self, seq: u32, calls: &mut CallState) {
+        let len = self.config.result_bytes_setting();
+        if calls.caller_arena.len() != len {
+            calls.caller_arena = vec![0; len];
+        }
+        let mut used = 0;
+        let mut job = None;
+        while let Some(i) = chunk::claim_next(&self.control, seq) {
+            let (desc, arrays) = job.get_or_insert_with(|| {
+                // SAFETY: we wrote it under the call lock, which we still hold.
+                let desc = unsafe { self.control.read_job() };
+                (desc, super::worker::resolve(&desc, &HashMap::new()))
+            });
+            // SAFETY: we wrote `params_len` bytes there under the call lock.
+            let params = unsafe {
+                std::slice::from_raw_parts(self.control.params_ptr(), desc.params_len as usize)
+            };
+            // SAFETY: we claimed chunk `i`; arrays resolve to our own addresses; the arena is
+            // ours.
+            unsafe {
+                chunk::run_chunk(
+                    &self.control,
+                    desc,
+                    arrays,
+                    params,
+                    i,
+                    CALLER,
+                    &mut calls.caller_arena,
+                    &mut used,
+                )
+            };
+        }
+    }
+
+    /// True when every chunk is final, or the call is cancelled and no live worker is still in
+    /// it.
+    fn is_finished(&self, seq: u32, n: usize) -> bool {
+        let hdr = self.control.header();
+        // ORDERING: SeqCst loads pair with the workers' SeqCst `done` increment and state
+        // stores, and with our SeqCst store of `parent_sleeping` (no missed wake-up).
+        if hdr.done.done.load(Ordering::SeqCst) as usize >= n
+            && (0..n).all(|i| self.control.chunk(i).state.load(Ordering::SeqCst) != PENDING)
+        {
+            return true;
+        }
+        // ORDERING: SeqCst, see `claim_next`.
+        hdr.claim.cancelled.load(Ordering::SeqCst) != 0 && self.no_live_worker_in(seq)
+    }
+
+    fn no_live_worker_in(&self, seq: u32) -> bool {
+        let workers = self.workers.lock();
+        workers.iter().enumerate().filter(|(_, w)| w.alive).all(|(i, _)| {
+            // ORDERING: SeqCst, paired with the workers' SeqCst stores of `current`.
+            let (s, state) = unpack(self.control.worker(i).current.load(Ordering::SeqCst));
+            s != seq || state == IDLE
+        })
+    }
+
+    fn cancel(&self) {
+        // ORDERING: SeqCst, see `claim_next`.
+        self.control
+            .header()
+            .claim
+            .cancelled
+            .store(1, Ordering::SeqCst);
+    }
+
+    /// Waits for the call to finish: spins for the pool's spin time, then sleeps on `done`,
+    /// checking every `CHECK_EVERY` that every worker lives and replacing the dead.
+    fn wait(self: &Arc<Self>, seq: u32, n: usize) -> Waited {
+        let hdr = self.control.header();
+        let spin = self.config.spin_setting();
+        let timeout = self.config.call_timeout_setting();
+        let started = Instant::now();
+        let mut last_check = started;
+        let mut out = Waited::default();
+        let mut spins = 0u32;
+        loop {
+            if self.is_finished(seq, n) {
+                return out;
+            }
+            spins = spins.wrapping_add(1);
+            if spins % 16 != 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let now = Instant::now();
+            if now - last_check >= CHECK_EVERY {
+                self.check_workers(seq, &mut out);
+                last_check = now;
+            }
+            if let Some(limit) = timeout {
+                if !out.timed_out && now - started >= limit {
+                    out.timed_out = true;
+                    self.cancel();
+                    self.kill_workers_in(seq);
+                }
+            }
+            if now - started < spin {
+                std::thread::yield_now();
+                continue;
+            }
+            // ORDERING: SeqCst: we announce that we sleep, then re-check; a worker publishes
+            // its state, then reads `parent_sleeping` (see `chunk::publish`).
+            hdr.done.parent_sleeping.store(1, Ordering::SeqCst);
+            let done = hdr.done.done.load(Ordering::SeqCst);
+            if !self.is_finished(seq, n) {
+                sys::futex_wait(&hdr.done.done, done, Some(CHECK_EVERY));
+            }
+            // ORDERING: SeqCst, as above.
+            hdr.done.parent_sleeping.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Reaps dead workers, fails the chunks they held, and starts replacements.
+    fn check_workers(self: &Arc<Self>, seq: u32, out: &mut Waited) {
+        let mut dead = Vec::new();
+        {
+            let mut workers = self.workers.lock();
+            for (i, w) in workers.iter_mut().enumerate().filter(|(_, w)| w.alive) {
+                let status = match sys::try_wait(w.pid) {
+                    Ok(None) => continue,
+                    Ok(Some(status)) => status,
+                    // ECHILD: someone else reaped it (a stray `waitpid(-1)`): it is gone.
+                    Err(_) => ExitStatus::Exited(-1),
+                };
+                w.alive = false;
+                w.queue.clear();
+                dead.push(i);
+                // ORDERING: SeqCst, paired with the worker's SeqCst stores of `current`.
+                let (s, state) = unpack(self.control.worker(i).current.load(Ordering::SeqCst));
+                if s != seq || state == IDLE {
+                    continue; // it died between calls: nothing of this call was lost
+                }
+                self.cancel();
+                let chunk = (state < CLAIMING).then_some(state as usize);
+                if let Some(c) = chunk {
+                    let slot = self.control.chunk(c);
+                    // ORDERING: SeqCst, like every state store; the worker is dead, so no race.
+                    if slot.state.load(Ordering::SeqCst) == PENDING {
+                        slot.worker.store(i as u32, Ordering::Relaxed);
+                        slot.state.store(DIED, Ordering::SeqCst);
+                    }
+                }
+                out.deaths.push(Death {
+                    pid: w.pid,
+                    status,
+                    chunk,
+                });
+            }
+        }
+        for i in dead {
+            if let Err(e) = self.spawn(self, i) {
+                out.spawn_error.get_or_insert(e);
+            }
+        }
+        if self.workers.lock().iter().all(|w| !w.alive) {
+            // No worker left to run the rest: end the call rather than wait forever.
+            self.cancel();
+        }
+    }
+
+    fn kill_workers_in(&self, seq: u32) {
+        let workers = self.workers.lock();
+        for (i, w) in workers.iter().enumerate().filter(|(_, w)| w.alive) {
+            // ORDERING: SeqCst, as in `no_live_worker_in`.
+            let (s, state) = unpack(self.control.worker(i).current.load(Ordering::SeqCst));
+            if s == seq && state != IDLE {
+                let _ = sys::kill(w.pid, sys::SIGKILL);
+            }
+        }
+    }
+
+    /// The call's result: `Finished` if every chunk is OK, else the first failure in chunk
+    /// order (a time-out first of all).
+    fn outcome<'p>(
+        &'p self,
+        seq: u32,
+        n: usize,
+        waited: Waited,
+        calls: MutexGuard<'p, CallState>,
+    ) -> Result<Finished<'p>> {
+        let hdr = self.control.header();
+        // ORDERING: SeqCst, like the other loads of the wait.
+        let (s, next) = unpack(hdr.claim.next.load(Ordering::SeqCst));
+        let claimed = if s == seq { next as usize } else { 0 };
+        let mut first: Option<Error> = None;
+        let mut incomplete = false;
+        for i in 0..n {
+            let slot = self.control.chunk(i);
+            // ORDERING: SeqCst, paired with the SeqCst state stores.
+            let state = slot.state.load(Ordering::SeqCst);
+            // ORDERING: published by the state load above.
+            let who = slot.worker.load(Ordering::Relaxed);
+            let err = match state {
+                OK => continue,
+                PANICKED => {
+                    let msg = String::from_utf8_lossy(self.chunk_bytes(i, &calls)).into_owned();
+                    Error::new(ErrorKind::WorkerPanicked, msg)
+                        .with_chunk(i)
+                        .with_pid(self.pid_of(who))
+                }
+                TOO_LARGE => Error::new(
+                    ErrorKind::ResultTooLarge,
+                    format!(
+                        "the chunk's serialised result did not fit in the {} bytes of result \
+                         space per worker (raise PoolBuilder::result_bytes)",
+                        self.config.result_bytes_setting()
+                    ),
+                )
+                .with_chunk(i)
+                .with_pid(self.pid_of(who)),
+                DIED => died_error(
+                    waited
+                        .deaths
+                        .iter()
+                        .find(|d| d.chunk == Some(i))
+                        .or(waited.deaths.first()),
+                    i,
+                ),
+                _ if i < claimed => {
+                    // Claimed by a worker that died before it said which chunk it held.
+                    died_error(
+                        waited
+                            .deaths
+                            .iter()
+                            .find(|d| d.chunk.is_none())
+                            .or(waited.deaths.first()),
+                        i,
+                    )
+                }
+                _ => {
+                    incomplete = true;
+                    continue;
+                }
+            };
+            first = Some(err);
+            break;
+        }
+        if let Some(err) = first {
+            return self.fail_with(err, &waited, calls);
+        }
+        if incomplete || waited.timed_out {
+            let err = waited.spawn_error.unwrap_or_else(|| {
+                Error::new(ErrorKind::Io, "the call ended before all of its chunks ran")
+            });
+            return self.fail_with(err, &Waited::default(), calls);
+        }
+        Ok(Finished {
+            shared: self,
+            calls,
+            nchunks: n,
+        })
+    }
+
+    /// Returns `err`, unless the call timed out: then a time-out error for the same chunk.
+    fn fail_with<'p>(
+        &'p self,
+        err: Error,
+        waited: &Waited,
+        calls: MutexGuard<'p, CallState>,
+    ) -> Result<Finished<'p>> {
+        drop(calls);
+        if waited.timed_out {
+            let limit = self.config.call_timeout_setting().unwrap_or_default();
+            let mut timeout = Error::new(
+                ErrorKind::TimedOut,
+                format!("the call ran longer than its {limit:?} limit; its workers were replaced"),
+            );
+            if let Some(c) = err.chunk() {
+                timeout = timeout.with_chunk(c);
+            }
+            return Err(timeout);
+        }
+        Err(err)
+    }
+
+    /// The bytes chunk `i` left in its runner's arena (a result, or a panic message).
+    fn chunk_bytes<'a>(&'a self, i: usize, calls: &'a CallState) -> &'a [u8] {
+        let slot = self.control.chunk(i);
+        // ORDERING: published by the SeqCst load of the chunk's state that saw it final.
+        let who = slot.worker.load(Ordering::Relaxed);
+        let offset = slot.offset.load(Ordering::Relaxed) as usize;
+        let len = slot.len.load(Ordering::Relaxed) as usize;
+        let arena: &[u8] = if who == CALLER {
+            &calls.caller_arena
+        } else {
+            let region = &self.arenas[who as usize];
+            // SAFETY: the arena is mapped for the pool's life; no worker writes to it until the
+            // next call, which cannot start while the call lock is held (the caller of this
+            // function holds it, through `calls`).
+            unsafe { std::slice::from_raw_parts(region.as_ptr(), region.len()) }
+        };
+        arena.get(offset..offset + len).unwrap_or(&[])
+    }
+
+    fn pid_of(&self, who: u32) -> i32 {
+        if who == CALLER {
+            return sys::pid();
+        }
+        self.workers
+            .lock()
+            .get(who as usize)
+            .map_or(0, |w| w.pid)
+    }
+}
+
+fn died_error(death: Option<&Death>, chunk: usize) -> Error {
+    match death {
+        Some(d) => {
+            let hint = if d.status == ExitStatus::Signaled(sys::SIGKILL) {
+                " (SIGKILL: killed by a user, a time limit, or the out-of-memory killer)"
+            } else {
+                ""
+            };
+            Error::new(
+                ErrorKind::WorkerDied,
+                format!("the worker {} while it ran this chunk{hint}", d.status),
+            )
+            .with_chunk(chunk)
+            .with_pid(d.pid)
+            .with_signal(d.status.signal())
+        }
+        None => Error::new(ErrorKind::WorkerDied, "a worker died while it ran this chunk")
+            .with_chunk(chunk),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Grid;
+
+    #[test]
+    fn grid_ignores_workers_and_covers_every_row() {
+        assert_eq!(Grid::new(0, 8, 1024, 16), Grid { nchunks: 1, rows_per_chunk: 0 });
+        assert_eq!(Grid::new(1, 8, 1024, 16), Grid { nchunks: 1, rows_per_chunk: 128 });
+        assert_eq!(Grid::new(1000, 8, 1024, 16), Grid { nchunks: 8, rows_per_chunk: 128 });
+        // Capped: chunks grow instead.
+        assert_eq!(Grid::new(10_000, 8, 1024, 16), Grid { nchunks: 16, rows_per_chunk: 625 });
+        // A row bigger than a chunk: one row each.
+        assert_eq!(Grid::new(5, 4096, 1024, 16), Grid { nchunks: 5, rows_per_chunk: 1 });
+        for rows in [1usize, 2, 7, 100, 12345] {
+            for cb in [1usize, 64, 1000, 1 << 20] {
+                let g = Grid::new(rows, 8, cb, 64);
+                assert!(g.nchunks <= 64);
+                assert!(g.nchunks * g.rows_per_chunk >= rows);
+                assert!((g.nchunks - 1) * g.rows_per_chunk < rows);
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Running one chunk: the code shared by workers and by a caller that helps.
+//!
+//! A call is described by a *trampoline*, a monomorphised `unsafe fn` that knows the element
+//! types and the user's function type, plus the user's function pointer. Both are plain
+//! addresses that mean the same thing in every worker, because workers are forks of this
+//! binary. This is why the user's `map` must be a function pointer (a closure that captures
+//! nothing): captured data would point into the parent's memory as it is *now*, which a worker
+//! forked earlier has never seen.
+
+use std::cell::RefCell;
+use std::ops::Range;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::control::{
+    CALLER, ChunkSlot, Control, JobDesc, MAX_ARRAYS, MAX_DIMS, OK, PANICKED, TOO_LARGE,
+};
+
+/// One array of a chunk, resolved to this process's address of the whole array.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ArrayPtr {
+    pub(crate) ptr: *mut u8,
+    pub(crate) elem_size: usize,
+    pub(crate) ndim: usize,
+    pub(crate) shape: [usize; MAX_DIMS],
+}
+
+impl ArrayPtr {
+    pub(crate) const EMPTY: ArrayPtr = ArrayPtr {
+        ptr: std::ptr::null_mut(),
+        elem_size: 0,
+        ndim: 0,
+        shape: [0; MAX_DIMS],
+    };
+
+    /// The rows `rows` (along axis 0) as a pointer and a shape; a 0-d array is one "row".
+    pub(crate) fn rows(&self, rows: &Range<usize>) -> (*mut u8, [usize; MAX_DIMS]) {
+        let mut shape = self.shape;
+        if self.ndim == 0 {
+            return (self.ptr, shape);
+        }
+        let row_elems: usize = self.shape[1..self.ndim].iter().product();
+        shape[0] = rows.end - rows.start;
+        // SAFETY: rows.start <= shape[0], so the offset stays within (or one past) the array.
+        let ptr = unsafe { self.ptr.add(rows.start * row_elems * self.elem_size) };
+        (ptr, shape)
+    }
+}
+
+/// What a trampoline gets.
+#[derive(Debug)]
+pub(crate) struct ChunkInput<'a> {
+    pub(crate) arrays: [ArrayPtr; MAX_ARRAYS],
+    pub(crate) rows: Range<usize>,
+    /// The chunk's index (for per-chunk random streams).
+    pub(crate) index: usize,
+    pub(crate) params: &'a [u8],
+    pub(crate) user_fn: usize,
+}
+
+/// Why a chunk produced no result, other than a panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChunkFailure {
+    /// The serialised result did not fit in the remaining arena.
+    TooLarge,
+}
+
+/// Runs the user's function on one chunk and serialises its result into `out`, returning the
+/// number of bytes written.
+///
+/// # Safety
+/// `input` must describe live arrays of the element types and dimensionality the trampoline was
+/// instantiated for, `user_fn` must be a function pointer of the type it expects, and for
+/// mutable calls no other process may access the chunk's rows concurrently.
+pub(crate) type Trampoline =
+    unsafe fn(input: &ChunkInput<'_>, out: &mut [u8]) -> Result<usize, ChunkFailure>;
+
+static IN_WORKER: AtomicBool = AtomicBool::new(false);
+static HOOK: Once = Once::new();
+
+thread_local! {
+    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs, once per process and before the first fork, a panic hook that stays silent in
+/// workers (it only notes where the panic happened): the default hook locks stderr, which
+/// another thread of the parent may have held at fork time. In every other process the
+/// previous hook runs as before.
+pub(crate) fn install_panic_hook() {
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            // ORDERING: the flag is set by the worker's own thread before any user code runs.
+            if IN_WORKER.load(Ordering::Relaxed) {
+                let at = info
+                    .location()
+                    .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+                PANIC_LOCATION.with(|p| *p.borrow_mut() = at);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Marks this process as a worker (see [`install_panic_hook`]).
+pub(crate) fn mark_worker() {
+    crate::shm::region::mark_forked_child();
+    // ORDERING: read on this same thread only.
+    IN_WORKER.store(true, Ordering::Relaxed);
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let msg = if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    };
+    match PANIC_LOCATION.with(|p| p.borrow_mut().take()) {
+        Some(at) => format!("{msg} (at {at})"),
+        None => msg,
+    }
+}
+
+/// Runs chunk `index` and publishes its outcome in the chunk's slot. Returns true when the
+/// chunk failed (the call is then cancelled).
+///
+/// # Safety
+/// The caller claimed chunk `index` of the call `job` describes; `arrays` are that call's arrays
+/// resolved in this process; `arena[*used..]` is this runner's own result space.
+pub(crate) unsafe fn run_chunk(
+    control: &Control,
+    job: &JobDesc,
+    arrays: &[ArrayPtr; MAX_ARRAYS],
+    params: &[u8],
+    index: usize,
+    who: u32,
+    arena: &mut [u8],
+    used: &mut usize,
+) -> bool {
+    let rpc = job.rows_per_chunk as usize;
+    let total = job.total_rows as usize;
+    let start = (index * rpc).min(total);
+    let end = (start + rpc).min(total);
+    let input = ChunkInput {
+        arrays: *arrays,
+        rows: start..end,
+        index,
+        params,
+        user_fn: job.user_fn as usize,
+    };
+    // SAFETY: the parent stored the address of a `Trampoline` of this very binary.
+    let trampoline: Trampoline = unsafe { std::mem::transmute(job.trampoline as usize) };
+    let out = &mut arena[*used..];
+    // SAFETY: the caller guarantees the input describes the call's live arrays and that the
+    // chunk is ours alone.
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| unsafe { trampoline(&input, out) }));
+    let slot = control.chunk(index);
+    let (state, offset, len) = match outcome {
+        Ok(Ok(len)) => {
+            let offset = *used;
+            *used += len;
+            (OK, offset, len)
+        }
+        Ok(Err(ChunkFailure::TooLarge)) => (TOO_LARGE, 0, 0),
+        Err(payload) => {
+            let msg = panic_message(&*payload);
+            // Drop the payload inside a guard: a payload whose Drop panics must not unwind
+            // out of a worker.
+            let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            let bytes = msg.as_bytes();
+            let room = arena.len() - *used;
+            let n = bytes.len().min(room);
+            let offset = *used;
+            arena[offset..offset + n].copy_from_slice(&bytes[..n]);
+            *used += n;
+            (PANICKED, offset, n)
+        }
+    };
+    publish(control, slot, who, state, offset, len);
+    state != OK
+}
+
+fn publish(control: &Control, slot: &ChunkSlot, who: u32, state: u32, offset: usize, len: usize) {
+    // ORDERING: these are published by the SeqCst store of `state` below.
+    slot.worker.store(who, Ordering::Relaxed);
+    slot.offset.store(offset as u64, Ordering::Relaxed);
+    slot.len.store(len as u64, Ordering::Relaxed);
+    let hdr = control.header();
+    // ORDERING: `done` is incremented before the state is published, so a parent that has
+    // seen every state final has also seen every increment of this call (it resets `done` for
+    // the next call). SeqCst on both, and on the parent's `parent_sleeping` store and state
+    // loads, make a missed wake-up impossible (each side sees the other's store).
+    let done = hdr.done.done.fetch_add(1, Ordering::SeqCst) + 1;
+    slot.state.store(state, Ordering::SeqCst);
+    let all_done = u64::from(done) >= hdr.claim.nchunks.load(Ordering::Relaxed);
+    if state != OK {
+        // ORDERING: SeqCst pairs with the claim loop's load; see `claim_next`.
+        hdr.claim.cancelled.store(1, Ordering::SeqCst);
+    }
+    if (all_done || state != OK) && who != CALLER {
+        wake_parent(control);
+    }
+}
+
+/// Wakes the parent if it sleeps on `done`.
+pub(crate) fn wake_parent(control: &Control) {
+    let hdr = control.header();
+    // ORDERING: SeqCst, paired with the parent's SeqCst store of `parent_sleeping` before it
+    // re-checks the chunk states (see the module docs of `control`).
+    if hdr.done.parent_sleeping.load(Ordering::SeqCst) != 0 {
+        crate::sys::futex_wake(&hdr.done.done, 1);
+    }
+}
+
+/// Claims the next chunk of call `seq`: `None` when none is left, the call is cancelled, or
+/// the pool has moved on to another call.
+#[inline]
+pub(crate) fn claim_next(control: &Control, seq: u32) -> Option<usize> {
+    let claim = &control.header().claim;
+    loop {
+        // ORDERING: SeqCst, paired with the parent's SeqCst store of `cancelled` followed by
+        // its SeqCst loads of the workers' `current`: a claimer that stored CLAIMING (SeqCst)
+        // either sees the cancellation or is seen as busy.
+        if claim.cancelled.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        // ORDERING: Acquire, paired with the parent's Release store of `next`, which makes the
+        // job description and `nchunks` of call `seq` visible.
+        let v = claim.next.load(Ordering::Acquire);
+        let (s, idx) = super::control::unpack(v);
+        // ORDERING: published by the Acquire load of `next` above when `s == seq`; a stale
+        // value is harmless because the CAS below then fails.
+        let n = claim.nchunks.load(Ordering::Relaxed);
+        if s != seq || u64::from(idx) >= n {
+            return None;
+        }
+        // ORDERING: AcqRel so that claims are totally ordered and each index is taken once.
+        if claim
+            .next
+            .compare_exchange_weak(v, v + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return Some(idx as usize);
+        }
+    }
+}

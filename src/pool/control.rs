@@ -1,0 +1,269 @@
+//! The control block: one shared region per pool through which the parent posts calls and the
+//! workers claim chunks and report results. Only atomics and plain numbers live here.
+//!
+//! # Layout
+//! ```text
+//! Header (wake line | claim line | done line | job line) | params | WorkerSlot x W | ChunkSlot x C
+//! ```
+//! Each hot word sits on its own 128-byte line (two 64-byte lines: the adjacent-line
+//! prefetcher pairs them) so that claims, completions and wake-ups do not false-share.
+//!
+//! # A call's protocol
+//! The parent, holding the pool's call lock, writes the job description, the parameters, resets
+//! `done`, `cancelled` and the first `nchunks` chunk states, then stores `next = (seq, 0)`,
+//! then `job_seq = seq` (Release), then bumps `epoch` and wakes sleepers. A worker that sees a
+//! new `job_seq` marks itself `CLAIMING` and claims chunk indices by compare-and-swap on
+//! `next`, which only succeeds while `next`'s sequence half equals the worker's job: a worker
+//! that is late by a whole call can never take a chunk of the next one.
+//!
+//! Worker slot `current`, packed as `(seq << 32) | state`:
+//!
+//! | state            | meaning                                           |
+//! |------------------|---------------------------------------------------|
+//! | `IDLE`           | not working on call `seq`                         |
+//! | `CLAIMING`       | inside the claim loop of call `seq`, no chunk yet |
+//! | chunk index `i`  | running chunk `i` of call `seq`                   |
+//!
+//! Chunk slot `state`: `PENDING` -> (`OK` | `PANICKED` | `TOO_LARGE`) by the worker that ran it,
+//! or -> `DIED` by the parent when that worker died. A worker increments `done` *before* it
+//! publishes the final state, so once the parent has seen every state final, every increment of
+//! the call has happened and `done` may be reset for the next call.
+
+use std::cell::UnsafeCell;
+use std::mem::{align_of, size_of};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+/// Arrays one call can read (a dot product reads two).
+pub(crate) const MAX_ARRAYS: usize = 2;
+/// Axes an array may have.
+pub(crate) const MAX_DIMS: usize = 8;
+/// Bytes of parameters one call can pass to its workers.
+pub(crate) const PARAMS_CAP: usize = 64 * 1024;
+
+/// Chunk states.
+pub(crate) const PENDING: u32 = 0;
+pub(crate) const OK: u32 = 1;
+pub(crate) const PANICKED: u32 = 2;
+pub(crate) const TOO_LARGE: u32 = 3;
+pub(crate) const DIED: u32 = 4;
+
+/// Worker-slot states (low half of `current`); anything smaller is a chunk index.
+pub(crate) const IDLE: u32 = u32::MAX;
+pub(crate) const CLAIMING: u32 = u32::MAX - 1;
+/// The largest number of chunks a call may have.
+pub(crate) const MAX_CHUNKS: u32 = u32::MAX - 2;
+
+/// Who ran a chunk: a worker index, or the calling thread.
+pub(crate) const CALLER: u32 = u32::MAX;
+
+#[inline]
+pub(crate) fn pack(seq: u32, low: u32) -> u64 {
+    (u64::from(seq) << 32) | u64::from(low)
+}
+
+#[inline]
+pub(crate) fn unpack(v: u64) -> (u32, u32) {
+    ((v >> 32) as u32, v as u32)
+}
+
+/// One array of a call, as the parent sees it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ArrayDesc {
+    /// The region's id, to find a worker's own mapping of it.
+    pub(crate) region: u64,
+    /// Where the parent maps it; workers that inherited it map it at the same address.
+    pub(crate) parent_addr: u64,
+    pub(crate) elem_size: u64,
+    pub(crate) ndim: u64,
+    pub(crate) shape: [u64; MAX_DIMS],
+}
+
+/// What a call asks the workers to do. Written by the parent before it publishes `job_seq`,
+/// read by a worker only after it claimed a chunk of that call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct JobDesc {
+    /// `Trampoline` as an address: valid in the workers because they are forks of this binary.
+    pub(crate) trampoline: u64,
+    /// The user's function pointer, passed to the trampoline.
+    pub(crate) user_fn: u64,
+    pub(crate) rows_per_chunk: u64,
+    pub(crate) total_rows: u64,
+    pub(crate) n_arrays: u64,
+    pub(crate) params_len: u64,
+    pub(crate) arrays: [ArrayDesc; MAX_ARRAYS],
+}
+
+#[repr(C, align(128))]
+pub(crate) struct WakeLine {
+    /// Bumped for every call and every batch of mail; workers sleep on it (futex word).
+    pub(crate) epoch: AtomicU32,
+    /// Workers asleep (or about to sleep) on `epoch`.
+    pub(crate) sleepers: AtomicU32,
+    /// Set once when the pool is dropped.
+    pub(crate) shutdown: AtomicU32,
+}
+
+#[repr(C, align(128))]
+pub(crate) struct ClaimLine {
+    /// `(seq << 32) | next chunk index`.
+    pub(crate) next: AtomicU64,
+    pub(crate) nchunks: AtomicU64,
+    /// Set when the call has failed: no new chunk is claimed.
+    pub(crate) cancelled: AtomicU32,
+}
+
+#[repr(C, align(128))]
+pub(crate) struct DoneLine {
+    /// Chunks finished in this call (futex word for the waiting parent).
+    pub(crate) done: AtomicU32,
+    /// The parent is asleep (or about to sleep) on `done`.
+    pub(crate) parent_sleeping: AtomicU32,
+}
+
+#[repr(C, align(128))]
+pub(crate) struct JobLine {
+    pub(crate) seq: AtomicU64,
+    pub(crate) desc: UnsafeCell<JobDesc>,
+}
+
+#[repr(C)]
+pub(crate) struct Header {
+    pub(crate) wake: WakeLine,
+    pub(crate) claim: ClaimLine,
+    pub(crate) done: DoneLine,
+    pub(crate) job: JobLine,
+}
+
+#[repr(C, align(128))]
+pub(crate) struct WorkerSlot {
+    /// `(seq << 32) | state`, see the module docs.
+    pub(crate) current: AtomicU64,
+    /// Bumped by the parent after it sent the worker mail (mappings to add or drop).
+    pub(crate) mail_seq: AtomicU64,
+}
+
+#[repr(C)]
+pub(crate) struct ChunkSlot {
+    pub(crate) state: AtomicU32,
+    /// Worker index that ran it, or `CALLER`.
+    pub(crate) worker: AtomicU32,
+    /// The result's bytes in that worker's result arena.
+    pub(crate) offset: AtomicU64,
+    pub(crate) len: AtomicU64,
+    _pad: u64,
+}
+
+const _: () = {
+    assert!(size_of::<ArrayDesc>() == 32 + 8 * MAX_DIMS);
+    assert!(size_of::<JobDesc>() == 48 + MAX_ARRAYS * size_of::<ArrayDesc>());
+    assert!(size_of::<WakeLine>() == 128 && align_of::<WakeLine>() == 128);
+    assert!(size_of::<ClaimLine>() == 128 && align_of::<ClaimLine>() == 128);
+    assert!(size_of::<DoneLine>() == 128 && align_of::<DoneLine>() == 128);
+    assert!(size_of::<JobLine>() == 256 && align_of::<JobLine>() == 128);
+    assert!(size_of::<Header>() == 640);
+    assert!(size_of::<WorkerSlot>() == 128 && align_of::<WorkerSlot>() == 128);
+    assert!(size_of::<ChunkSlot>() == 32 && align_of::<ChunkSlot>() == 8);
+};
+
+/// Offsets of the parts of a control block for `workers` workers and `chunks` chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub(crate) params: usize,
+    pub(crate) workers: usize,
+    pub(crate) chunks: usize,
+    pub(crate) total: usize,
+    pub(crate) max_workers: usize,
+    pub(crate) max_chunks: usize,
+}
+
+impl Layout {
+    pub(crate) fn new(max_workers: usize, max_chunks: usize) -> Option<Layout> {
+        let params = size_of::<Header>();
+        let workers = params + PARAMS_CAP;
+        let chunks = workers.checked_add(max_workers.checked_mul(size_of::<WorkerSlot>())?)?;
+        let total = chunks.checked_add(max_chunks.checked_mul(size_of::<ChunkSlot>())?)?;
+        Some(Layout {
+            params,
+            workers,
+            chunks,
+            total,
+            max_workers,
+            max_chunks,
+        })
+    }
+}
+
+/// A pointer to a control block plus its layout: `Copy`, and valid in every process that maps
+/// the block at that address (the parent, and workers, which inherit it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Control {
+    base: *mut u8,
+    layout: Layout,
+}
+
+// SAFETY: the block holds only atomics and plain data that is written before it is published
+// through an atomic; a `Control` is a pointer into memory that outlives every user of it (the
+// pool keeps the region until its workers are gone).
+unsafe impl Send for Control {}
+// SAFETY: as above.
+unsafe impl Sync for Control {}
+
+impl Control {
+    /// # Safety
+    /// `base` must point to a zero-initialised (or previously used) block of at least
+    /// `layout.total` bytes, 128-byte aligned, that stays mapped while this `Control` is used.
+    pub(crate) unsafe fn new(base: *mut u8, layout: Layout) -> Control {
+        debug_assert_eq!(base as usize % 128, 0);
+        Control { base, layout }
+    }
+
+    pub(crate) fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    #[inline]
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: `new`'s contract: the block is mapped, aligned, and an all-zero `Header` is
+        // valid (atomics and integers).
+        unsafe { &*self.base.cast::<Header>() }
+    }
+
+    #[inline]
+    pub(crate) fn worker(&self, i: usize) -> &WorkerSlot {
+        assert!(i < self.layout.max_workers);
+        // SAFETY: in bounds by the assert, aligned by the layout (offsets are multiples of 128).
+        unsafe { &*self.base.add(self.layout.workers).cast::<WorkerSlot>().add(i) }
+    }
+
+    #[inline]
+    pub(crate) fn chunk(&self, i: usize) -> &ChunkSlot {
+        assert!(i < self.layout.max_chunks);
+        // SAFETY: in bounds by the assert, aligned by the layout.
+        unsafe { &*self.base.add(self.layout.chunks).cast::<ChunkSlot>().add(i) }
+    }
+
+    /// The parameter bytes area.
+    pub(crate) fn params_ptr(&self) -> *mut u8 {
+        // SAFETY: `params` is within the block.
+        unsafe { self.base.add(self.layout.params) }
+    }
+
+    /// A copy of the job description.
+    ///
+    /// # Safety
+    /// Only after claiming a chunk of the current call (or, in the parent, while holding the
+    /// call lock): then no one writes the description concurrently.
+    pub(crate) unsafe fn read_job(&self) -> JobDesc {
+        // SAFETY: the caller guarantees no concurrent writer.
+        unsafe { *self.header().job.desc.get() }
+    }
+
+    /// # Safety
+    /// Only the parent, holding the call lock, before publishing the call.
+    pub(crate) unsafe fn write_job(&self, job: JobDesc) {
+        // SAFETY: the caller guarantees no reader looks at it until the call is published.
+        unsafe { *self.header().job.desc.get() = job };
+    }
+}

@@ -1,0 +1,55 @@
+//! Messages from the parent to one worker over its socket (fixed-size datagrams).
+
+/// A message to a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mail {
+    /// Map the attached descriptor (`len` bytes) as region `id`.
+    Map { id: u64, len: u64 },
+    /// Unmap your own mapping of region `id`.
+    ForgetMapped { id: u64 },
+    /// Unmap the mapping you inherited at fork.
+    ForgetInherited { addr: u64, len: u64 },
+}
+
+impl Mail {
+    pub(crate) const SIZE: usize = 32;
+
+    pub(crate) fn encode(self) -> [u8; Self::SIZE] {
+        let words: [u64; 4] = match self {
+            Mail::Map { id, len } => [1, id, 0, len],
+            Mail::ForgetMapped { id } => [2, id, 0, 0],
+            Mail::ForgetInherited { addr, len } => [3, 0, addr, len],
+        };
+        bytemuck::cast(words)
+    }
+
+    pub(crate) fn decode(bytes: &[u8; Self::SIZE]) -> Option<Mail> {
+        let [kind, id, addr, len]: [u64; 4] = bytemuck::cast(*bytes);
+        match kind {
+            1 => Some(Mail::Map { id, len }),
+            2 => Some(Mail::ForgetMapped { id }),
+            3 => Some(Mail::ForgetInherited { addr, len }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mail;
+
+    #[test]
+    fn round_trip() {
+        for m in [
+            Mail::Map { id: 7, len: 4096 },
+            Mail::ForgetMapped { id: 9 },
+            Mail::ForgetInherited {
+                addr: 0x7f00_0000_0000,
+                len: 8192,
+            },
+        ] {
+            assert_eq!(Mail::decode(&m.encode()), Some(m));
+        }
+        assert_eq!(Mail::decode(&[0; Mail::SIZE]), None);
+    }
+}

@@ -1,0 +1,217 @@
+//! The worker process: what runs after fork, until `_exit`.
+//!
+//! A worker touches only the control block (atomics), its result arena, the arrays of the calls
+//! it runs, its socket, and its own heap; it takes no lock that another thread of the parent
+//! could have held at fork time, and leaves only through `_exit`.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::chunk::{self, ArrayPtr};
+use super::control::{CLAIMING, Control, IDLE, MAX_ARRAYS, JobDesc, pack};
+use super::mail::Mail;
+use crate::sys;
+
+/// Everything a worker needs, prepared by the parent before fork.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WorkerStart {
+    pub(crate) control: Control,
+    pub(crate) index: u32,
+    pub(crate) arena: *mut u8,
+    pub(crate) arena_len: usize,
+    pub(crate) sock: RawFd,
+    pub(crate) parent: i32,
+    pub(crate) spin: Duration,
+    /// Runs once in the worker before its first chunk, if set.
+    pub(crate) init: Option<fn(usize)>,
+}
+
+// SAFETY: the pointers are addresses in shared mappings that the worker inherits at fork.
+unsafe impl Send for WorkerStart {}
+
+/// How long a sleeping worker waits before it checks that its parent is alive.
+const PARENT_CHECK: Duration = Duration::from_millis(100);
+
+/// The worker's main loop. Never returns.
+pub(crate) fn worker_main(start: WorkerStart) -> ! {
+    if !sys::die_with_parent(start.parent) {
+        sys::exit_now(0);
+    }
+    chunk::mark_worker();
+    let sock = sys::keep_only_fd(start.sock);
+    if let Some(init) = start.init {
+        // A panicking initializer ends the worker; the parent sees it die and reports it.
+        if std::panic::catch_unwind(|| init(start.index as usize)).is_err() {
+            sys::exit_now(101);
+        }
+    }
+    let control = start.control;
+    let hdr = control.header();
+    let slot = control.worker(start.index as usize);
+    // SAFETY: the parent created the arena for this worker index only and keeps it mapped
+    // while the pool lives; it reads a result only after the worker published it.
+    let arena = unsafe { std::slice::from_raw_parts_mut(start.arena, start.arena_len) };
+    let mut mapped: HashMap<u64, (usize, usize)> = HashMap::new();
+    // Mail sent before this worker existed was for its predecessor; its socket is new.
+    let mut mail_seen = 0;
+    let mut last_call = 0u32;
+    loop {
+        // ORDERING: SeqCst, the first half of the sleep protocol in `wait_for_change`.
+        let epoch = hdr.wake.epoch.load(Ordering::SeqCst);
+        // ORDERING: Relaxed: shutdown is final, and the epoch bump that follows it wakes us.
+        if hdr.wake.shutdown.load(Ordering::Relaxed) != 0 {
+            sys::exit_now(0);
+        }
+        // ORDERING: Acquire, paired with the parent's Release bump after it sent the mail.
+        let mail = slot.mail_seq.load(Ordering::Acquire);
+        if mail != mail_seen {
+            read_mail(sock, &mut mapped);
+            mail_seen = mail;
+        }
+        // ORDERING: Acquire, paired with the parent's Release store that publishes a call.
+        let call = hdr.job.seq.load(Ordering::Acquire) as u32;
+        if call != last_call {
+            last_call = call;
+            // SAFETY: the arena is ours; `mapped` holds this worker's own mappings.
+            unsafe { work_on_call(&control, call, start.index, arena, &mapped) };
+        }
+        wait_for_change(&control, epoch, start.spin, start.parent);
+    }
+}
+
+/// Claims and runs chunks of call `seq` until none is left.
+///
+/// # Safety
+/// `arena` is this worker's own result arena.
+unsafe fn work_on_call(
+    control: &Control,
+    seq: u32,
+    index: u32,
+    arena: &mut [u8],
+    mapped: &HashMap<u64, (usize, usize)>,
+) {
+    let slot = control.worker(index as usize);
+    // ORDERING: SeqCst: the parent that cancels a call stores `cancelled` then loads `current`
+    // (SeqCst); we store `current` then load `cancelled` in `claim_next`. One sees the other.
+    slot.current.store(pack(seq, CLAIMING), Ordering::SeqCst);
+    let mut used = 0;
+    let mut job: Option<(JobDesc, [ArrayPtr; MAX_ARRAYS])> = None;
+    while let Some(i) = chunk::claim_next(control, seq) {
+        // ORDERING: SeqCst so that a parent that sees us dead reads the chunk we held.
+        slot.current.store(pack(seq, i as u32), Ordering::SeqCst);
+        let (desc, arrays) = job.get_or_insert_with(|| {
+            // SAFETY: we hold a chunk of call `seq`, so the parent is not rewriting the
+            // description (it starts the next call only after this chunk is final).
+            let desc = unsafe { control.read_job() };
+            (desc, resolve(&desc, mapped))
+        });
+        let params_len = desc.params_len as usize;
+        // SAFETY: the parent wrote `params_len` bytes there before publishing the call.
+        let params = unsafe { std::slice::from_raw_parts(control.params_ptr(), params_len) };
+        // SAFETY: we claimed chunk `i`; the arrays are resolved in this process; the arena is
+        // ours.
+        unsafe { chunk::run_chunk(control, desc, arrays, params, i, index, arena, &mut used) };
+        // ORDERING: SeqCst, as above.
+        slot.current.store(pack(seq, CLAIMING), Ordering::SeqCst);
+    }
+    // ORDERING: SeqCst, read by the parent's check that every live worker is idle.
+    slot.current.store(pack(seq, IDLE), Ordering::SeqCst);
+    // ORDERING: SeqCst, with the parent's store of `cancelled` (see above).
+    if control.header().claim.cancelled.load(Ordering::SeqCst) != 0 {
+        chunk::wake_parent(control);
+    }
+}
+
+/// The call's arrays at this process's addresses: our own mapping if the parent sent us the
+/// region, else the parent's address (we inherited the mapping at fork).
+pub(crate) fn resolve(desc: &JobDesc, mapped: &HashMap<u64, (usize, usize)>) -> [ArrayPtr; MAX_ARRAYS] {
+    let mut out = [ArrayPtr::EMPTY; MAX_ARRAYS];
+    for (dst, src) in out.iter_mut().zip(&desc.arrays).take(desc.n_arrays as usize) {
+        let base = mapped
+            .get(&src.region)
+            .map_or(src.parent_addr as usize, |&(addr, _)| addr);
+        dst.ptr = base as *mut u8;
+        dst.elem_size = src.elem_size as usize;
+        dst.ndim = src.ndim as usize;
+        for (d, s) in dst.shape.iter_mut().zip(&src.shape) {
+            *d = *s as usize;
+        }
+    }
+    out
+}
+
+/// Applies every message waiting on the socket.
+fn read_mail(sock: RawFd, mapped: &mut HashMap<u64, (usize, usize)>) {
+    let mut buf = [0u8; Mail::SIZE];
+    loop {
+        match sys::recv_message(sock, &mut buf) {
+            Ok(Some((n, fd))) if n == Mail::SIZE => match Mail::decode(&buf) {
+                Some(Mail::Map { id, len }) => {
+                    let Some(fd) = fd else { continue };
+                    if let Ok(ptr) = sys::map_shared(fd.as_fd(), len as usize) {
+                        mapped.insert(id, (ptr as usize, len as usize));
+                    }
+                    // If the mapping failed, a later call on this region faults in this
+                    // worker, which the parent reports as WorkerDied: never silent.
+                }
+                Some(Mail::ForgetMapped { id }) => {
+                    if let Some((addr, len)) = mapped.remove(&id) {
+                        // SAFETY: the parent dropped the region, so no call uses it.
+                        unsafe { sys::unmap(addr as *mut u8, len) };
+                    }
+                }
+                Some(Mail::ForgetInherited { addr, len }) => {
+                    // SAFETY: inherited at fork at this address; the parent dropped it, so no
+                    // call uses it, and nothing else can be mapped over a live mapping.
+                    unsafe { sys::unmap(addr as *mut u8, len as usize) };
+                }
+                None => {}
+            },
+            Ok(Some((0, _))) => sys::exit_now(0), // the parent closed its end: it is gone
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(_) => sys::exit_now(0),
+        }
+    }
+}
+
+/// Waits until `epoch` changes: spins for `spin` (yielding the CPU often, so that spinning
+/// never starves a process with real work), then sleeps on the futex, checking every
+/// `PARENT_CHECK` that the parent still lives.
+fn wait_for_change(control: &Control, epoch: u32, spin: Duration, parent: i32) {
+    let wake = &control.header().wake;
+    let start = Instant::now();
+    let mut spins = 0u32;
+    // ORDERING (all loads in this loop): Acquire, paired with the parent's bump after it
+    // published a call or mail.
+    while wake.epoch.load(Ordering::Acquire) == epoch {
+        spins += 1;
+        if spins % 64 == 0 {
+            if start.elapsed() >= spin {
+                break;
+            }
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    loop {
+        // ORDERING: SeqCst: we announce ourselves then re-check `epoch`; the parent bumps
+        // `epoch` then reads `sleepers`. One of us sees the other, so no wake-up is lost.
+        wake.sleepers.fetch_add(1, Ordering::SeqCst);
+        if wake.epoch.load(Ordering::SeqCst) == epoch {
+            sys::futex_wait(&wake.epoch, epoch, Some(PARENT_CHECK));
+        }
+        // ORDERING: SeqCst, as above.
+        wake.sleepers.fetch_sub(1, Ordering::SeqCst);
+        // ORDERING: Acquire, as in the spin loop.
+        if wake.epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        if sys::parent_pid() != parent {
+            sys::exit_now(0);
+        }
+    }
+}

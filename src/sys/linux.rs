@@ -1,0 +1,348 @@
+//! Linux: memfd, fork, waitpid, shared futexes, fd passing over Unix sockets.
+//!
+//! Functions marked "async-signal-safe" are the ones a freshly forked child may call: they make
+//! raw system calls and take no lock.
+
+use std::ffi::CString;
+use std::io;
+use std::mem::{self, MaybeUninit};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use super::ExitStatus;
+
+/// SIGKILL, for `kill`.
+pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Creates an anonymous memory file (close-on-exec) of `len` bytes, zero-filled.
+pub(crate) fn memfd(name: &str, len: u64) -> io::Result<OwnedFd> {
+    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `fd` is an open descriptor owned by us.
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) })?;
+    Ok(fd)
+}
+
+/// The size of a memory page.
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
+
+/// Maps `len` bytes of `fd` shared and writable. Async-signal-safe.
+pub(crate) fn map_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<*mut u8> {
+    // SAFETY: a fresh mapping chosen by the kernel cannot alias any Rust object.
+    let ptr = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ptr.cast())
+    }
+}
+
+/// Unmaps a mapping. Async-signal-safe.
+///
+/// # Safety
+/// `ptr..ptr + len` must be a mapping that no live reference points into.
+pub(crate) unsafe fn unmap(ptr: *mut u8, len: usize) {
+    // SAFETY: the caller guarantees nothing refers to the range any more. munmap of a range
+    // that is partly unmapped is not an error, so there is nothing to report.
+    unsafe { libc::munmap(ptr.cast(), len) };
+}
+
+/// The result of [`fork`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forked {
+    /// We are the new child process.
+    Child,
+    /// We are the parent; the child has this pid.
+    Parent(i32),
+}
+
+/// Forks the calling process.
+///
+/// # Safety
+/// In the child only the calling thread exists; every lock another thread held stays held
+/// forever. The child must call only async-signal-safe functions, memory allocation (glibc
+/// makes malloc usable after fork), and code that takes no lock another thread could hold, and
+/// must leave through [`exit_now`].
+pub(crate) unsafe fn fork() -> io::Result<Forked> {
+    // SAFETY: the caller upholds the rules for the child.
+    let pid = cvt(unsafe { libc::fork() })?;
+    Ok(if pid == 0 {
+        Forked::Child
+    } else {
+        Forked::Parent(pid)
+    })
+}
+
+/// Ends this process at once: no destructors, no atexit handlers, no stdio flush (the parent's
+/// buffered output would otherwise be written twice). Async-signal-safe.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// Asks the kernel to SIGKILL this process when the thread that forked it ends, then checks
+/// that the parent is still `expected_parent` (closing the race where it died before the
+/// request). Returns false if the parent is already gone. Async-signal-safe.
+pub(crate) fn die_with_parent(expected_parent: i32) -> bool {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and has no memory arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    parent_pid() == expected_parent
+}
+
+/// This process's id.
+pub(crate) fn pid() -> i32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
+/// The parent process's id. Async-signal-safe.
+pub(crate) fn parent_pid() -> i32 {
+    // SAFETY: getppid has no preconditions.
+    unsafe { libc::getppid() }
+}
+
+fn decode_status(status: libc::c_int) -> ExitStatus {
+    if libc::WIFSIGNALED(status) {
+        ExitStatus::Signaled(libc::WTERMSIG(status))
+    } else {
+        ExitStatus::Exited(libc::WEXITSTATUS(status))
+    }
+}
+
+/// Reaps `pid` if it has ended; `None` while it runs.
+pub(crate) fn try_wait(pid: i32) -> io::Result<Option<ExitStatus>> {
+    let mut status = 0;
+    // SAFETY: `status` is a valid out pointer.
+    let ret = cvt(unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) })?;
+    Ok((ret == pid).then(|| decode_status(status)))
+}
+
+/// Waits for `pid` to end and reaps it.
+pub(crate) fn wait(pid: i32) -> io::Result<ExitStatus> {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid out pointer.
+        match cvt(unsafe { libc::waitpid(pid, &mut status, 0) }) {
+            Ok(_) => return Ok(decode_status(status)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sends `signal` to `pid`.
+pub(crate) fn kill(pid: i32, signal: i32) -> io::Result<()> {
+    // SAFETY: kill takes plain integers.
+    cvt(unsafe { libc::kill(pid, signal) }).map(drop)
+}
+
+/// Sleeps while `*word == expected`, at most `timeout`. Spurious returns happen: the caller
+/// re-checks its condition. Uses a shared (not process-private) futex so that any process
+/// mapping the same memory can wake it. Async-signal-safe.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts.as_ref().map_or(ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call; FUTEX_WAIT only reads
+    // it. The timeout pointer is null or points to a live timespec.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            ptr::null::<u32>(),
+            0u32,
+        )
+    };
+}
+
+/// Wakes up to `count` processes sleeping in [`futex_wait`] on `word`. Async-signal-safe.
+pub(crate) fn futex_wake(word: &AtomicU32, count: i32) {
+    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE does not access it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            count,
+            ptr::null::<libc::timespec>(),
+            ptr::null::<u32>(),
+            0u32,
+        )
+    };
+}
+
+/// A connected pair of datagram-preserving Unix sockets (close-on-exec).
+pub(crate) fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: socketpair returned two fresh descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+const CMSG_SPACE_ONE_FD: usize = 64;
+
+/// Sends one message, with an optional file descriptor attached, without blocking.
+/// Returns `Ok(false)` when the socket's buffer is full.
+pub(crate) fn send_message(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    fd: Option<BorrowedFd<'_>>,
+) -> io::Result<bool> {
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    let mut control = [0u8; CMSG_SPACE_ONE_FD];
+    // SAFETY: an all-zero msghdr is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(fd) = fd {
+        // SAFETY: CMSG_SPACE is a pure computation.
+        let space = unsafe { libc::CMSG_SPACE(mem::size_of::<RawFd>() as u32) } as usize;
+        debug_assert!(space <= control.len());
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: msg_control points to `space` writable bytes, enough for one header and one
+        // descriptor, so CMSG_FIRSTHDR returns a valid, aligned header inside `control`.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<RawFd>() as u32) as _;
+            ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd.as_raw_fd());
+        }
+    }
+    // SAFETY: `msg` points to live buffers for the duration of the call.
+    let ret = unsafe {
+        libc::sendmsg(
+            sock.as_raw_fd(),
+            &msg,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if ret >= 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.kind() == io::ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(err)
+    }
+}
+
+/// Receives one message without blocking: `None` when none is waiting. An attached descriptor
+/// comes back owned (close-on-exec). Async-signal-safe apart from the returned `OwnedFd`.
+pub(crate) fn recv_message(
+    sock: RawFd,
+    buf: &mut [u8],
+) -> io::Result<Option<(usize, Option<OwnedFd>)>> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = MaybeUninit::<[u64; CMSG_SPACE_ONE_FD / 8]>::zeroed();
+    // SAFETY: an all-zero msghdr is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = CMSG_SPACE_ONE_FD as _;
+    // SAFETY: `msg` points to live, writable buffers for the duration of the call.
+    let n = unsafe {
+        libc::recvmsg(
+            sock,
+            &mut msg,
+            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return if err.kind() == io::ErrorKind::WouldBlock {
+            Ok(None)
+        } else {
+            Err(err)
+        };
+    }
+    let mut fd = None;
+    // SAFETY: recvmsg filled `msg`; the CMSG macros walk only inside msg_controllen bytes.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let raw = ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+                fd = Some(OwnedFd::from_raw_fd(raw));
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(Some((n as usize, fd)))
+}
+
+/// In a freshly forked child: moves `keep` to descriptor 3 and closes every descriptor above 3,
+/// so that a worker holds no pipe or socket of the parent's open (a parent's subprocess would
+/// otherwise never see EOF on its stdin). Standard input, output and error stay. Returns the
+/// new number of `keep`. Async-signal-safe.
+pub(crate) fn keep_only_fd(keep: RawFd) -> RawFd {
+    const TARGET: RawFd = 3;
+    if keep != TARGET {
+        // SAFETY: dup2 on descriptors we own in this single-threaded child; it clears
+        // FD_CLOEXEC on the new descriptor, which is what a worker wants (it never execs).
+        unsafe { libc::dup2(keep, TARGET) };
+    }
+    // SAFETY: close_range only closes descriptors; this child owns every one of them and
+    // refers to none of them again.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, TARGET + 1, u32::MAX, 0u32) };
+    if ret != 0 {
+        // Kernels before 5.9: close one at a time, up to the descriptor limit.
+        // SAFETY: sysconf has no preconditions.
+        let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(64, 1 << 20) as RawFd;
+        for fd in (TARGET + 1)..max {
+            // SAFETY: as above; EBADF for descriptors that are not open is harmless.
+            unsafe { libc::close(fd) };
+        }
+    }
+    TARGET
+}
+

@@ -1,0 +1,104 @@
+//! Platforms without an implementation: every call that would need the OS fails with
+//! `Unsupported`, so the crate builds and says clearly why it cannot run.
+
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use super::ExitStatus;
+
+pub(crate) const SIGKILL: i32 = 9;
+
+fn unsupported<T>() -> io::Result<T> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "shmpar supports Linux only",
+    ))
+}
+
+pub(crate) fn memfd(_name: &str, _len: u64) -> io::Result<OwnedFd> {
+    unsupported()
+}
+
+pub(crate) fn page_size() -> usize {
+    4096
+}
+
+pub(crate) fn map_shared(_fd: BorrowedFd<'_>, _len: usize) -> io::Result<*mut u8> {
+    unsupported()
+}
+
+/// # Safety
+/// Never called: nothing is ever mapped on this platform.
+pub(crate) unsafe fn unmap(_ptr: *mut u8, _len: usize) {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forked {
+    Child,
+    Parent(i32),
+}
+
+/// # Safety
+/// Always fails; nothing to uphold.
+pub(crate) unsafe fn fork() -> io::Result<Forked> {
+    unsupported()
+}
+
+pub(crate) fn exit_now(code: i32) -> ! {
+    std::process::exit(code)
+}
+
+pub(crate) fn die_with_parent(_expected_parent: i32) -> bool {
+    false
+}
+
+pub(crate) fn pid() -> i32 {
+    std::process::id() as i32
+}
+
+pub(crate) fn parent_pid() -> i32 {
+    0
+}
+
+pub(crate) fn try_wait(_pid: i32) -> io::Result<Option<ExitStatus>> {
+    unsupported()
+}
+
+pub(crate) fn wait(_pid: i32) -> io::Result<ExitStatus> {
+    unsupported()
+}
+
+pub(crate) fn kill(_pid: i32, _signal: i32) -> io::Result<()> {
+    unsupported()
+}
+
+pub(crate) fn futex_wait(_word: &AtomicU32, _expected: u32, timeout: Option<Duration>) {
+    std::thread::sleep(timeout.unwrap_or(Duration::from_millis(1)));
+}
+
+pub(crate) fn futex_wake(_word: &AtomicU32, _count: i32) {}
+
+pub(crate) fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    unsupported()
+}
+
+pub(crate) fn send_message(
+    _sock: BorrowedFd<'_>,
+    _bytes: &[u8],
+    _fd: Option<BorrowedFd<'_>>,
+) -> io::Result<bool> {
+    unsupported()
+}
+
+pub(crate) fn recv_message(
+    _sock: RawFd,
+    _buf: &mut [u8],
+) -> io::Result<Option<(usize, Option<OwnedFd>)>> {
+    unsupported()
+}
+
+pub(crate) fn keep_only_fd(keep: RawFd) -> RawFd {
+    keep
+}
+
