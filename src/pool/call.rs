@@ -172,7 +172,11 @@ impl PoolShared {
             let (desc, arrays) = job.get_or_insert_with(|| {
                 // SAFETY: we wrote it under the call lock, which we still hold.
                 let desc = unsafe { self.control.read_job() };
-                (desc, super::worker::resolve(&desc, &HashMap::new()))
+                let regions = super::worker::Regions {
+                    mapped: &HashMap::new(),
+                    inherited_below: u64::MAX,
+                };
+                (desc, super::worker::resolve(&desc, &regions))
             });
             // SAFETY: we wrote `params_len` bytes there under the call lock.
             let params = unsafe {

@@ -51,7 +51,11 @@ fn serve(req: Request) {
     // SAFETY: the child runs only `worker_main`, which follows fork's rules (no lock another
     // thread could hold, leaves through `_exit`).
     match unsafe { sys::fork() } {
-        Ok(Forked::Child) => worker_main(WorkerStart { parent, ..req.start }),
+        Ok(Forked::Child) => worker_main(WorkerStart {
+            parent,
+            fork_seq,
+            ..req.start
+        }),
         Ok(Forked::Parent(pid)) => {
             (req.on_forked)(pid, fork_seq);
             drop(reg);

@@ -270,7 +270,8 @@ impl PoolShared {
             arena: arena.as_ptr(),
             arena_len: arena.len(),
             sock: child_end.as_raw_fd(),
-            parent: 0, // filled in by the forker
+            parent: 0,   // filled in by the forker
+            fork_seq: 0, // filled in by the forker
             spin: self.config.spin_setting(),
             init: self.config.init_setting(),
         };

@@ -23,6 +23,8 @@ pub(crate) struct WorkerStart {
     pub(crate) arena_len: usize,
     pub(crate) sock: RawFd,
     pub(crate) parent: i32,
+    /// The first region id this worker did not inherit (filled in by the forker).
+    pub(crate) fork_seq: u64,
     pub(crate) spin: Duration,
     /// Runs once in the worker before its first chunk, if set.
     pub(crate) init: Option<fn(usize)>,
@@ -64,18 +66,24 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
         if hdr.wake.shutdown.load(Ordering::Relaxed) != 0 {
             sys::exit_now(0);
         }
-        // ORDERING: Acquire, paired with the parent's Release bump after it sent the mail.
+        // ORDERING: Acquire, paired with the parent's Release store that publishes a call.
+        // The call is loaded *before* the mail: the parent sends a call's regions and bumps
+        // `mail_seq` before it publishes the call, so having seen the call we see its mail.
+        let call = hdr.job.seq.load(Ordering::Acquire) as u32;
+        // ORDERING: Acquire, paired with the parent's Release store after it sent the mail.
         let mail = slot.mail_seq.load(Ordering::Acquire);
         if mail != mail_seen {
             read_mail(sock, &mut mapped);
             mail_seen = mail;
         }
-        // ORDERING: Acquire, paired with the parent's Release store that publishes a call.
-        let call = hdr.job.seq.load(Ordering::Acquire) as u32;
         if call != last_call {
             last_call = call;
-            // SAFETY: the arena is ours; `mapped` holds this worker's own mappings.
-            unsafe { work_on_call(&control, call, start.index, arena, &mapped) };
+            let regions = Regions {
+                mapped: &mapped,
+                inherited_below: start.fork_seq,
+            };
+            // SAFETY: the arena is ours; `regions` knows this worker's mappings.
+            unsafe { work_on_call(&control, call, start.index, arena, &regions) };
         }
         wait_for_change(&control, epoch, start.spin, start.parent);
     }
@@ -90,7 +98,7 @@ unsafe fn work_on_call(
     seq: u32,
     index: u32,
     arena: &mut [u8],
-    mapped: &HashMap<u64, (usize, usize)>,
+    regions: &Regions<'_>,
 ) {
     let slot = control.worker(index as usize);
     // ORDERING: SeqCst: the parent that cancels a call stores `cancelled` then loads `current`
@@ -105,7 +113,7 @@ unsafe fn work_on_call(
             // SAFETY: we hold a chunk of call `seq`, so the parent is not rewriting the
             // description (it starts the next call only after this chunk is final).
             let desc = unsafe { control.read_job() };
-            (desc, resolve(&desc, mapped))
+            (desc, resolve(&desc, regions))
         });
         let params_len = desc.params_len as usize;
         // SAFETY: the parent wrote `params_len` bytes there before publishing the call.
@@ -124,14 +132,30 @@ unsafe fn work_on_call(
     }
 }
 
-/// The call's arrays at this process's addresses: our own mapping if the parent sent us the
-/// region, else the parent's address (we inherited the mapping at fork).
-pub(crate) fn resolve(desc: &JobDesc, mapped: &HashMap<u64, (usize, usize)>) -> [ArrayPtr; MAX_ARRAYS] {
+/// Where a process finds the regions of a call.
+#[derive(Debug)]
+pub(crate) struct Regions<'a> {
+    /// Regions sent as descriptors, mapped at this process's own addresses.
+    pub(crate) mapped: &'a HashMap<u64, (usize, usize)>,
+    /// Regions with a smaller id were inherited at fork, at the parent's address
+    /// (`u64::MAX` in the parent itself).
+    pub(crate) inherited_below: u64,
+}
+
+/// The call's arrays at this process's addresses. A region this process neither inherited nor
+/// received is a bug or a failed mapping: it panics (reported as a failed chunk) rather than
+/// read whatever happens to sit at the parent's address.
+pub(crate) fn resolve(desc: &JobDesc, regions: &Regions<'_>) -> [ArrayPtr; MAX_ARRAYS] {
     let mut out = [ArrayPtr::EMPTY; MAX_ARRAYS];
     for (dst, src) in out.iter_mut().zip(&desc.arrays).take(desc.n_arrays as usize) {
-        let base = mapped
-            .get(&src.region)
-            .map_or(src.parent_addr as usize, |&(addr, _)| addr);
+        let base = match regions.mapped.get(&src.region) {
+            Some(&(addr, _)) => addr,
+            None if src.region < regions.inherited_below => src.parent_addr as usize,
+            None => panic!(
+                "shared region {} is not mapped in this worker (could not map it?)",
+                src.region
+            ),
+        };
         dst.ptr = base as *mut u8;
         dst.elem_size = src.elem_size as usize;
         dst.ndim = src.ndim as usize;
