@@ -1,0 +1,98 @@
+//! Creating a pool, and replacing a dead worker, is safe while the parent has other threads
+//! that hold locks: one holds stdout, one stderr, one a std Mutex and the allocator, and a rayon
+//! pool is busy. Repeated 100 times; a deadlock in a child would hang a call, and the
+//! watchdog turns that into a failure.
+
+mod common;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ndarray::Ix1;
+use rayon::prelude::*;
+use shmpar::{ErrorKind, Pool, SharedArray};
+
+fn busy_threads(stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+    let mut handles = Vec::new();
+    let s = Arc::clone(stop);
+    handles.push(std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(b"");
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }));
+    let s = Arc::clone(stop);
+    handles.push(std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            let _err = std::io::stderr().lock();
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }));
+    let s = Arc::clone(stop);
+    handles.push(std::thread::spawn(move || {
+        let m = Mutex::new(Vec::<String>::new());
+        while !s.load(Ordering::Relaxed) {
+            let mut g = m.lock().unwrap();
+            g.push(format!("{:?}", std::time::Instant::now()));
+            if g.len() > 1000 {
+                g.clear();
+            }
+        }
+    }));
+    let s = Arc::clone(stop);
+    handles.push(std::thread::spawn(move || {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let v: Vec<f64> = (0..100_000).map(f64::from).collect();
+        while !s.load(Ordering::Relaxed) {
+            let total: f64 = pool.install(|| v.par_iter().sum());
+            assert!(total > 0.0);
+        }
+    }));
+    handles
+}
+
+#[test]
+fn pools_start_and_heal_while_threads_hold_locks() {
+    let _w = common::watchdog(300, "fork safety");
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = busy_threads(&stop);
+    let mut a = SharedArray::<f64, Ix1>::zeros(100_000).unwrap();
+    a.view_mut().fill(1.0);
+    for round in 0..100 {
+        let pool = Pool::builder().workers(2).chunk_bytes(16 * 1024).build().unwrap();
+        // Workers allocate and format (malloc after fork).
+        let n = pool
+            .par_reduce(&a, |c| format!("{}", c.sum()).len() + c.len(), |x, y| x + y)
+            .unwrap();
+        assert!(n >= 100_000, "round {round}");
+        // A panic in a worker runs the panic machinery while stderr is locked elsewhere.
+        let err = pool.par_reduce(&a, |_| -> u8 { panic!("boom") }, |x, _| x).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::WorkerPanicked, "round {round}: {err}");
+        // Kill a worker: the replacement is forked while the threads hold their locks.
+        let victim = pool.worker_pids()[round % 2];
+        common::sigkill(victim);
+        let s = loop {
+            match pool.par_reduce(&a, |c| c.sum(), |x, y| x + y) {
+                Ok(s) => break s,
+                // The kill may land during this call: then it fails once, cleanly.
+                Err(e) if e.kind() == ErrorKind::WorkerDied => continue,
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        };
+        assert_eq!(s, 100_000.0, "round {round}");
+        // Arrays made after the pool reach the (new) workers too.
+        let b = SharedArray::from_array(&ndarray::Array1::from_elem(1000, 2u32)).unwrap();
+        let t = pool.par_reduce(&b, |c| c.iter().map(|&x| u64::from(x)).sum::<u64>(), |x, y| x + y).unwrap();
+        assert_eq!(t, 2000, "round {round}");
+        let pids = pool.worker_pids();
+        drop(pool);
+        assert!(common::wait_gone(&pids, Duration::from_secs(2)), "round {round}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+}
