@@ -19,7 +19,10 @@ fn drop_reaps_every_worker() {
         drop(pool);
         // Reaped synchronously by drop: not even a zombie remains.
         for p in pids {
-            assert!(!std::path::Path::new(&format!("/proc/{p}")).exists(), "worker {p} left behind");
+            assert!(
+                !std::path::Path::new(&format!("/proc/{p}")).exists(),
+                "worker {p} left behind"
+            );
         }
     }
 }
@@ -46,11 +49,23 @@ fn nothing_appears_in_dev_shm() {
         let pool = Pool::new(2).unwrap();
         let mut a = SharedArray::<f64, Ix1>::zeros(1 << 20).unwrap();
         a.view_mut().fill(1.0);
-        assert_eq!(pool.par_reduce(&a, |c| c.sum(), |x, y| x + y).unwrap(), (1 << 20) as f64);
-        let during: Vec<_> = common::dev_shm().into_iter().filter(|e| e.contains("shmpar")).collect();
-        assert!(during.is_empty(), "memfd regions have no /dev/shm name: {during:?}");
+        assert_eq!(
+            pool.par_reduce(&a, |c| c.sum(), |x, y| x + y).unwrap(),
+            (1 << 20) as f64
+        );
+        let during: Vec<_> = common::dev_shm()
+            .into_iter()
+            .filter(|e| e.contains("shmpar"))
+            .collect();
+        assert!(
+            during.is_empty(),
+            "memfd regions have no /dev/shm name: {during:?}"
+        );
     }
-    let after: Vec<_> = common::dev_shm().into_iter().filter(|e| !before.contains(e) && e.contains("shmpar")).collect();
+    let after: Vec<_> = common::dev_shm()
+        .into_iter()
+        .filter(|e| !before.contains(e) && e.contains("shmpar"))
+        .collect();
     assert!(after.is_empty(), "{after:?}");
 }
 
@@ -71,7 +86,10 @@ fn workers_unmap_dropped_arrays() {
     let pool = Pool::new(2).unwrap();
     let after = SharedArray::<u8, Ix1>::zeros(1 << 20).unwrap();
     for a in [&before, &after] {
-        assert_eq!(pool.par_reduce(a, |c| c.len(), |x, y| x + y).unwrap(), 1 << 20);
+        assert_eq!(
+            pool.par_reduce(a, |c| c.len(), |x, y| x + y).unwrap(),
+            1 << 20
+        );
     }
     let pids = pool.worker_pids();
     let counted = |pid| array_maps(pid);
@@ -86,7 +104,10 @@ fn workers_unmap_dropped_arrays() {
         if now.iter().zip(&baseline).all(|(n, b)| *n + 2 <= *b) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "still mapped: {now:?} (was {baseline:?})");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still mapped: {now:?} (was {baseline:?})"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

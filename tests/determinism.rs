@@ -30,7 +30,11 @@ fn float_sum_is_bitwise_identical_for_any_worker_count() {
     let mut bits = Vec::new();
     for workers in [1, 2, 3, 8] {
         for caller in [false, true] {
-            let pool = Pool::builder().workers(workers).caller_runs_chunks(caller).build().unwrap();
+            let pool = Pool::builder()
+                .workers(workers)
+                .caller_runs_chunks(caller)
+                .build()
+                .unwrap();
             for _run in 0..3 {
                 let s = pool.par_reduce(&a, |c| c.sum(), |x, y| x + y).unwrap();
                 bits.push((workers, caller, s.to_bits()));
@@ -39,7 +43,10 @@ fn float_sum_is_bitwise_identical_for_any_worker_count() {
     }
     let first = bits[0].2;
     for (workers, caller, b) in &bits {
-        assert_eq!(*b, first, "{workers} workers (caller helps: {caller}) gave a different sum");
+        assert_eq!(
+            *b, first,
+            "{workers} workers (caller helps: {caller}) gave a different sum"
+        );
     }
     // And it is the sequential fold of the per-chunk sums, in chunk order.
     let rows = Pool::new(1).unwrap().config().chunk_bytes_setting() / 8;
@@ -56,7 +63,11 @@ fn float_sum_is_bitwise_identical_for_any_worker_count() {
 fn the_grid_is_what_changes_the_bits() {
     // Two different chunk sizes are two different (documented) orders of addition.
     let a = awkward(1 << 18);
-    let small = Pool::builder().workers(2).chunk_bytes(4096).build().unwrap();
+    let small = Pool::builder()
+        .workers(2)
+        .chunk_bytes(4096)
+        .build()
+        .unwrap();
     let s1 = small.par_reduce(&a, |c| c.sum(), |x, y| x + y).unwrap();
     let s2 = small.par_reduce(&a, |c| c.sum(), |x, y| x + y).unwrap();
     assert_eq!(s1.to_bits(), s2.to_bits());

@@ -44,7 +44,10 @@ fn busy_threads(stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
     }));
     let s = Arc::clone(stop);
     handles.push(std::thread::spawn(move || {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
         let v: Vec<f64> = (0..100_000).map(f64::from).collect();
         while !s.load(Ordering::Relaxed) {
             let total: f64 = pool.install(|| v.par_iter().sum());
@@ -62,15 +65,25 @@ fn pools_start_and_heal_while_threads_hold_locks() {
     let mut a = SharedArray::<f64, Ix1>::zeros(100_000).unwrap();
     a.view_mut().fill(1.0);
     for round in 0..100 {
-        let pool = Pool::builder().workers(2).chunk_bytes(16 * 1024).build().unwrap();
+        let pool = Pool::builder()
+            .workers(2)
+            .chunk_bytes(16 * 1024)
+            .build()
+            .unwrap();
         // Workers allocate and format (malloc after fork).
         let n = pool
             .par_reduce(&a, |c| format!("{}", c.sum()).len() + c.len(), |x, y| x + y)
             .unwrap();
         assert!(n >= 100_000, "round {round}");
         // A panic in a worker runs the panic machinery while stderr is locked elsewhere.
-        let err = pool.par_reduce(&a, |_| -> u8 { panic!("boom") }, |x, _| x).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::WorkerPanicked, "round {round}: {err}");
+        let err = pool
+            .par_reduce(&a, |_| -> u8 { panic!("boom") }, |x, _| x)
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::WorkerPanicked,
+            "round {round}: {err}"
+        );
         // Kill a worker: the replacement is forked while the threads hold their locks.
         let victim = pool.worker_pids()[round % 2];
         common::sigkill(victim);
@@ -85,11 +98,20 @@ fn pools_start_and_heal_while_threads_hold_locks() {
         assert_eq!(s, 100_000.0, "round {round}");
         // Arrays made after the pool reach the (new) workers too.
         let b = SharedArray::from_array(&ndarray::Array1::from_elem(1000, 2u32)).unwrap();
-        let t = pool.par_reduce(&b, |c| c.iter().map(|&x| u64::from(x)).sum::<u64>(), |x, y| x + y).unwrap();
+        let t = pool
+            .par_reduce(
+                &b,
+                |c| c.iter().map(|&x| u64::from(x)).sum::<u64>(),
+                |x, y| x + y,
+            )
+            .unwrap();
         assert_eq!(t, 2000, "round {round}");
         let pids = pool.worker_pids();
         drop(pool);
-        assert!(common::wait_gone(&pids, Duration::from_secs(2)), "round {round}");
+        assert!(
+            common::wait_gone(&pids, Duration::from_secs(2)),
+            "round {round}"
+        );
     }
     stop.store(true, Ordering::Relaxed);
     for t in threads {

@@ -47,8 +47,14 @@ fn workers_die_with_a_sigkilled_parent() {
     assert_eq!(pids.len(), 2, "the child printed no pids");
     // The pool's creating thread has ended: the workers must still be alive.
     std::thread::sleep(Duration::from_millis(200));
-    assert!(pids.iter().all(|&p| !common::is_gone(p)), "workers died with their creating thread");
+    assert!(
+        pids.iter().all(|&p| !common::is_gone(p)),
+        "workers died with their creating thread"
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(common::wait_gone(&pids, Duration::from_secs(3)), "orphaned workers: {pids:?}");
+    assert!(
+        common::wait_gone(&pids, Duration::from_secs(3)),
+        "orphaned workers: {pids:?}"
+    );
 }

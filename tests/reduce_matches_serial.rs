@@ -11,8 +11,14 @@ use shmpar::{Element, Pool, SharedArray};
 
 /// Four workers and tiny chunks, so that small arrays still split into many chunks and
 /// several sizes have fewer rows than workers.
-static POOL: LazyLock<Pool> =
-    LazyLock::new(|| Pool::builder().workers(4).chunk_bytes(24).max_chunks(64).build().unwrap());
+static POOL: LazyLock<Pool> = LazyLock::new(|| {
+    Pool::builder()
+        .workers(4)
+        .chunk_bytes(24)
+        .max_chunks(64)
+        .build()
+        .unwrap()
+});
 
 trait Exact: Element {
     fn from_small(v: u8) -> Self;
@@ -61,7 +67,13 @@ fn check_1d<A: Exact>(values: &[u8]) {
     let shared = SharedArray::from_array(&local).unwrap();
     let expected: i128 = local.iter().map(|&x| x.widen()).sum();
     let got = POOL.par_reduce(&shared, sum1::<A>, |a, b| a + b).unwrap();
-    assert_eq!(got, expected, "{} with {} elements", std::any::type_name::<A>(), values.len());
+    assert_eq!(
+        got,
+        expected,
+        "{} with {} elements",
+        std::any::type_name::<A>(),
+        values.len()
+    );
 }
 
 fn check_2d<A: Exact>(values: &[u8], cols: usize) {
@@ -72,7 +84,12 @@ fn check_2d<A: Exact>(values: &[u8], cols: usize) {
     let (got, rows_seen) = POOL
         .par_reduce(&shared, sum2::<A>, |a, b| (a.0 + b.0, a.1 + b.1))
         .unwrap();
-    assert_eq!(got, expected, "{} {rows}x{cols}", std::any::type_name::<A>());
+    assert_eq!(
+        got,
+        expected,
+        "{} {rows}x{cols}",
+        std::any::type_name::<A>()
+    );
     assert_eq!(rows_seen, rows, "every row is seen exactly once");
 }
 
@@ -107,10 +124,14 @@ fn edge_sizes() {
 #[test]
 fn empty_array_gives_map_one_empty_view() {
     let a = SharedArray::<f64, Ix1>::zeros(0).unwrap();
-    let (sum, calls) = POOL.par_reduce(&a, |c| (c.sum(), 1u32), |x, y| (x.0 + y.0, x.1 + y.1)).unwrap();
+    let (sum, calls) = POOL
+        .par_reduce(&a, |c| (c.sum(), 1u32), |x, y| (x.0 + y.0, x.1 + y.1))
+        .unwrap();
     assert_eq!((sum, calls), (0.0, 1));
     let b = SharedArray::<f64, Ix2>::zeros((0, 4)).unwrap();
-    let shape = POOL.par_reduce(&b, |c| c.shape().to_vec(), |x, _| x).unwrap();
+    let shape = POOL
+        .par_reduce(&b, |c| c.shape().to_vec(), |x, _| x)
+        .unwrap();
     assert_eq!(shape, vec![0, 4]);
 }
 
@@ -118,5 +139,8 @@ fn empty_array_gives_map_one_empty_view() {
 fn more_workers_than_rows() {
     let pool = Pool::new(8).unwrap();
     let a = SharedArray::from_array(&ndarray::arr2(&[[1.0, 2.0], [3.0, 4.0]])).unwrap();
-    assert_eq!(pool.par_reduce(&a, |c| c.sum(), |x, y| x + y).unwrap(), 10.0);
+    assert_eq!(
+        pool.par_reduce(&a, |c| c.sum(), |x, y| x + y).unwrap(),
+        10.0
+    );
 }

@@ -16,7 +16,11 @@ fn data() -> SharedArray<f64, Ix1> {
 
 /// A pool whose chunks are 8 KiB, so a 512 KiB array has 64 chunks.
 fn pool(workers: usize) -> Pool {
-    Pool::builder().workers(workers).chunk_bytes(8 * 1024).build().unwrap()
+    Pool::builder()
+        .workers(workers)
+        .chunk_bytes(8 * 1024)
+        .build()
+        .unwrap()
 }
 
 fn sum(pool: &Pool, a: &SharedArray<f64, Ix1>) -> f64 {
@@ -34,7 +38,10 @@ fn panic_in_one_chunk_reports_message_and_chunk() {
         }
         c.sum()
     };
-    assert_eq!(pool.par_reduce(&a, seven, |x, y| x + y).unwrap(), (1 << 16) as f64);
+    assert_eq!(
+        pool.par_reduce(&a, seven, |x, y| x + y).unwrap(),
+        (1 << 16) as f64
+    );
     let mut b = data();
     b.view_mut()[5 * 1024 + 3] = 7.0;
     // Chunks are 1024 rows: row 5 * 1024 + 3 is in chunk 5.
@@ -42,8 +49,14 @@ fn panic_in_one_chunk_reports_message_and_chunk() {
     assert_eq!(err.kind(), ErrorKind::WorkerPanicked);
     assert_eq!(err.chunk(), Some(5));
     assert!(err.message().contains("found a seven"), "{err}");
-    assert!(err.message().contains("worker_faults.rs"), "location missing: {err}");
-    assert!(pool.worker_pids().contains(&(err.pid().unwrap() as u32)), "a panic does not kill the worker");
+    assert!(
+        err.message().contains("worker_faults.rs"),
+        "location missing: {err}"
+    );
+    assert!(
+        pool.worker_pids().contains(&(err.pid().unwrap() as u32)),
+        "a panic does not kill the worker"
+    );
     assert_eq!(sum(&pool, &a), (1 << 16) as f64);
 }
 
@@ -54,7 +67,9 @@ fn expect_death(kind_of_death: fn(ndarray::ArrayView1<'_, f64>) -> f64, signal: 
         let a = data();
         let before = pool.worker_pids();
         let t = Instant::now();
-        let err = pool.par_reduce(&a, kind_of_death, |x, y| x + y).unwrap_err();
+        let err = pool
+            .par_reduce(&a, kind_of_death, |x, y| x + y)
+            .unwrap_err();
         let took = t.elapsed();
         assert_eq!(err.kind(), ErrorKind::WorkerDied, "{err}");
         assert_eq!(err.signal(), Some(signal), "{err}");
@@ -66,7 +81,10 @@ fn expect_death(kind_of_death: fn(ndarray::ArrayView1<'_, f64>) -> f64, signal: 
         let after = pool.worker_pids();
         assert_eq!(after.len(), workers);
         assert!(!after.contains(&(err.pid().unwrap() as u32)));
-        assert!(common::wait_gone(&[err.pid().unwrap() as u32], Duration::from_secs(2)));
+        assert!(common::wait_gone(
+            &[err.pid().unwrap() as u32],
+            Duration::from_secs(2)
+        ));
     }
 }
 
@@ -74,7 +92,7 @@ fn expect_death(kind_of_death: fn(ndarray::ArrayView1<'_, f64>) -> f64, signal: 
 fn abort_reports_sigabrt() {
     expect_death(
         |c| {
-            if c.len() > 0 {
+            if !c.is_empty() {
                 std::process::abort();
             }
             0.0
@@ -87,7 +105,7 @@ fn abort_reports_sigabrt() {
 fn segfault_reports_sigsegv() {
     expect_death(
         |c| {
-            if c.len() > 0 {
+            if !c.is_empty() {
                 // SAFETY: not safe at all: this test wants a real segmentation fault.
                 unsafe { std::ptr::null_mut::<f64>().write_volatile(1.0) };
             }
@@ -170,11 +188,20 @@ fn call_timeout_kills_and_replaces() {
 #[test]
 fn caller_runs_chunks_still_reports_worker_faults() {
     let _w = common::watchdog(60, "caller helps");
-    let pool = Pool::builder().workers(2).chunk_bytes(8 * 1024).caller_runs_chunks(true).build().unwrap();
+    let pool = Pool::builder()
+        .workers(2)
+        .chunk_bytes(8 * 1024)
+        .caller_runs_chunks(true)
+        .build()
+        .unwrap();
     let a = data();
     assert_eq!(sum(&pool, &a), (1 << 16) as f64);
     let err = pool
-        .par_reduce(&a, |c| -> f64 { panic!("chunk of {}", c.len()) }, |x, y| x + y)
+        .par_reduce(
+            &a,
+            |c| -> f64 { panic!("chunk of {}", c.len()) },
+            |x, y| x + y,
+        )
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::WorkerPanicked);
     assert_eq!(err.chunk(), Some(0));

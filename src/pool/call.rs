@@ -31,7 +31,12 @@ pub(crate) struct Grid {
 
 impl Grid {
     /// The grid for `rows` rows of `row_bytes` bytes each. An empty input is one empty chunk.
-    pub(crate) fn new(rows: usize, row_bytes: usize, chunk_bytes: usize, max_chunks: usize) -> Grid {
+    pub(crate) fn new(
+        rows: usize,
+        row_bytes: usize,
+        chunk_bytes: usize,
+        max_chunks: usize,
+    ) -> Grid {
         if rows == 0 {
             return Grid {
                 nchunks: 1,
@@ -141,7 +146,10 @@ impl PoolShared {
         }
         for i in 0..n {
             // ORDERING: published by the Release store of `next` below.
-            self.control.chunk(i).state.store(PENDING, Ordering::Relaxed);
+            self.control
+                .chunk(i)
+                .state
+                .store(PENDING, Ordering::Relaxed);
         }
         // ORDERING: all three are published by the Release stores of `next` and `job.seq`.
         hdr.done.done.store(0, Ordering::Relaxed);
@@ -166,36 +174,36 @@ impl PoolShared {
         if calls.caller_arena.len() != len {
             calls.caller_arena = vec![0; len];
         }
-        let mut used = 0;
-        let mut job = None;
+        let mut runner = chunk::Runner {
+            who: CALLER,
+            arena: &mut calls.caller_arena,
+            used: 0,
+        };
+        let mut call = None;
         while let Some(i) = chunk::claim_next(&self.control, seq) {
-            let (desc, arrays) = job.get_or_insert_with(|| {
-                // SAFETY: we wrote it under the call lock, which we still hold.
-                let desc = unsafe { self.control.read_job() };
+            let call = call.get_or_insert_with(|| {
                 let regions = super::worker::Regions {
                     mapped: &HashMap::new(),
                     inherited_below: u64::MAX,
                 };
-                (desc, super::worker::resolve(&desc, &regions))
+                // SAFETY: we wrote the description and `params_len` bytes of parameters under
+                // the call lock, which we still hold.
+                unsafe {
+                    let job = self.control.read_job();
+                    let params = std::slice::from_raw_parts(
+                        self.control.params_ptr(),
+                        job.params_len as usize,
+                    );
+                    chunk::CallView {
+                        arrays: super::worker::resolve(&job, &regions),
+                        job,
+                        params,
+                    }
+                }
             });
-            // SAFETY: we wrote `params_len` bytes there under the call lock.
-            let params = unsafe {
-                std::slice::from_raw_parts(self.control.params_ptr(), desc.params_len as usize)
-            };
             // SAFETY: we claimed chunk `i`; arrays resolve to our own addresses; the arena is
             // ours.
-            unsafe {
-                chunk::run_chunk(
-                    &self.control,
-                    desc,
-                    arrays,
-                    params,
-                    i,
-                    CALLER,
-                    &mut calls.caller_arena,
-                    &mut used,
-                )
-            };
+            unsafe { chunk::run_chunk(&self.control, call, i, &mut runner) };
         }
     }
 
@@ -216,11 +224,15 @@ impl PoolShared {
 
     fn no_live_worker_in(&self, seq: u32) -> bool {
         let workers = self.workers.lock();
-        workers.iter().enumerate().filter(|(_, w)| w.alive).all(|(i, _)| {
-            // ORDERING: SeqCst, paired with the workers' SeqCst stores of `current`.
-            let (s, state) = unpack(self.control.worker(i).current.load(Ordering::SeqCst));
-            s != seq || state == IDLE
-        })
+        workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.alive)
+            .all(|(i, _)| {
+                // ORDERING: SeqCst, paired with the workers' SeqCst stores of `current`.
+                let (s, state) = unpack(self.control.worker(i).current.load(Ordering::SeqCst));
+                s != seq || state == IDLE
+            })
     }
 
     fn cancel(&self) {
@@ -465,10 +477,7 @@ impl PoolShared {
         if who == CALLER {
             return sys::pid();
         }
-        self.workers
-            .lock()
-            .get(who as usize)
-            .map_or(0, |w| w.pid)
+        self.workers.lock().get(who as usize).map_or(0, |w| w.pid)
     }
 }
 
@@ -488,8 +497,11 @@ fn died_error(death: Option<&Death>, chunk: usize) -> Error {
             .with_pid(d.pid)
             .with_signal(d.status.signal())
         }
-        None => Error::new(ErrorKind::WorkerDied, "a worker died while it ran this chunk")
-            .with_chunk(chunk),
+        None => Error::new(
+            ErrorKind::WorkerDied,
+            "a worker died while it ran this chunk",
+        )
+        .with_chunk(chunk),
     }
 }
 
@@ -499,13 +511,43 @@ mod tests {
 
     #[test]
     fn grid_ignores_workers_and_covers_every_row() {
-        assert_eq!(Grid::new(0, 8, 1024, 16), Grid { nchunks: 1, rows_per_chunk: 0 });
-        assert_eq!(Grid::new(1, 8, 1024, 16), Grid { nchunks: 1, rows_per_chunk: 128 });
-        assert_eq!(Grid::new(1000, 8, 1024, 16), Grid { nchunks: 8, rows_per_chunk: 128 });
+        assert_eq!(
+            Grid::new(0, 8, 1024, 16),
+            Grid {
+                nchunks: 1,
+                rows_per_chunk: 0
+            }
+        );
+        assert_eq!(
+            Grid::new(1, 8, 1024, 16),
+            Grid {
+                nchunks: 1,
+                rows_per_chunk: 128
+            }
+        );
+        assert_eq!(
+            Grid::new(1000, 8, 1024, 16),
+            Grid {
+                nchunks: 8,
+                rows_per_chunk: 128
+            }
+        );
         // Capped: chunks grow instead.
-        assert_eq!(Grid::new(10_000, 8, 1024, 16), Grid { nchunks: 16, rows_per_chunk: 625 });
+        assert_eq!(
+            Grid::new(10_000, 8, 1024, 16),
+            Grid {
+                nchunks: 16,
+                rows_per_chunk: 625
+            }
+        );
         // A row bigger than a chunk: one row each.
-        assert_eq!(Grid::new(5, 4096, 1024, 16), Grid { nchunks: 5, rows_per_chunk: 1 });
+        assert_eq!(
+            Grid::new(5, 4096, 1024, 16),
+            Grid {
+                nchunks: 5,
+                rows_per_chunk: 1
+            }
+        );
         for rows in [1usize, 2, 7, 100, 12345] {
             for cb in [1usize, 64, 1000, 1 << 20] {
                 let g = Grid::new(rows, 8, cb, 64);

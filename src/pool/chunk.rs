@@ -125,22 +125,38 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// A call as one runner sees it: the description, its arrays at this process's addresses, and
+/// its parameter bytes.
+#[derive(Debug)]
+pub(crate) struct CallView<'a> {
+    pub(crate) job: JobDesc,
+    pub(crate) arrays: [ArrayPtr; MAX_ARRAYS],
+    pub(crate) params: &'a [u8],
+}
+
+/// Who runs chunks (a worker index or `CALLER`) and where its results go.
+#[derive(Debug)]
+pub(crate) struct Runner<'a> {
+    pub(crate) who: u32,
+    pub(crate) arena: &'a mut [u8],
+    /// Bytes of the arena used by this call so far.
+    pub(crate) used: usize,
+}
+
 /// Runs chunk `index` and publishes its outcome in the chunk's slot. Returns true when the
 /// chunk failed (the call is then cancelled).
 ///
 /// # Safety
-/// The caller claimed chunk `index` of the call `job` describes; `arrays` are that call's arrays
-/// resolved in this process; `arena[*used..]` is this runner's own result space.
+/// The caller claimed chunk `index` of the call `call` describes, whose arrays are resolved in
+/// this process; `runner.arena` is this runner's own result space.
 pub(crate) unsafe fn run_chunk(
     control: &Control,
-    job: &JobDesc,
-    arrays: &[ArrayPtr; MAX_ARRAYS],
-    params: &[u8],
+    call: &CallView<'_>,
     index: usize,
-    who: u32,
-    arena: &mut [u8],
-    used: &mut usize,
+    runner: &mut Runner<'_>,
 ) -> bool {
+    let (job, arrays, params) = (&call.job, &call.arrays, call.params);
+    let (who, arena, used) = (runner.who, &mut *runner.arena, &mut runner.used);
     let rpc = job.rows_per_chunk as usize;
     let total = job.total_rows as usize;
     let start = (index * rpc).min(total);

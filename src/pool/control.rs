@@ -234,7 +234,13 @@ impl Control {
     pub(crate) fn worker(&self, i: usize) -> &WorkerSlot {
         assert!(i < self.layout.max_workers);
         // SAFETY: in bounds by the assert, aligned by the layout (offsets are multiples of 128).
-        unsafe { &*self.base.add(self.layout.workers).cast::<WorkerSlot>().add(i) }
+        unsafe {
+            &*self
+                .base
+                .add(self.layout.workers)
+                .cast::<WorkerSlot>()
+                .add(i)
+        }
     }
 
     #[inline]

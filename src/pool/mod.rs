@@ -109,7 +109,11 @@ impl Worker {
     /// Writes queued mail until the socket is full; true when the queue is empty.
     fn flush(&mut self) -> bool {
         while let Some((mail, fd)) = self.queue.front() {
-            match sys::send_message(self.sock.as_fd(), &mail.encode(), fd.as_ref().map(|f| f.as_fd())) {
+            match sys::send_message(
+                self.sock.as_fd(),
+                &mail.encode(),
+                fd.as_ref().map(|f| f.as_fd()),
+            ) {
                 Ok(true) => {
                     self.queue.pop_front();
                     self.mail_seq += 1;
@@ -207,9 +211,15 @@ impl Pool {
     pub fn global() -> Result<&'static Pool> {
         static GLOBAL: OnceLock<std::result::Result<Pool, (ErrorKind, String)>> = OnceLock::new();
         GLOBAL
-            .get_or_init(|| PoolBuilder::new().build().map_err(|e| (e.kind(), e.to_string())))
+            .get_or_init(|| {
+                PoolBuilder::new()
+                    .build()
+                    .map_err(|e| (e.kind(), e.to_string()))
+            })
             .as_ref()
-            .map_err(|(kind, msg)| Error::new(*kind, format!("the default pool could not start: {msg}")))
+            .map_err(|(kind, msg)| {
+                Error::new(*kind, format!("the default pool could not start: {msg}"))
+            })
     }
 
     pub(crate) fn shared(&self) -> &Arc<PoolShared> {
@@ -228,7 +238,10 @@ impl Pool {
             .map(|_| Region::new("shmpar-results", config.result_bytes_setting()))
             .collect::<Result<Vec<_>>>()?;
         for i in 0..workers {
-            control.worker(i).current.store(pack(0, IDLE), Ordering::Relaxed);
+            control
+                .worker(i)
+                .current
+                .store(pack(0, IDLE), Ordering::Relaxed);
         }
         chunk::install_panic_hook();
         let shared = Arc::new(PoolShared {
@@ -336,7 +349,10 @@ impl PoolShared {
                     pending |= !w.flush();
                     // ORDERING: Release, paired with the worker's Acquire load before it reads
                     // its socket.
-                    self.control.worker(i).mail_seq.store(w.mail_seq, Ordering::Release);
+                    self.control
+                        .worker(i)
+                        .mail_seq
+                        .store(w.mail_seq, Ordering::Release);
                 }
             }
             self.wake_workers();
@@ -374,7 +390,11 @@ impl PoolShared {
 
     fn shutdown(&self) {
         // ORDERING: Relaxed: the SeqCst epoch bump in `wake_workers` publishes it.
-        self.control.header().wake.shutdown.store(1, Ordering::Relaxed);
+        self.control
+            .header()
+            .wake
+            .shutdown
+            .store(1, Ordering::Relaxed);
         self.wake_workers();
         let mut workers = self.workers.lock();
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -418,7 +438,10 @@ impl RegionWatcher for PoolShared {
             // A full socket keeps the rest queued; the next call delivers it.
             w.flush();
             // ORDERING: Release, paired with the worker's Acquire load of `mail_seq`.
-            self.control.worker(i).mail_seq.store(w.mail_seq, Ordering::Release);
+            self.control
+                .worker(i)
+                .mail_seq
+                .store(w.mail_seq, Ordering::Release);
             any = true;
         }
         drop(workers);

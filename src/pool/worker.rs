@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::chunk::{self, ArrayPtr};
-use super::control::{CLAIMING, Control, IDLE, MAX_ARRAYS, JobDesc, pack};
+use super::control::{CLAIMING, Control, IDLE, JobDesc, MAX_ARRAYS, pack};
 use super::mail::Mail;
 use crate::sys;
 
@@ -104,23 +104,33 @@ unsafe fn work_on_call(
     // ORDERING: SeqCst: the parent that cancels a call stores `cancelled` then loads `current`
     // (SeqCst); we store `current` then load `cancelled` in `claim_next`. One sees the other.
     slot.current.store(pack(seq, CLAIMING), Ordering::SeqCst);
-    let mut used = 0;
-    let mut job: Option<(JobDesc, [ArrayPtr; MAX_ARRAYS])> = None;
+    let mut runner = chunk::Runner {
+        who: index,
+        arena,
+        used: 0,
+    };
+    let mut call: Option<chunk::CallView<'_>> = None;
     while let Some(i) = chunk::claim_next(control, seq) {
         // ORDERING: SeqCst so that a parent that sees us dead reads the chunk we held.
         slot.current.store(pack(seq, i as u32), Ordering::SeqCst);
-        let (desc, arrays) = job.get_or_insert_with(|| {
+        let call = call.get_or_insert_with(|| {
             // SAFETY: we hold a chunk of call `seq`, so the parent is not rewriting the
-            // description (it starts the next call only after this chunk is final).
-            let desc = unsafe { control.read_job() };
-            (desc, resolve(&desc, regions))
+            // description or the parameters (it starts the next call only after this chunk is
+            // final), and it wrote `params_len` bytes of parameters before publishing.
+            unsafe {
+                let job = control.read_job();
+                let params =
+                    std::slice::from_raw_parts(control.params_ptr(), job.params_len as usize);
+                chunk::CallView {
+                    arrays: resolve(&job, regions),
+                    job,
+                    params,
+                }
+            }
         });
-        let params_len = desc.params_len as usize;
-        // SAFETY: the parent wrote `params_len` bytes there before publishing the call.
-        let params = unsafe { std::slice::from_raw_parts(control.params_ptr(), params_len) };
         // SAFETY: we claimed chunk `i`; the arrays are resolved in this process; the arena is
         // ours.
-        unsafe { chunk::run_chunk(control, desc, arrays, params, i, index, arena, &mut used) };
+        unsafe { chunk::run_chunk(control, call, i, &mut runner) };
         // ORDERING: SeqCst, as above.
         slot.current.store(pack(seq, CLAIMING), Ordering::SeqCst);
     }
@@ -147,7 +157,11 @@ pub(crate) struct Regions<'a> {
 /// read whatever happens to sit at the parent's address.
 pub(crate) fn resolve(desc: &JobDesc, regions: &Regions<'_>) -> [ArrayPtr; MAX_ARRAYS] {
     let mut out = [ArrayPtr::EMPTY; MAX_ARRAYS];
-    for (dst, src) in out.iter_mut().zip(&desc.arrays).take(desc.n_arrays as usize) {
+    for (dst, src) in out
+        .iter_mut()
+        .zip(&desc.arrays)
+        .take(desc.n_arrays as usize)
+    {
         let base = match regions.mapped.get(&src.region) {
             Some(&(addr, _)) => addr,
             None if src.region < regions.inherited_below => src.parent_addr as usize,

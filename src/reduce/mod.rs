@@ -21,12 +21,12 @@ use ndarray::{ArrayView, ArrayViewMut, Dimension};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::Pool;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::chunk::{ArrayPtr, ChunkFailure, ChunkInput, Trampoline};
 use crate::pool::control::{ArrayDesc, MAX_DIMS};
 use crate::pool::{CallSpec, Finished, Grid};
 use crate::shm::{Element, SharedArray};
-use crate::Pool;
 
 /// How `map` turns one chunk into a partial result.
 type MapFn<A, D, R> = fn(ArrayView<'_, A, D>) -> R;
@@ -301,7 +301,12 @@ impl Pool {
 
     fn grid(&self, rows: usize, row_bytes: usize) -> Grid {
         let c = self.config();
-        Grid::new(rows, row_bytes, c.chunk_bytes_setting(), c.max_chunks_setting())
+        Grid::new(
+            rows,
+            row_bytes,
+            c.chunk_bytes_setting(),
+            c.max_chunks_setting(),
+        )
     }
 }
 
@@ -336,8 +341,11 @@ fn fold<R: DeserializeOwned>(done: &Finished<'_>, mut combine: impl FnMut(R, R) 
     let mut acc: Option<R> = None;
     for i in 0..done.nchunks() {
         let r: R = postcard::from_bytes(done.result(i)).map_err(|e| {
-            Error::new(ErrorKind::Decode, format!("a chunk's result could not be decoded: {e}"))
-                .with_chunk(i)
+            Error::new(
+                ErrorKind::Decode,
+                format!("a chunk's result could not be decoded: {e}"),
+            )
+            .with_chunk(i)
         })?;
         acc = Some(match acc {
             None => r,
@@ -400,7 +408,10 @@ fn decode_params<P: DeserializeOwned>(bytes: &[u8]) -> P {
 
 /// # Safety
 /// `a` describes a live array of `A` with `D`'s number of axes; `rows` is within it.
-unsafe fn view<'a, A: Element, D: Dimension>(a: &ArrayPtr, rows: &Range<usize>) -> ArrayView<'a, A, D> {
+unsafe fn view<'a, A: Element, D: Dimension>(
+    a: &ArrayPtr,
+    rows: &Range<usize>,
+) -> ArrayView<'a, A, D> {
     let (ptr, shape) = a.rows(rows);
     let mut dim = D::zeros(a.ndim);
     dim.slice_mut().copy_from_slice(&shape[..a.ndim]);
@@ -490,7 +501,9 @@ unsafe fn for_each_with_chunk<A: Element, D: Dimension, P: DeserializeOwned>(
     let f: ForEachWithFn<P, A, D> = unsafe { std::mem::transmute(input.user_fn) };
     let params: P = decode_params(input.params);
     // SAFETY: as in `for_each_chunk`.
-    f(&params, unsafe { view_mut::<A, D>(&input.arrays[0], &input.rows) });
+    f(&params, unsafe {
+        view_mut::<A, D>(&input.arrays[0], &input.rows)
+    });
     encode(&(), out)
 }
 

@@ -31,7 +31,8 @@ pub(crate) fn memfd(name: &str, len: u64) -> io::Result<OwnedFd> {
     let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
     // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `fd` is an open descriptor owned by us.
     cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) })?;
     Ok(fd)
@@ -112,7 +113,15 @@ pub(crate) fn exit_now(code: i32) -> ! {
 /// request). Returns false if the parent is already gone. Async-signal-safe.
 pub(crate) fn die_with_parent(expected_parent: i32) -> bool {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and has no memory arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
     parent_pid() == expected_parent
 }
 
@@ -171,7 +180,9 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
         tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: t.subsec_nanos() as libc::c_long,
     });
-    let ts_ptr = ts.as_ref().map_or(ptr::null(), |t| t as *const libc::timespec);
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `word` is a valid, aligned u32 for the duration of the call; FUTEX_WAIT only reads
     // it. The timeout pointer is null or points to a live timespec.
     unsafe {
@@ -290,13 +301,7 @@ pub(crate) fn recv_message(
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = CMSG_SPACE_ONE_FD as _;
     // SAFETY: `msg` points to live, writable buffers for the duration of the call.
-    let n = unsafe {
-        libc::recvmsg(
-            sock,
-            &mut msg,
-            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
-        )
-    };
+    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {
         let err = io::Error::last_os_error();
         return if err.kind() == io::ErrorKind::WouldBlock {
@@ -345,4 +350,3 @@ pub(crate) fn keep_only_fd(keep: RawFd) -> RawFd {
     }
     TARGET
 }
-

@@ -101,4 +101,3 @@ pub(crate) fn recv_message(
 pub(crate) fn keep_only_fd(keep: RawFd) -> RawFd {
     keep
 }
-

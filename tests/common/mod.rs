@@ -29,7 +29,9 @@ pub fn is_gone(pid: u32) -> bool {
         Err(_) => true,
         Ok(stat) => stat
             .rsplit_once(')')
-            .map(|(_, rest)| rest.trim_start().starts_with('Z') || rest.trim_start().starts_with('X'))
+            .map(|(_, rest)| {
+                rest.trim_start().starts_with('Z') || rest.trim_start().starts_with('X')
+            })
             .unwrap_or(false),
     }
 }
@@ -51,7 +53,11 @@ pub fn wait_gone(pids: &[u32], timeout: Duration) -> bool {
 /// Entries of /dev/shm (empty if it does not exist).
 pub fn dev_shm() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -59,5 +65,7 @@ pub fn dev_shm() -> Vec<String> {
 
 /// Sends SIGKILL to a process.
 pub fn sigkill(pid: u32) {
-    let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
 }

@@ -1,2 +1,0 @@
-//! The tour: placeholder replaced below.
-fn main() {}

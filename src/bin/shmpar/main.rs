@@ -1,0 +1,102 @@
+//! `cargo run --release`: a short tour of shmpar, printing tables a person can read.
+//!
+//! Subcommands: `tour` (the default) and `sum [--sizes 1K,64K,...] [--rounds N]`.
+
+mod measure;
+mod sum;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        None | Some("tour") => tour(),
+        Some("sum") => sum_command(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{}", USAGE);
+            Ok(())
+        }
+        Some(other) => {
+            eprintln!("unknown command '{other}'\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: shmpar [COMMAND]
+
+commands:
+  tour                 the main demos, with short sizes (default)
+  sum [--rounds N] [--sizes 1K,64K,1M,64M,512M]
+                       sum of an f64 array: serial vs rayon vs shmpar";
+
+/// Parses "1K", "64M", "2G", or plain bytes.
+fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last()? {
+        'K' | 'k' => (&s[..s.len() - 1], 1usize << 10),
+        'M' | 'm' => (&s[..s.len() - 1], 1 << 20),
+        'G' | 'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<usize>().ok()?.checked_mul(mult)
+}
+
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn sum_command(args: &[String]) -> CliResult {
+    let sizes: Vec<usize> = match flag(args, "--sizes") {
+        Some(list) => list
+            .split(',')
+            .map(|s| parse_size(s).ok_or(format!("bad size '{s}'")))
+            .collect::<Result<_, _>>()?,
+        None => vec![1 << 10, 64 << 10, 1 << 20, 64 << 20, 512 << 20],
+    };
+    let rounds: usize = flag(args, "--rounds")
+        .map(str::parse)
+        .transpose()?
+        .unwrap_or(11);
+    run_sum(&sizes, rounds)
+}
+
+fn run_sum(sizes: &[usize], rounds: usize) -> CliResult {
+    // Our workers start before rayon's threads exist (forking with them alive is safe for
+    // shmpar, but this keeps the comparison clean).
+    let pool = shmpar::Pool::builder().build()?;
+    let rayon_pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(pool.workers())
+        .build()?;
+    println!(
+        "Sum of an f64 array: serial (ndarray sum), rayon ({} threads, same chunks and kernel), shmpar ({} worker processes).",
+        rayon_pool.current_num_threads(),
+        pool.workers()
+    );
+    println!("Medians of {rounds} interleaved rounds; ratios > 1 mean shmpar is faster.\n");
+    let rows = sum::measure(&pool, &rayon_pool, sizes, rounds)?;
+    sum::print_table(&rows);
+    Ok(())
+}
+
+fn tour() -> CliResult {
+    println!(
+        "shmpar tour: {} CPUs available\n",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!("== 1. Summing 512 MiB of f64 ==");
+    run_sum(&[512 << 20], 7)?;
+    Ok(())
+}
