@@ -40,3 +40,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use pool::{Pool, PoolBuilder};
 pub use reduce::par_reduce;
 pub use shm::{Element, SharedArray};
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -69,13 +69,51 @@ fn nothing_appears_in_dev_shm() {
     assert!(after.is_empty(), "{after:?}");
 }
 
-/// Counts a worker's mappings of memfd arrays (they show as "/memfd:shmpar-array").
-fn array_maps(pid: u32) -> usize {
+/// The inodes of the memfd mappings in a process's address space.
+fn memfd_inodes(pid: &str) -> Vec<(u64, u64, String)> {
     std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains("memfd:shmpar-array"))
-        .count()
+        .filter(|l| l.contains("/memfd:"))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let range = f.next()?;
+            let (lo, hi) = range.split_once('-')?;
+            let inode = f.nth(3)?.to_string();
+            Some((
+                u64::from_str_radix(lo, 16).ok()?,
+                u64::from_str_radix(hi, 16).ok()?,
+                inode,
+            ))
+        })
+        .collect()
+}
+
+/// The memfd inode behind an address of this process.
+fn inode_at(addr: *const u8) -> String {
+    let a = addr as u64;
+    memfd_inodes("self")
+        .into_iter()
+        .find(|(lo, hi, _)| (*lo..*hi).contains(&a))
+        .map(|(_, _, inode)| inode)
+        .expect("the array is a memfd mapping")
+}
+
+fn maps_inode(pid: u32, inode: &str) -> bool {
+    memfd_inodes(&pid.to_string())
+        .iter()
+        .any(|(_, _, i)| i == inode)
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]
@@ -91,23 +129,21 @@ fn workers_unmap_dropped_arrays() {
             1 << 20
         );
     }
+    let inodes = [
+        inode_at(before.as_slice().as_ptr()),
+        inode_at(after.as_slice().as_ptr()),
+    ];
     let pids = pool.worker_pids();
-    let counted = |pid| array_maps(pid);
-    let baseline: Vec<usize> = pids.iter().map(|&p| counted(p)).collect();
-    assert!(baseline.iter().all(|&n| n >= 2), "{baseline:?}");
+    // Every worker maps both (a worker that ran no chunk maps the new one when it wakes).
+    wait_until("every worker maps both arrays", || {
+        pids.iter()
+            .all(|&p| inodes.iter().all(|i| maps_inode(p, i)))
+    });
     drop(before);
     drop(after);
     // The workers hear of it at once (they are woken), not only at the next call.
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    loop {
-        let now: Vec<usize> = pids.iter().map(|&p| counted(p)).collect();
-        if now.iter().zip(&baseline).all(|(n, b)| *n + 2 <= *b) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still mapped: {now:?} (was {baseline:?})"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("no worker maps either array", || {
+        pids.iter()
+            .all(|&p| inodes.iter().all(|i| !maps_inode(p, i)))
+    });
 }
