@@ -237,12 +237,6 @@ impl Pool {
         let arenas = (0..workers)
             .map(|_| Region::new("shmpar-results", config.result_bytes_setting()))
             .collect::<Result<Vec<_>>>()?;
-        for i in 0..workers {
-            control
-                .worker(i)
-                .current
-                .store(pack(0, IDLE), Ordering::Relaxed);
-        }
         chunk::install_panic_hook();
         let shared = Arc::new(PoolShared {
             config,
