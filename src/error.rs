@@ -35,6 +35,12 @@ pub enum ErrorKind {
     /// A result could not be decoded in the parent (the type's `Serialize` and `Deserialize`
     /// disagree).
     Decode,
+    /// A lock's previous holder died while holding it; the data may be half-updated.
+    OwnerDied,
+    /// A lock whose holder died was never marked consistent: it can never be locked again.
+    Unrecoverable,
+    /// A non-blocking attempt found the resource busy (`try_lock`, `try_acquire`).
+    WouldBlock,
 }
 
 impl ErrorKind {
@@ -48,6 +54,9 @@ impl ErrorKind {
             ErrorKind::TimedOut => "timed out",
             ErrorKind::ResultTooLarge => "result too large",
             ErrorKind::Decode => "result could not be decoded",
+            ErrorKind::OwnerDied => "the lock's previous holder died holding it",
+            ErrorKind::Unrecoverable => "the lock is unrecoverable",
+            ErrorKind::WouldBlock => "would block",
         }
     }
 }

@@ -23,6 +23,10 @@
 //!   free function [`par_reduce`] on a default pool.
 //! - Faults cost one chunk: a panic, an abort, a segfault or a SIGKILL in a worker becomes an
 //!   [`Error`] with a matchable [`ErrorKind`], the dead worker is replaced, and the pool goes on.
+//! - [`Process`]: fork a closure, join it (ok, panicked, exit code, signal).
+//! - Cross-process sync in shared memory ([`SharedValue`]): a robust [`ShmMutex`] that
+//!   reports a dead holder instead of hanging, [`Barrier`], [`Semaphore`], [`Event`], atomics,
+//!   [`CachePadded`].
 //! - Determinism: the chunk grid ignores the number of workers and partials are combined in
 //!   chunk order, so float results are bitwise identical for any pool size.
 //!
@@ -32,14 +36,21 @@
 
 mod error;
 mod pool;
+mod process;
 mod reduce;
 mod shm;
+mod sync;
 mod sys;
 
 pub use error::{Error, ErrorKind, Result};
 pub use pool::{Pool, PoolBuilder};
+pub use process::{Exit, Process};
 pub use reduce::par_reduce;
 pub use shm::{Element, SharedArray};
+pub use sync::{
+    Barrier, CachePadded, Event, LockError, LockResult, Semaphore, SharedValue, ShmMutex,
+    ShmMutexGuard, ShmSafe,
+};
 
 /// The README's example, compiled and run as a doctest.
 #[doc = include_str!("../README.md")]

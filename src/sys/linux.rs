@@ -350,3 +350,213 @@ pub(crate) fn keep_only_fd(keep: RawFd) -> RawFd {
     }
     TARGET
 }
+
+/// The pthread mutex type, for `ShmMutex`.
+pub(crate) type RawMutex = libc::pthread_mutex_t;
+
+/// An all-zero raw mutex, to be initialised in place by [`mutex_init`].
+pub(crate) const RAW_MUTEX_ZERO: RawMutex = {
+    // SAFETY: pthread_mutex_t is a plain C struct for which all-zero bytes are a valid value
+    // (glibc's PTHREAD_MUTEX_INITIALIZER is all zero).
+    unsafe { mem::zeroed() }
+};
+
+/// What a lock attempt came to.
+#[derive(Debug)]
+pub(crate) enum Locked {
+    /// We hold it.
+    Yes,
+    /// We hold it, but its previous owner died holding it (EOWNERDEAD).
+    OwnerDied,
+    /// A previous owner died and nobody marked it consistent (ENOTRECOVERABLE): for good.
+    NotRecoverable,
+    /// `try_lock` found it held.
+    Busy,
+    /// The deadline passed.
+    TimedOut,
+    /// Anything else.
+    Failed(io::Error),
+}
+
+fn locked_from(ret: libc::c_int) -> Locked {
+    match ret {
+        0 => Locked::Yes,
+        libc::EOWNERDEAD => Locked::OwnerDied,
+        libc::ENOTRECOVERABLE => Locked::NotRecoverable,
+        libc::EBUSY => Locked::Busy,
+        libc::ETIMEDOUT => Locked::TimedOut,
+        e => Locked::Failed(io::Error::from_raw_os_error(e)),
+    }
+}
+
+unsafe extern "C" {
+    // glibc 2.30+: a timed lock on a chosen clock (the libc crate does not declare it).
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+/// Initialises a process-shared, robust mutex in place.
+///
+/// # Safety
+/// `m` points to writable memory for a mutex that no one uses yet and that stays at this
+/// address (a robust mutex is registered by address with the kernel while held).
+pub(crate) unsafe fn mutex_init(m: *mut RawMutex) -> io::Result<()> {
+    let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+    // SAFETY: `attr` is initialised by pthread_mutexattr_init before use and destroyed after;
+    // `m` is valid by the caller's contract.
+    unsafe {
+        let a = attr.as_mut_ptr();
+        let check = |ret: libc::c_int| {
+            if ret == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(ret))
+            }
+        };
+        check(libc::pthread_mutexattr_init(a))?;
+        let result = check(libc::pthread_mutexattr_setpshared(
+            a,
+            libc::PTHREAD_PROCESS_SHARED,
+        ))
+        .and_then(|()| {
+            check(libc::pthread_mutexattr_setrobust(
+                a,
+                libc::PTHREAD_MUTEX_ROBUST,
+            ))
+        })
+        .and_then(|()| check(libc::pthread_mutex_init(m, a)));
+        libc::pthread_mutexattr_destroy(a);
+        result
+    }
+}
+
+/// Initialises a process-shared mutex that is *not* robust (for demonstrations only: if its
+/// holder dies, every other locker waits forever).
+///
+/// # Safety
+/// As [`mutex_init`].
+pub(crate) unsafe fn mutex_init_not_robust(m: *mut RawMutex) -> io::Result<()> {
+    let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+    // SAFETY: as in `mutex_init`.
+    unsafe {
+        let a = attr.as_mut_ptr();
+        libc::pthread_mutexattr_init(a);
+        libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED);
+        let ret = libc::pthread_mutex_init(m, a);
+        libc::pthread_mutexattr_destroy(a);
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(ret))
+        }
+    }
+}
+
+/// Locks, waiting as long as it takes.
+///
+/// # Safety
+/// `m` was initialised by [`mutex_init`] and stays mapped.
+pub(crate) unsafe fn mutex_lock(m: *mut RawMutex) -> Locked {
+    // SAFETY: by the caller's contract.
+    locked_from(unsafe { libc::pthread_mutex_lock(m) })
+}
+
+/// Locks if free.
+///
+/// # Safety
+/// As [`mutex_lock`].
+pub(crate) unsafe fn mutex_try_lock(m: *mut RawMutex) -> Locked {
+    // SAFETY: by the caller's contract.
+    locked_from(unsafe { libc::pthread_mutex_trylock(m) })
+}
+
+/// Locks, giving up after `timeout` measured on the monotonic clock (immune to changes of the
+/// wall clock; sub-second timeouts are exact).
+///
+/// # Safety
+/// As [`mutex_lock`].
+pub(crate) unsafe fn mutex_lock_timeout(m: *mut RawMutex, timeout: Duration) -> Locked {
+    let deadline = monotonic_after(timeout);
+    // SAFETY: by the caller's contract; `deadline` is a normalised timespec.
+    locked_from(unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &deadline) })
+}
+
+/// Unlocks.
+///
+/// # Safety
+/// The calling thread holds `m`.
+pub(crate) unsafe fn mutex_unlock(m: *mut RawMutex) {
+    // SAFETY: by the caller's contract. The only failure (EPERM: not the owner) cannot happen.
+    unsafe { libc::pthread_mutex_unlock(m) };
+}
+
+/// Marks a mutex whose owner died as consistent again.
+///
+/// # Safety
+/// The calling thread holds `m`, acquired with [`Locked::OwnerDied`].
+pub(crate) unsafe fn mutex_consistent(m: *mut RawMutex) -> io::Result<()> {
+    // SAFETY: by the caller's contract.
+    match unsafe { libc::pthread_mutex_consistent(m) } {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// The monotonic clock `d` from now, normalised (tv_nsec < 1e9).
+fn monotonic_after(d: Duration) -> libc::timespec {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let nanos = now.tv_nsec as u64 + u64::from(d.subsec_nanos());
+    let secs = (now.tv_sec as u64)
+        .saturating_add(d.as_secs())
+        .saturating_add(nanos / 1_000_000_000)
+        .min(i64::MAX as u64);
+    libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+    }
+}
+
+/// A pipe whose two ends are close-on-exec: (read, write).
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for two descriptors.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Writes all of `bytes` to `fd`, ignoring errors (in a child about to exit there is no one to
+/// tell). Async-signal-safe.
+pub(crate) fn write_all_raw(fd: RawFd, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is a valid buffer of its length.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n <= 0 {
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}
+
+/// Sets O_NONBLOCK on a descriptor.
+pub(crate) fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor the caller owns; failure leaves it blocking, which only
+    // matters for a later read, and is not reported.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+}

@@ -101,3 +101,64 @@ pub(crate) fn recv_message(
 pub(crate) fn keep_only_fd(keep: RawFd) -> RawFd {
     keep
 }
+
+pub(crate) type RawMutex = [u64; 5];
+pub(crate) const RAW_MUTEX_ZERO: RawMutex = [0; 5];
+
+#[derive(Debug)]
+pub(crate) enum Locked {
+    Yes,
+    OwnerDied,
+    NotRecoverable,
+    Busy,
+    TimedOut,
+    Failed(io::Error),
+}
+
+/// # Safety
+/// Always fails; nothing to uphold.
+pub(crate) unsafe fn mutex_init(_m: *mut RawMutex) -> io::Result<()> {
+    unsupported()
+}
+
+/// # Safety
+/// Always fails; nothing to uphold.
+pub(crate) unsafe fn mutex_init_not_robust(_m: *mut RawMutex) -> io::Result<()> {
+    unsupported()
+}
+
+/// # Safety
+/// Never reached: no mutex can be initialised here.
+pub(crate) unsafe fn mutex_lock(_m: *mut RawMutex) -> Locked {
+    Locked::Failed(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// # Safety
+/// Never reached.
+pub(crate) unsafe fn mutex_try_lock(_m: *mut RawMutex) -> Locked {
+    Locked::Failed(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// # Safety
+/// Never reached.
+pub(crate) unsafe fn mutex_lock_timeout(_m: *mut RawMutex, _timeout: Duration) -> Locked {
+    Locked::Failed(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// # Safety
+/// Never reached.
+pub(crate) unsafe fn mutex_unlock(_m: *mut RawMutex) {}
+
+/// # Safety
+/// Never reached.
+pub(crate) unsafe fn mutex_consistent(_m: *mut RawMutex) -> io::Result<()> {
+    unsupported()
+}
+
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    unsupported()
+}
+
+pub(crate) fn write_all_raw(_fd: RawFd, _bytes: &[u8]) {}
+
+pub(crate) fn set_nonblocking(_fd: RawFd) {}

@@ -1,0 +1,172 @@
+//! `SharedValue<T>`: one value in shared memory, and the marker trait for what may go there.
+
+use std::marker::PhantomData;
+use std::mem::{align_of, size_of};
+use std::ops::Deref;
+use std::sync::atomic::{
+    AtomicBool, AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicIsize, AtomicU8, AtomicU16,
+    AtomicU32, AtomicU64, AtomicUsize,
+};
+
+use crate::error::{Error, Result};
+use crate::shm::Region;
+
+/// A type that may live in memory shared between processes.
+///
+/// # Safety
+/// Implementors promise that a value:
+/// - holds no pointer or reference (another process maps the memory at another address) and no
+///   handle that is only valid in one process (a file descriptor, a thread id);
+/// - needs no `Drop`: shared memory outlives any one process, so destructors never run;
+/// - is `Sync`: processes (and threads) access it through `&T` at the same time;
+/// - if it needs set-up at its final address (a pthread mutex does), does it in
+///   [`init_in_place`](ShmSafe::init_in_place).
+///
+/// Implemented for atomics, plain numbers, arrays of `ShmSafe` values, [`CachePadded`](crate::CachePadded),
+/// and shmpar's locks. A `#[repr(C)]` struct of such fields may implement it too:
+///
+/// ```
+/// use std::sync::atomic::AtomicU64;
+/// use shmpar::{ShmSafe, SharedValue};
+///
+/// #[repr(C)]
+/// struct Stats {
+///     calls: AtomicU64,
+///     bytes: AtomicU64,
+/// }
+/// // SAFETY: two atomics: no pointers, no Drop, Sync.
+/// unsafe impl ShmSafe for Stats {}
+///
+/// let stats = SharedValue::new(Stats { calls: AtomicU64::new(0), bytes: AtomicU64::new(0) })?;
+/// # Ok::<(), shmpar::Error>(())
+/// ```
+pub unsafe trait ShmSafe: Sync {
+    /// Finishes setting up a value at its final address in shared memory, before any process
+    /// uses it. The default does nothing.
+    ///
+    /// # Safety
+    /// `this` points to a valid, initialised value that no one else uses yet and that will not
+    /// move again.
+    unsafe fn init_in_place(this: *mut Self) -> Result<()> {
+        let _ = this;
+        Ok(())
+    }
+}
+
+macro_rules! shm_safe {
+    ($($t:ty),* $(,)?) => {$(
+        // SAFETY: a plain number or an atomic: no pointers, no Drop, Sync.
+        unsafe impl ShmSafe for $t {}
+    )*};
+}
+
+shm_safe!(
+    AtomicBool,
+    AtomicI8,
+    AtomicI16,
+    AtomicI32,
+    AtomicI64,
+    AtomicIsize,
+    AtomicU8,
+    AtomicU16,
+    AtomicU32,
+    AtomicU64,
+    AtomicUsize,
+    u8,
+    u16,
+    u32,
+    u64,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    isize,
+    f32,
+    f64,
+    bool,
+    (),
+);
+
+// SAFETY: an array of ShmSafe values is ShmSafe; each element is set up in place.
+unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {
+    unsafe fn init_in_place(this: *mut Self) -> Result<()> {
+        for i in 0..N {
+            // SAFETY: `this` points to N valid elements at their final address.
+            unsafe { T::init_in_place(this.cast::<T>().add(i))? };
+        }
+        Ok(())
+    }
+}
+
+/// One value of a [`ShmSafe`] type in shared memory: the counterpart of Python's
+/// `multiprocessing.Value`. It dereferences to `&T`, in this process and in every process
+/// forked while it exists (at the same address).
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use shmpar::{Process, SharedValue};
+///
+/// # fn main() -> shmpar::Result<()> {
+/// let counter = SharedValue::new(AtomicU64::new(0))?;
+/// let child = Process::spawn(|| {
+///     counter.fetch_add(5, Ordering::Relaxed);
+/// })?;
+/// child.join()?.into_result()?;
+/// assert_eq!(counter.load(Ordering::Relaxed), 5);
+/// # Ok(())
+/// # }
+/// ```
+pub struct SharedValue<T: ShmSafe> {
+    region: Region,
+    marker: PhantomData<T>,
+}
+
+// SAFETY: the value is `Sync` (ShmSafe requires it) and only reachable through `&T`.
+unsafe impl<T: ShmSafe> Send for SharedValue<T> {}
+// SAFETY: as above.
+unsafe impl<T: ShmSafe> Sync for SharedValue<T> {}
+
+impl<T: ShmSafe> SharedValue<T> {
+    /// Places `value` in a new shared mapping and sets it up there.
+    ///
+    /// ```
+    /// let flag = shmpar::SharedValue::new(std::sync::atomic::AtomicBool::new(false))?;
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn new(value: T) -> Result<Self> {
+        if align_of::<T>() > crate::sys::page_size() {
+            return Err(Error::invalid("the value's alignment exceeds a page"));
+        }
+        let region = Region::new("shmpar-value", size_of::<T>())?;
+        let ptr = region.as_ptr().cast::<T>();
+        // SAFETY: the region is page-aligned (enough for T, checked above), at least
+        // size_of::<T>() bytes, and unused; the value then stays at this address.
+        unsafe {
+            ptr.write(value);
+            T::init_in_place(ptr)?;
+        }
+        Ok(SharedValue {
+            region,
+            marker: PhantomData,
+        })
+    }
+}
+
+impl<T: ShmSafe> Deref for SharedValue<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: `new` wrote and set up a T there; the mapping lives as long as `self`.
+        unsafe { &*self.region.as_ptr().cast::<T>() }
+    }
+}
+
+impl<T: ShmSafe> std::fmt::Debug for SharedValue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedValue")
+            .field("type", &std::any::type_name::<T>())
+            .field("region", &self.region)
+            .finish()
+    }
+}
