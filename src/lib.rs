@@ -44,7 +44,7 @@ mod sys;
 
 pub use error::{Error, ErrorKind, Result};
 pub use pool::{Pool, PoolBuilder};
-pub use process::{Exit, Process};
+pub use process::{Exit, Process, pin_to_cpu};
 pub use reduce::par_reduce;
 pub use shm::{Element, SharedArray};
 pub use sync::{

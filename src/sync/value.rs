@@ -153,6 +153,21 @@ impl<T: ShmSafe> SharedValue<T> {
     }
 }
 
+impl<T: ShmSafe> SharedValue<T> {
+    /// A raw pointer to the value, for C-style APIs that take the address of shared memory
+    /// (it has the provenance of the whole mapping). Writing through it is only sound where the
+    /// value's own synchronisation allows it.
+    ///
+    /// ```
+    /// let v = shmpar::SharedValue::new(std::sync::atomic::AtomicU64::new(3))?;
+    /// assert_eq!(v.as_ptr() as *const _, &*v as *const _);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn as_ptr(&self) -> *mut T {
+        self.region.as_ptr().cast::<T>()
+    }
+}
+
 impl<T: ShmSafe> Deref for SharedValue<T> {
     type Target = T;
 

@@ -162,3 +162,7 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 pub(crate) fn write_all_raw(_fd: RawFd, _bytes: &[u8]) {}
 
 pub(crate) fn set_nonblocking(_fd: RawFd) {}
+
+pub(crate) fn pin_to_cpu(_cpu: usize) -> io::Result<()> {
+    unsupported()
+}

@@ -2,6 +2,7 @@
 //!
 //! Subcommands: `tour` (the default) and `sum [--sizes 1K,64K,...] [--rounds N]`.
 
+mod lost_update;
 mod measure;
 mod sum;
 
@@ -12,6 +13,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         None | Some("tour") => tour(),
         Some("sum") => sum_command(&args[1..]),
+        Some("lost-update") => lost_update_command(&args[1..]),
+        Some("lock-holder-dies") => lost_update::holder_dies(args.iter().any(|a| a == "--json")),
         Some("-h" | "--help" | "help") => {
             println!("{}", USAGE);
             Ok(())
@@ -35,7 +38,13 @@ const USAGE: &str = "usage: shmpar [COMMAND]
 commands:
   tour                 the main demos, with short sizes (default)
   sum [--rounds N] [--sizes 1K,64K,1M,64M,512M]
-                       sum of an f64 array: serial vs rayon vs shmpar";
+                       sum of an f64 array: serial vs rayon vs shmpar
+  lost-update [--procs N] [--increments M] [--json]
+                       N processes x M increments of one shared counter, five ways
+                       (default: N = number of CPUs, M = 1000000)
+  lock-holder-dies [--json]
+                       a lock's holder is SIGKILLed: raw_sync and a plain pthread mutex
+                       time out, ShmMutex reports the dead owner at once";
 
 /// Parses "1K", "64M", "2G", or plain bytes.
 fn parse_size(s: &str) -> Option<usize> {
@@ -56,7 +65,26 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-type CliResult = Result<(), Box<dyn std::error::Error>>;
+pub(crate) type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn lost_update_command(args: &[String]) -> CliResult {
+    let procs: usize = flag(args, "--procs")
+        .map(str::parse)
+        .transpose()?
+        .unwrap_or_else(cpus);
+    let increments: u64 = flag(args, "--increments")
+        .map(str::parse)
+        .transpose()?
+        .unwrap_or(1_000_000);
+    if procs == 0 || increments == 0 {
+        return Err("--procs and --increments must be at least 1".into());
+    }
+    lost_update::run(procs, increments, args.iter().any(|a| a == "--json"))
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 fn sum_command(args: &[String]) -> CliResult {
     let sizes: Vec<usize> = match flag(args, "--sizes") {
@@ -98,5 +126,9 @@ fn tour() -> CliResult {
     );
     println!("== 1. Summing 512 MiB of f64 ==");
     run_sum(&[512 << 20], 7)?;
+    println!("\n== 2. Lost updates on a shared counter ==");
+    lost_update::run(cpus().max(2), 200_000, false)?;
+    println!("\n== 3. A lock's holder dies ==");
+    lost_update::holder_dies(false)?;
     Ok(())
 }

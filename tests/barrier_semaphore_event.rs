@@ -1,0 +1,144 @@
+//! Barrier, Semaphore and Event across processes, with and without timeouts.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use shmpar::{Barrier, ErrorKind, Event, Process, Semaphore, SharedValue};
+
+#[test]
+fn barrier_releases_all_parties_together() {
+    let _w = common::watchdog(60, "barrier");
+    let n = 4u32;
+    let barrier = SharedValue::new(Barrier::new(n)).unwrap();
+    let arrived = SharedValue::new(AtomicU32::new(0)).unwrap();
+    let seen = SharedValue::new([AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)]).unwrap();
+    let leaders = SharedValue::new(AtomicU32::new(0)).unwrap();
+    let kids: Vec<Process> = (0..n - 1)
+        .map(|i| {
+            let (barrier, arrived, seen, leaders) = (&barrier, &arrived, &seen, &leaders);
+            Process::spawn(move || {
+                // Three rounds: the barrier is reusable.
+                for round in 0..3 {
+                    std::thread::sleep(Duration::from_millis(u64::from(i) * 10));
+                    arrived.fetch_add(1, Ordering::SeqCst);
+                    if barrier.wait_timeout(Duration::from_secs(10)).unwrap() {
+                        leaders.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // Everyone of this round arrived before anyone left.
+                    seen[round].fetch_max(arrived.load(Ordering::SeqCst), Ordering::SeqCst);
+                    assert!(arrived.load(Ordering::SeqCst) >= (round as u32 + 1) * n);
+                }
+            })
+            .unwrap()
+        })
+        .collect();
+    for round in 0..3u32 {
+        arrived.fetch_add(1, Ordering::SeqCst);
+        if barrier.wait_timeout(Duration::from_secs(10)).unwrap() {
+            leaders.fetch_add(1, Ordering::SeqCst);
+        }
+        assert!(arrived.load(Ordering::SeqCst) >= (round + 1) * n);
+    }
+    for k in kids {
+        k.join().unwrap().into_result().unwrap();
+    }
+    assert_eq!(leaders.load(Ordering::SeqCst), 3, "one leader per round");
+}
+
+#[test]
+fn barrier_times_out_when_a_party_is_missing() {
+    let _w = common::watchdog(60, "barrier timeout");
+    let barrier = SharedValue::new(Barrier::new(3)).unwrap();
+    let child = Process::spawn(|| {
+        let err = barrier
+            .wait_timeout(Duration::from_millis(300))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TimedOut);
+    })
+    .unwrap();
+    let t = Instant::now();
+    let err = barrier
+        .wait_timeout(Duration::from_millis(300))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TimedOut);
+    assert!(t.elapsed() < Duration::from_secs(2));
+    child.join().unwrap().into_result().unwrap();
+    // Both took their arrivals back: a full set of three still opens it.
+    let kids: Vec<Process> = (0..2)
+        .map(|_| {
+            Process::spawn(|| {
+                barrier.wait_timeout(Duration::from_secs(10)).unwrap();
+            })
+            .unwrap()
+        })
+        .collect();
+    barrier.wait_timeout(Duration::from_secs(10)).unwrap();
+    for k in kids {
+        k.join().unwrap().into_result().unwrap();
+    }
+}
+
+#[test]
+fn semaphore_bounds_concurrency() {
+    let _w = common::watchdog(60, "semaphore");
+    let slots = SharedValue::new(Semaphore::new(2)).unwrap();
+    let inside = SharedValue::new(AtomicU64::new(0)).unwrap();
+    let most = SharedValue::new(AtomicU64::new(0)).unwrap();
+    let kids: Vec<Process> = (0..5)
+        .map(|_| {
+            Process::spawn(|| {
+                for _ in 0..20 {
+                    slots.acquire_timeout(Duration::from_secs(10)).unwrap();
+                    let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_micros(200));
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    slots.release();
+                }
+            })
+            .unwrap()
+        })
+        .collect();
+    for k in kids {
+        k.join().unwrap().into_result().unwrap();
+    }
+    assert!(most.load(Ordering::SeqCst) <= 2);
+    assert_eq!(slots.available(), 2);
+    let empty = SharedValue::new(Semaphore::new(0)).unwrap();
+    let t = Instant::now();
+    assert_eq!(
+        empty
+            .acquire_timeout(Duration::from_millis(50))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::TimedOut
+    );
+    assert!(t.elapsed() >= Duration::from_millis(50));
+}
+
+#[test]
+fn event_wakes_every_waiter() {
+    let _w = common::watchdog(60, "event");
+    let go = SharedValue::new(Event::new()).unwrap();
+    let woke = SharedValue::new(AtomicU32::new(0)).unwrap();
+    let kids: Vec<Process> = (0..3)
+        .map(|_| {
+            Process::spawn(|| {
+                assert!(go.wait_timeout(Duration::from_secs(10)));
+                woke.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(woke.load(Ordering::SeqCst), 0);
+    go.set();
+    for k in kids {
+        k.join().unwrap().into_result().unwrap();
+    }
+    assert_eq!(woke.load(Ordering::SeqCst), 3);
+    go.clear();
+    assert!(!go.wait_timeout(Duration::from_millis(20)));
+}

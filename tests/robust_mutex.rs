@@ -1,0 +1,129 @@
+//! A holder SIGKILLed with the lock held: the next locker learns it within a second; once
+//! repaired the lock works across processes again; left unrepaired it is unrecoverable and
+//! never hangs. Timeouts under a second work.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use shmpar::{ErrorKind, Event, LockError, Process, SharedValue, ShmMutex};
+
+/// A `#[repr(C)]` pair in shared memory: the lock and an event saying "I hold it".
+fn holder_dies(m: &SharedValue<ShmMutex<[u64; 2]>>, held: &SharedValue<Event>) {
+    let mut child = Process::spawn(|| {
+        let mut g = m.lock().unwrap();
+        g[0] += 1; // half an update: g[1] is not incremented
+        held.set();
+        std::thread::sleep(Duration::from_secs(60));
+    })
+    .unwrap();
+    assert!(
+        held.wait_timeout(Duration::from_secs(10)),
+        "the child never took the lock"
+    );
+    child.kill().unwrap();
+    assert_eq!(child.join().unwrap(), shmpar::Exit::Signaled(9));
+}
+
+#[test]
+fn dead_holder_is_reported_and_repairable() {
+    let _w = common::watchdog(60, "dead holder");
+    let m = SharedValue::new(ShmMutex::new([0u64; 2])).unwrap();
+    let held = SharedValue::new(Event::new()).unwrap();
+    holder_dies(&m, &held);
+    let t = Instant::now();
+    let err = m.lock_timeout(Duration::from_secs(5)).unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(err.kind(), ErrorKind::OwnerDied);
+    let mut g = err.into_guard().expect("OwnerDied carries the guard");
+    assert!(g.owner_died());
+    assert_eq!(*g, [1, 0], "the half-done update is visible");
+    g[1] = g[0]; // repair
+    g.mark_consistent().unwrap();
+    drop(g);
+    // Works again, across processes.
+    let kids: Vec<Process> = (0..2)
+        .map(|_| {
+            Process::spawn(|| {
+                for _ in 0..1000 {
+                    let mut g = m.lock().unwrap();
+                    g[0] += 1;
+                    g[1] += 1;
+                }
+            })
+            .unwrap()
+        })
+        .collect();
+    for k in kids {
+        k.join().unwrap().into_result().unwrap();
+    }
+    assert_eq!(*m.lock().unwrap(), [2001, 2001]);
+}
+
+#[test]
+fn unrepaired_lock_is_unrecoverable_never_a_hang() {
+    let _w = common::watchdog(60, "unrecoverable");
+    let m = SharedValue::new(ShmMutex::new([0u64; 2])).unwrap();
+    let held = SharedValue::new(Event::new()).unwrap();
+    holder_dies(&m, &held);
+    match m.lock() {
+        Err(LockError::OwnerDied(g)) => drop(g), // dropped without mark_consistent
+        other => panic!("expected OwnerDied, got {:?}", other.map(|_| ())),
+    }
+    for _ in 0..3 {
+        let t = Instant::now();
+        let err = m.lock().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unrecoverable);
+        assert!(t.elapsed() < Duration::from_millis(100));
+    }
+    // In another process too.
+    let child = Process::spawn(|| {
+        assert_eq!(m.lock().unwrap_err().kind(), ErrorKind::Unrecoverable);
+    })
+    .unwrap();
+    child.join().unwrap().into_result().unwrap();
+}
+
+#[test]
+fn sub_second_timeouts_and_try_lock() {
+    let _w = common::watchdog(60, "timeouts");
+    let m = SharedValue::new(ShmMutex::new(0u32)).unwrap();
+    let held = SharedValue::new(Event::new()).unwrap();
+    let release = SharedValue::new(Event::new()).unwrap();
+    let child = Process::spawn(|| {
+        let _g = m.lock().unwrap();
+        held.set();
+        release.wait_timeout(Duration::from_secs(30));
+    })
+    .unwrap();
+    assert!(held.wait_timeout(Duration::from_secs(10)));
+    for ms in [1u64, 30, 250, 600] {
+        let t = Instant::now();
+        let err = m.lock_timeout(Duration::from_millis(ms)).unwrap_err();
+        let took = t.elapsed();
+        assert_eq!(err.kind(), ErrorKind::TimedOut, "{ms} ms");
+        assert!(
+            took >= Duration::from_millis(ms),
+            "{ms} ms timeout returned after {took:?}"
+        );
+        assert!(
+            took < Duration::from_millis(ms + 500),
+            "{ms} ms timeout took {took:?}"
+        );
+    }
+    assert_eq!(m.try_lock().unwrap_err().kind(), ErrorKind::WouldBlock);
+    release.set();
+    child.join().unwrap().into_result().unwrap();
+    *m.lock_timeout(Duration::from_millis(500)).unwrap() += 1;
+    assert_eq!(*m.try_lock().unwrap(), 1);
+}
+
+#[test]
+fn a_mutex_outside_shared_memory_is_an_error_not_ub() {
+    let m = ShmMutex::new(5u8);
+    assert_eq!(m.lock().unwrap_err().kind(), ErrorKind::InvalidInput);
+}
