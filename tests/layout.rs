@@ -1,0 +1,28 @@
+//! Size and alignment of every `#[repr(C)]` type that lives in shared memory: every process
+//! maps the same bytes, so the layout is part of the contract. (The pool's own control block
+//! asserts its layout at compile time in src/pool/control.rs.)
+
+use std::mem::{align_of, size_of};
+use std::sync::atomic::AtomicU64;
+
+use shmpar::{Barrier, CachePadded, Event, Semaphore, ShmMutex};
+
+#[test]
+fn shared_types_have_a_fixed_layout() {
+    assert_eq!((size_of::<Event>(), align_of::<Event>()), (4, 4));
+    assert_eq!((size_of::<Semaphore>(), align_of::<Semaphore>()), (8, 4));
+    assert_eq!((size_of::<Barrier>(), align_of::<Barrier>()), (16, 8));
+    assert_eq!(
+        (
+            size_of::<CachePadded<AtomicU64>>(),
+            align_of::<CachePadded<AtomicU64>>()
+        ),
+        (128, 128)
+    );
+    assert_eq!(size_of::<[CachePadded<u8>; 3]>(), 384);
+    // pthread_mutex_t (40 bytes on 64-bit glibc), a u32 flag, then the data, aligned.
+    assert_eq!(size_of::<ShmMutex<u64>>(), 56);
+    assert_eq!(size_of::<ShmMutex<u8>>(), 48);
+    assert_eq!(align_of::<ShmMutex<u64>>(), 8);
+    assert_eq!(size_of::<ShmMutex<CachePadded<u64>>>(), 256);
+}
