@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use raw_sync::locks::{LockImpl, LockInit, Mutex as RawSyncMutex};
-use shmpar::{CachePadded, Process, SharedValue, ShmMutex, ShmSafe};
+use shmpar::{CachePadded, Process, PthreadMutex, SharedValue, ShmMutex, ShmSafe};
 
 #[repr(C)]
 struct RawSyncCell {
@@ -40,7 +40,7 @@ fn uncontended(c: &mut Criterion) {
     g.bench_function("shmpar_ShmMutex_robust", |b| {
         b.iter(|| *robust.lock().unwrap() += 1)
     });
-    let plain = SharedValue::new(ShmMutex::new_not_robust(0u64)).unwrap();
+    let plain = SharedValue::new(PthreadMutex::new(0u64)).unwrap();
     g.bench_function("pthread_process_shared", |b| {
         b.iter(|| *plain.lock().unwrap() += 1)
     });

@@ -48,8 +48,8 @@ pub use process::{Exit, Process, pin_to_cpu};
 pub use reduce::par_reduce;
 pub use shm::{Element, SharedArray};
 pub use sync::{
-    Barrier, CachePadded, Event, LockError, LockResult, Semaphore, SharedValue, ShmMutex,
-    ShmMutexGuard, ShmSafe,
+    Barrier, CachePadded, Event, LockError, LockResult, PthreadMutex, PthreadMutexGuard, Semaphore,
+    SharedValue, ShmMutex, ShmMutexGuard, ShmSafe,
 };
 
 /// The README's example, compiled and run as a doctest.

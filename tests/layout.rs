@@ -20,9 +20,9 @@ fn shared_types_have_a_fixed_layout() {
         (128, 128)
     );
     assert_eq!(size_of::<[CachePadded<u8>; 3]>(), 384);
-    // pthread_mutex_t (40 bytes on 64-bit glibc), a u32 flag, then the data, aligned.
-    assert_eq!(size_of::<ShmMutex<u64>>(), 56);
-    assert_eq!(size_of::<ShmMutex<u8>>(), 48);
+    // The futex word, the state word, the robust flag, then the data, aligned.
+    assert_eq!(size_of::<ShmMutex<u64>>(), 24);
+    assert_eq!(size_of::<ShmMutex<u8>>(), 12);
     assert_eq!(align_of::<ShmMutex<u64>>(), 8);
     assert_eq!(size_of::<ShmMutex<CachePadded<u64>>>(), 256);
 }

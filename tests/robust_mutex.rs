@@ -123,7 +123,30 @@ fn sub_second_timeouts_and_try_lock() {
 }
 
 #[test]
-fn a_mutex_outside_shared_memory_is_an_error_not_ub() {
-    let m = ShmMutex::new(5u8);
+fn a_thread_that_exits_holding_the_lock_is_detected() {
+    let _w = common::watchdog(60, "dead thread");
+    let m = ShmMutex::new(7u32);
+    std::thread::scope(|s| {
+        s.spawn(|| std::mem::forget(m.lock().unwrap()));
+    });
+    let t = Instant::now();
+    let err = m.lock_timeout(Duration::from_secs(5)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::OwnerDied);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
+    let mut g = err.into_guard().unwrap();
+    g.mark_consistent().unwrap();
+    assert_eq!(*g, 7);
+}
+
+#[test]
+fn relocking_from_the_owning_thread_is_an_error_not_a_deadlock() {
+    let _w = common::watchdog(60, "relock");
+    let m = SharedValue::new(ShmMutex::new(())).unwrap();
+    let _g = m.lock().unwrap();
     assert_eq!(m.lock().unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(m.try_lock().unwrap_err().kind(), ErrorKind::WouldBlock);
 }

@@ -9,6 +9,7 @@ mod barrier;
 mod event;
 mod mutex;
 mod padded;
+mod pthread;
 mod semaphore;
 mod value;
 
@@ -16,6 +17,7 @@ pub use barrier::Barrier;
 pub use event::Event;
 pub use mutex::{LockError, LockResult, ShmMutex, ShmMutexGuard};
 pub use padded::CachePadded;
+pub use pthread::{PthreadMutex, PthreadMutexGuard};
 pub use semaphore::Semaphore;
 pub use value::{SharedValue, ShmSafe};
 

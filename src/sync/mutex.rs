@@ -1,33 +1,102 @@
 //! `ShmMutex<T>`: a robust, process-shared mutex protecting a value in shared memory.
+//!
+//! # The lock word
+//! One `AtomicU32` futex word (shared, not process-private): `0` when free, else the kernel
+//! thread id of the owner, with bit 31 (`WAITERS`) set when someone may sleep on it.
+//!
+//! | word            | meaning                                  |
+//! |-----------------|------------------------------------------|
+//! | `0`             | free                                     |
+//! | `tid`           | held by thread `tid`, nobody waiting     |
+//! | `tid \| WAITERS` | held by `tid`, unlock must wake a waiter |
+//!
+//! Lock is one compare-and-swap `0 -> tid`; unlock one swap to `0` (plus a futex wake when
+//! `WAITERS` was set). A waiter that has slept without progress checks whether the owner thread
+//! still exists (`/proc/<tid>/stat`: gone, or a zombie); if not, it takes the word over with a
+//! compare-and-swap and reports [`LockError::OwnerDied`]. The second word, `state`, remembers
+//! whether the data was left inconsistent by a dead owner and whether the mutex became
+//! unrecoverable. Owner death is therefore found by the next locker within milliseconds, and
+//! no lock waits forever on a dead thread.
 
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::value::ShmSafe;
 use crate::error::{Error, ErrorKind, Result};
-use crate::sys::{self, Locked, RawMutex};
+use crate::sys;
 
-/// Set once the pthread mutex is initialised at its final address.
-const ROBUST: u32 = 0x5348_4d52;
-const NOT_ROBUST: u32 = 0x5348_4d4e;
+/// Set in the lock word when a waiter may be asleep on it.
+const WAITERS: u32 = 1 << 31;
+/// The owner's thread id (Linux thread ids are below 2^22).
+const TID: u32 = !WAITERS;
+
+/// `state` values.
+const CONSISTENT: u32 = 0;
+/// A dead owner's successor holds the lock and has not said the data is repaired.
+const INCONSISTENT: u32 = 1;
+/// A successor unlocked without repairing: the mutex is dead for good.
+const UNRECOVERABLE: u32 = 2;
+
+/// Spins before the first sleep (a short critical section usually ends within them).
+const SPINS: u32 = 100;
+/// First and longest sleep between two checks of the owner's life.
+const FIRST_CHECK: Duration = Duration::from_millis(1);
+const LAST_CHECK: Duration = Duration::from_millis(50);
+
+/// Bumped in the child after every fork: cached thread ids from before are stale there.
+static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
+static AT_FORK: Once = Once::new();
+
+thread_local! {
+    /// (thread id, fork generation it was read in), 0 for none.
+    static TID_CACHE: Cell<(u32, u32)> = const { Cell::new((0, u32::MAX)) };
+}
+
+unsafe extern "C" fn forked_child() {
+    // ORDERING: runs in the child's only thread before anything else.
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// This thread's id, cached: `gettid` is a system call, too slow for every lock.
+#[inline]
+fn current_tid() -> u32 {
+    // ORDERING: the generation only changes in a fresh child, on its only thread.
+    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    TID_CACHE.with(|c| {
+        let (tid, seen) = c.get();
+        if seen == generation && tid != 0 {
+            return tid;
+        }
+        AT_FORK.call_once(|| {
+            // If this fails, a fork without shmpar's knowledge leaves a stale cache in the
+            // child: the child would then look like its parent's thread to the mutex.
+            let _ = sys::on_fork_in_child(forked_child);
+        });
+        let tid = sys::thread_id() & TID;
+        c.set((tid, generation));
+        tid
+    })
+}
 
 /// A mutex that works across processes and survives a holder that dies.
 ///
-/// It is a pthread mutex with `PTHREAD_PROCESS_SHARED` and `PTHREAD_MUTEX_ROBUST`. When a
-/// process dies holding it (a panic that aborts, a segfault, SIGKILL), the kernel releases it,
-/// and the next `lock` returns [`LockError::OwnerDied`] *with the guard*: like std's
-/// poisoning, the caller must look, repair the data if needed, and call
-/// [`ShmMutexGuard::mark_consistent`]. If it does not, the mutex becomes unrecoverable and every
-/// later lock fails with [`ErrorKind::Unrecoverable`]; no lock ever hangs on a dead holder.
-/// Python's `multiprocessing.Lock` and raw_sync's mutex deadlock instead.
+/// When a process (or thread) dies holding it (a panic that aborts, a segfault, SIGKILL, the
+/// OOM killer), the next `lock` finds out within milliseconds and returns
+/// [`LockError::OwnerDied`] *with the guard*: like std's poisoning, the caller must look,
+/// repair the data if needed, and call [`ShmMutexGuard::mark_consistent`]. If it does not, the
+/// mutex becomes unrecoverable and every later lock fails with [`ErrorKind::Unrecoverable`];
+/// no lock ever hangs on a dead holder. Python's `multiprocessing.Lock` and raw_sync's mutex
+/// deadlock instead.
 ///
-/// It must live in shared memory: wrap it in a [`SharedValue`](crate::SharedValue), which
-/// initialises it at its final address. (lock_api's `RawMutex` trait has no way to report a
-/// dead owner, so the guard is shmpar's own.)
+/// It is a futex word holding the owner's thread id (see the module source for the state
+/// table): an uncontended lock and unlock are one atomic instruction each. It must live in
+/// memory that every user maps: a [`SharedValue`](crate::SharedValue) (lock_api's `RawMutex`
+/// trait has no way to report a dead owner, so the guard is shmpar's own).
 ///
 /// ```
 /// use shmpar::{Process, SharedValue, ShmMutex};
@@ -48,10 +117,17 @@ const NOT_ROBUST: u32 = 0x5348_4d4e;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # Limits
+/// Owners are recognised by kernel thread id. Processes that share the mutex must be in the
+/// same pid namespace, and a dead owner whose id the kernel has already given to a new thread
+/// (after the whole id space wrapped around, which takes millions of new threads) is taken for
+/// alive until that thread ends.
 #[repr(C)]
 pub struct ShmMutex<T> {
-    raw: UnsafeCell<RawMutex>,
-    ready: AtomicU32,
+    word: AtomicU32,
+    state: AtomicU32,
+    robust: bool,
     data: UnsafeCell<T>,
 }
 
@@ -61,34 +137,18 @@ unsafe impl<T: ShmSafe + Send> Sync for ShmMutex<T> {}
 // SAFETY: as above.
 unsafe impl<T: ShmSafe + Send> Send for ShmMutex<T> {}
 
-// SAFETY: a pthread mutex in shared memory plus a ShmSafe value; the mutex is initialised at
-// its final address by `init_in_place`, and needs no Drop (pthread_mutex_destroy is a no-op on
-// Linux).
+// SAFETY: two atomics, a flag and a ShmSafe value: no pointers, no Drop. The inner value is set
+// up in place.
 unsafe impl<T: ShmSafe + Send> ShmSafe for ShmMutex<T> {
     unsafe fn init_in_place(this: *mut Self) -> Result<()> {
         // SAFETY: the caller guarantees `this` is at its final address and unused.
-        unsafe {
-            T::init_in_place(UnsafeCell::raw_get(&raw const (*this).data))?;
-            let robust = (*this).ready.load(Ordering::Relaxed) != NOT_ROBUST;
-            let raw = UnsafeCell::raw_get(&raw const (*this).raw);
-            if robust {
-                sys::mutex_init(raw)
-            } else {
-                sys::mutex_init_not_robust(raw)
-            }
-            .map_err(|e| Error::io("could not initialise a process-shared mutex", e))?;
-            // ORDERING: Release: a process that sees `ready` sees the initialised mutex.
-            (*this)
-                .ready
-                .store(if robust { ROBUST } else { NOT_ROBUST }, Ordering::Release);
-        }
-        Ok(())
+        unsafe { T::init_in_place(UnsafeCell::raw_get(&raw const (*this).data)) }
     }
 }
 
 impl<T> ShmMutex<T> {
-    /// A mutex around `value`, to be placed in shared memory with
-    /// [`SharedValue::new`](crate::SharedValue::new).
+    /// A mutex around `value`. Place it in shared memory with
+    /// [`SharedValue::new`](crate::SharedValue::new) to share it between processes.
     ///
     /// ```
     /// let m = shmpar::SharedValue::new(shmpar::ShmMutex::new([0u32; 16]))?;
@@ -97,65 +157,16 @@ impl<T> ShmMutex<T> {
     /// ```
     pub const fn new(value: T) -> Self {
         ShmMutex {
-            raw: UnsafeCell::new(sys::RAW_MUTEX_ZERO),
-            ready: AtomicU32::new(0),
+            word: AtomicU32::new(0),
+            state: AtomicU32::new(CONSISTENT),
+            robust: true,
             data: UnsafeCell::new(value),
-        }
-    }
-
-    /// A mutex *without* robustness: the textbook process-shared mutex, for demonstrations and
-    /// comparisons only. If its holder dies, `lock` waits forever and only
-    /// [`lock_timeout`](Self::lock_timeout) returns.
-    ///
-    /// ```
-    /// let m = shmpar::SharedValue::new(shmpar::ShmMutex::new_not_robust(0u8))?;
-    /// *m.lock().unwrap() = 1;
-    /// # Ok::<(), shmpar::Error>(())
-    /// ```
-    pub const fn new_not_robust(value: T) -> Self {
-        ShmMutex {
-            raw: UnsafeCell::new(sys::RAW_MUTEX_ZERO),
-            ready: AtomicU32::new(NOT_ROBUST),
-            data: UnsafeCell::new(value),
-        }
-    }
-
-    fn raw(&self) -> Result<*mut RawMutex> {
-        // ORDERING: Acquire, paired with the Release store in `init_in_place`.
-        match self.ready.load(Ordering::Acquire) {
-            ROBUST | NOT_ROBUST => Ok(self.raw.get()),
-            _ => Err(Error::invalid(
-                "this ShmMutex is not in shared memory: create it with SharedValue::new(ShmMutex::new(..))",
-            )),
-        }
-    }
-
-    fn finish(&self, locked: Locked) -> LockResult<'_, T> {
-        let guard = |owner_died| ShmMutexGuard {
-            mutex: self,
-            owner_died,
-            not_send: PhantomData,
-        };
-        match locked {
-            Locked::Yes => Ok(guard(false)),
-            Locked::OwnerDied => Err(LockError::OwnerDied(guard(true))),
-            Locked::NotRecoverable => Err(LockError::Failed(Error::new(
-                ErrorKind::Unrecoverable,
-                "a holder died and the mutex was never marked consistent",
-            ))),
-            Locked::Busy => Err(LockError::Failed(Error::new(
-                ErrorKind::WouldBlock,
-                "the mutex is held",
-            ))),
-            Locked::TimedOut => Err(LockError::Failed(Error::new(
-                ErrorKind::TimedOut,
-                "the mutex stayed held until the timeout",
-            ))),
-            Locked::Failed(e) => Err(LockError::Failed(Error::io("could not lock", e))),
         }
     }
 
     /// Locks, waiting as long as it takes (never past a dead holder: see the type's docs).
+    /// Locking again from the thread that holds it fails with
+    /// [`ErrorKind::InvalidInput`] instead of deadlocking.
     ///
     /// ```
     /// let m = shmpar::SharedValue::new(shmpar::ShmMutex::new(1i32))?;
@@ -163,27 +174,50 @@ impl<T> ShmMutex<T> {
     /// assert_eq!(*m.lock().unwrap(), 2);
     /// # Ok::<(), shmpar::Error>(())
     /// ```
+    #[inline]
     pub fn lock(&self) -> LockResult<'_, T> {
-        let raw = self.raw().map_err(LockError::Failed)?;
-        // SAFETY: `raw` was initialised in place and lives as long as `self`.
-        self.finish(unsafe { sys::mutex_lock(raw) })
+        let me = current_tid();
+        // ORDERING: Acquire on success: what the previous owner wrote is visible to us.
+        if self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return self.acquired(false);
+        }
+        self.lock_slow(me, None)
     }
 
-    /// Locks if nobody holds it; else fails with [`ErrorKind::WouldBlock`].
+    /// Locks if nobody holds it; else fails with [`ErrorKind::WouldBlock`]. A dead holder is
+    /// taken over at once ([`LockError::OwnerDied`]).
     ///
     /// ```
     /// let m = shmpar::SharedValue::new(shmpar::ShmMutex::new(()))?;
     /// let held = m.lock().unwrap();
-    /// // The same thread may not lock it twice: a second attempt finds it held.
     /// assert_eq!(m.try_lock().unwrap_err().kind(), shmpar::ErrorKind::WouldBlock);
     /// drop(held);
     /// assert!(m.try_lock().is_ok());
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn try_lock(&self) -> LockResult<'_, T> {
-        let raw = self.raw().map_err(LockError::Failed)?;
-        // SAFETY: as in `lock`.
-        self.finish(unsafe { sys::mutex_try_lock(raw) })
+        let me = current_tid();
+        // ORDERING: as in `lock`.
+        let v = match self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => return self.acquired(false),
+            Err(v) => v,
+        };
+        if self.robust && v & TID != me && sys::thread_is_dead(v & TID) {
+            if let Some(r) = self.take_over(v, me) {
+                return r;
+            }
+        }
+        Err(LockError::Failed(Error::new(
+            ErrorKind::WouldBlock,
+            "the mutex is held",
+        )))
     }
 
     /// Locks, giving up with [`ErrorKind::TimedOut`] after `timeout` (monotonic clock; exact
@@ -193,22 +227,163 @@ impl<T> ShmMutex<T> {
     /// use std::time::Duration;
     /// let m = shmpar::SharedValue::new(shmpar::ShmMutex::new(()))?;
     /// let _held = m.lock().unwrap();
-    /// let err = m.lock_timeout(Duration::from_millis(20)).unwrap_err();
-    /// assert_eq!(err.kind(), shmpar::ErrorKind::TimedOut);
+    /// // The same thread: an error at once, not a deadlock.
+    /// assert!(m.lock_timeout(Duration::from_millis(20)).is_err());
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<'_, T> {
-        let raw = self.raw().map_err(LockError::Failed)?;
-        // SAFETY: as in `lock`.
-        self.finish(unsafe { sys::mutex_lock_timeout(raw, timeout) })
+        let me = current_tid();
+        // ORDERING: as in `lock`.
+        if self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return self.acquired(false);
+        }
+        self.lock_slow(me, Some(Instant::now() + timeout))
+    }
+
+    #[cold]
+    fn lock_slow(&self, me: u32, deadline: Option<Instant>) -> LockResult<'_, T> {
+        let mut spins = 0;
+        let mut check_after = FIRST_CHECK;
+        loop {
+            // ORDERING: Relaxed: the CAS that acquires has Acquire.
+            let v = self.word.load(Ordering::Relaxed);
+            if v == 0 {
+                // We may have slept, so others may sleep too: keep WAITERS set, so that our
+                // unlock wakes one of them.
+                let want = if spins < SPINS { me } else { me | WAITERS };
+                // ORDERING: Acquire on success, as in `lock`.
+                if self
+                    .word
+                    .compare_exchange(0, want, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return self.acquired(false);
+                }
+                continue;
+            }
+            if v & TID == me {
+                return Err(LockError::Failed(Error::invalid(
+                    "this thread already holds the mutex (locking it again would deadlock)",
+                )));
+            }
+            if spins < SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            if v & WAITERS == 0 {
+                // ORDERING: Relaxed: only announces a sleeper; the futex re-checks the value.
+                if self
+                    .word
+                    .compare_exchange(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+            }
+            let left = match super::remaining(deadline) {
+                Some(left) => left,
+                None => {
+                    return Err(LockError::Failed(Error::new(
+                        ErrorKind::TimedOut,
+                        "the mutex stayed held until the timeout",
+                    )));
+                }
+            };
+            let nap = if self.robust {
+                Some(left.map_or(check_after, |l| l.min(check_after)))
+            } else {
+                left
+            };
+            let asleep = Instant::now();
+            sys::futex_wait(&self.word, v | WAITERS, nap);
+            // Slept a whole nap with the same owner: is the owner still alive?
+            // ORDERING: Relaxed, as above.
+            let now = self.word.load(Ordering::Relaxed);
+            if self.robust
+                && now != 0
+                && now & TID == v & TID
+                && asleep.elapsed() >= check_after
+                && sys::thread_is_dead(now & TID)
+            {
+                if let Some(r) = self.take_over(now, me) {
+                    return r;
+                }
+            }
+            if asleep.elapsed() >= check_after {
+                check_after = (check_after * 2).min(LAST_CHECK);
+            }
+        }
+    }
+
+    /// Takes the word over from a dead owner (`seen` is the word we saw); `None` if it changed.
+    #[cold]
+    fn take_over(&self, seen: u32, me: u32) -> Option<LockResult<'_, T>> {
+        // ORDERING: Acquire: the dead owner's writes (as far as they got) are visible.
+        self.word
+            .compare_exchange(
+                seen,
+                me | (seen & WAITERS),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .ok()?;
+        // ORDERING: Relaxed: `state` is only touched by the lock's holder.
+        if self.state.load(Ordering::Relaxed) == UNRECOVERABLE {
+            return Some(self.acquired(false));
+        }
+        self.state.store(INCONSISTENT, Ordering::Relaxed);
+        Some(self.acquired(true))
+    }
+
+    /// We hold the word: hand out a guard, unless the mutex is unrecoverable.
+    #[inline]
+    fn acquired(&self, owner_died: bool) -> LockResult<'_, T> {
+        let guard = ShmMutexGuard {
+            mutex: self,
+            owner_died,
+            not_send: PhantomData,
+        };
+        // ORDERING: Relaxed: `state` is only written by the lock's holder, and we hold it.
+        match self.state.load(Ordering::Relaxed) {
+            CONSISTENT => Ok(guard),
+            _ if owner_died => Err(LockError::OwnerDied(guard)),
+            _ => {
+                // Unrecoverable (or a holder that died after a takeover it never repaired).
+                self.state.store(UNRECOVERABLE, Ordering::Relaxed);
+                drop(guard);
+                Err(LockError::Failed(Error::new(
+                    ErrorKind::Unrecoverable,
+                    "a holder died and the mutex was never marked consistent",
+                )))
+            }
+        }
+    }
+
+    #[inline]
+    fn unlock(&self, owner_died: bool) {
+        if owner_died {
+            // Unlocked without mark_consistent: nobody may trust the data again.
+            // ORDERING: published by the Release swap below.
+            self.state.store(UNRECOVERABLE, Ordering::Relaxed);
+        }
+        // ORDERING: Release: our writes to the data are visible to the next owner.
+        if self.word.swap(0, Ordering::Release) & WAITERS != 0 {
+            sys::futex_wake(&self.word, 1);
+        }
     }
 }
 
 impl<T> fmt::Debug for ShmMutex<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShmMutex")
+            .field("robust", &self.robust)
             // ORDERING: a snapshot for display.
-            .field("robust", &(self.ready.load(Ordering::Relaxed) == ROBUST))
+            .field("held_by", &(self.word.load(Ordering::Relaxed) & TID))
             .finish_non_exhaustive()
     }
 }
@@ -312,13 +487,11 @@ impl<T> ShmMutexGuard<'_, T> {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn mark_consistent(&mut self) -> Result<()> {
-        if !self.owner_died {
-            return Ok(());
+        if self.owner_died {
+            // ORDERING: Relaxed: published to the next owner by the unlock's Release swap.
+            self.mutex.state.store(CONSISTENT, Ordering::Relaxed);
+            self.owner_died = false;
         }
-        // SAFETY: we hold the mutex, acquired with EOWNERDEAD.
-        unsafe { sys::mutex_consistent(self.mutex.raw.get()) }
-            .map_err(|e| Error::io("could not mark the mutex consistent", e))?;
-        self.owner_died = false;
         Ok(())
     }
 
@@ -350,9 +523,9 @@ impl<T> DerefMut for ShmMutexGuard<'_, T> {
 }
 
 impl<T> Drop for ShmMutexGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
-        // SAFETY: we hold the mutex. Unlocking cannot fail for its owner.
-        unsafe { sys::mutex_unlock(self.mutex.raw.get()) };
+        self.mutex.unlock(self.owner_died);
     }
 }
 
@@ -366,7 +539,8 @@ impl<T: fmt::Debug> fmt::Debug for ShmMutexGuard<'_, T> {
 }
 
 const _: () = {
-    // The layout every process relies on: the mutex first, then the flag, then the data.
-    assert!(std::mem::offset_of!(ShmMutex<u64>, raw) == 0);
-    assert!(std::mem::offset_of!(ShmMutex<u64>, ready) == std::mem::size_of::<RawMutex>());
+    // The layout every process relies on: the futex word first, then the state, then the data.
+    assert!(std::mem::offset_of!(ShmMutex<u64>, word) == 0);
+    assert!(std::mem::offset_of!(ShmMutex<u64>, state) == 4);
+    assert!(std::mem::offset_of!(ShmMutex<u64>, data) == 16);
 };

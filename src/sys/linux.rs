@@ -351,7 +351,7 @@ pub(crate) fn keep_only_fd(keep: RawFd) -> RawFd {
     TARGET
 }
 
-/// The pthread mutex type, for `ShmMutex`.
+/// The pthread mutex type, for `PthreadMutex`.
 pub(crate) type RawMutex = libc::pthread_mutex_t;
 
 /// An all-zero raw mutex, to be initialised in place by [`mutex_init`].
@@ -366,10 +366,6 @@ pub(crate) const RAW_MUTEX_ZERO: RawMutex = {
 pub(crate) enum Locked {
     /// We hold it.
     Yes,
-    /// We hold it, but its previous owner died holding it (EOWNERDEAD).
-    OwnerDied,
-    /// A previous owner died and nobody marked it consistent (ENOTRECOVERABLE): for good.
-    NotRecoverable,
     /// `try_lock` found it held.
     Busy,
     /// The deadline passed.
@@ -381,8 +377,6 @@ pub(crate) enum Locked {
 fn locked_from(ret: libc::c_int) -> Locked {
     match ret {
         0 => Locked::Yes,
-        libc::EOWNERDEAD => Locked::OwnerDied,
-        libc::ENOTRECOVERABLE => Locked::NotRecoverable,
         libc::EBUSY => Locked::Busy,
         libc::ETIMEDOUT => Locked::TimedOut,
         e => Locked::Failed(io::Error::from_raw_os_error(e)),
@@ -398,46 +392,12 @@ unsafe extern "C" {
     ) -> libc::c_int;
 }
 
-/// Initialises a process-shared, robust mutex in place.
-///
-/// # Safety
-/// `m` points to writable memory for a mutex that no one uses yet and that stays at this
-/// address (a robust mutex is registered by address with the kernel while held).
-pub(crate) unsafe fn mutex_init(m: *mut RawMutex) -> io::Result<()> {
-    let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-    // SAFETY: `attr` is initialised by pthread_mutexattr_init before use and destroyed after;
-    // `m` is valid by the caller's contract.
-    unsafe {
-        let a = attr.as_mut_ptr();
-        let check = |ret: libc::c_int| {
-            if ret == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::from_raw_os_error(ret))
-            }
-        };
-        check(libc::pthread_mutexattr_init(a))?;
-        let result = check(libc::pthread_mutexattr_setpshared(
-            a,
-            libc::PTHREAD_PROCESS_SHARED,
-        ))
-        .and_then(|()| {
-            check(libc::pthread_mutexattr_setrobust(
-                a,
-                libc::PTHREAD_MUTEX_ROBUST,
-            ))
-        })
-        .and_then(|()| check(libc::pthread_mutex_init(m, a)));
-        libc::pthread_mutexattr_destroy(a);
-        result
-    }
-}
-
 /// Initialises a process-shared mutex that is *not* robust (for demonstrations only: if its
 /// holder dies, every other locker waits forever).
 ///
 /// # Safety
-/// As [`mutex_init`].
+/// `m` points to writable memory for a mutex that no one uses yet and that stays at this
+/// address.
 pub(crate) unsafe fn mutex_init_not_robust(m: *mut RawMutex) -> io::Result<()> {
     let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
     // SAFETY: as in `mutex_init`.
@@ -458,7 +418,7 @@ pub(crate) unsafe fn mutex_init_not_robust(m: *mut RawMutex) -> io::Result<()> {
 /// Locks, waiting as long as it takes.
 ///
 /// # Safety
-/// `m` was initialised by [`mutex_init`] and stays mapped.
+/// `m` was initialised by [`mutex_init_not_robust`] and stays mapped.
 pub(crate) unsafe fn mutex_lock(m: *mut RawMutex) -> Locked {
     // SAFETY: by the caller's contract.
     locked_from(unsafe { libc::pthread_mutex_lock(m) })
@@ -491,18 +451,6 @@ pub(crate) unsafe fn mutex_lock_timeout(m: *mut RawMutex, timeout: Duration) -> 
 pub(crate) unsafe fn mutex_unlock(m: *mut RawMutex) {
     // SAFETY: by the caller's contract. The only failure (EPERM: not the owner) cannot happen.
     unsafe { libc::pthread_mutex_unlock(m) };
-}
-
-/// Marks a mutex whose owner died as consistent again.
-///
-/// # Safety
-/// The calling thread holds `m`, acquired with [`Locked::OwnerDied`].
-pub(crate) unsafe fn mutex_consistent(m: *mut RawMutex) -> io::Result<()> {
-    // SAFETY: by the caller's contract.
-    match unsafe { libc::pthread_mutex_consistent(m) } {
-        0 => Ok(()),
-        e => Err(io::Error::from_raw_os_error(e)),
-    }
 }
 
 /// The monotonic clock `d` from now, normalised (tv_nsec < 1e9).
@@ -572,4 +520,38 @@ pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: `set` is a valid cpu_set_t of the size given.
     cvt(unsafe { libc::sched_setaffinity(0, mem::size_of::<libc::cpu_set_t>(), &set) }).map(drop)
+}
+
+/// The calling thread's kernel id (what `/proc/<tid>` names).
+pub(crate) fn thread_id() -> u32 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+}
+
+/// Registers `child` to run in the child process after every fork (pthread_atfork).
+pub(crate) fn on_fork_in_child(child: unsafe extern "C" fn()) -> io::Result<()> {
+    // SAFETY: registering a handler that is a plain function with no captured state.
+    match unsafe { libc::pthread_atfork(None, None, Some(child)) } {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// True when the thread `tid` no longer runs: no such thread, or a zombie (killed, not yet
+/// reaped). Reads /proc, so it is for slow paths only.
+pub(crate) fn thread_is_dead(tid: u32) -> bool {
+    match std::fs::read(format!("/proc/{tid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => {
+            // The state is the first field after the command name's closing parenthesis.
+            let after = stat
+                .iter()
+                .rposition(|&b| b == b')')
+                .map_or(&stat[..], |i| &stat[i + 1..]);
+            matches!(
+                after.iter().find(|b| !b.is_ascii_whitespace()),
+                Some(b'Z' | b'X') | None
+            )
+        }
+    }
 }

@@ -102,23 +102,39 @@ pub(crate) fn keep_only_fd(keep: RawFd) -> RawFd {
     keep
 }
 
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    unsupported()
+}
+
+pub(crate) fn write_all_raw(_fd: RawFd, _bytes: &[u8]) {}
+
+pub(crate) fn set_nonblocking(_fd: RawFd) {}
+
+pub(crate) fn pin_to_cpu(_cpu: usize) -> io::Result<()> {
+    unsupported()
+}
+
+pub(crate) fn thread_id() -> u32 {
+    1
+}
+
+pub(crate) fn on_fork_in_child(_child: unsafe extern "C" fn()) -> io::Result<()> {
+    unsupported()
+}
+
+pub(crate) fn thread_is_dead(_tid: u32) -> bool {
+    false
+}
+
 pub(crate) type RawMutex = [u64; 5];
 pub(crate) const RAW_MUTEX_ZERO: RawMutex = [0; 5];
 
 #[derive(Debug)]
 pub(crate) enum Locked {
     Yes,
-    OwnerDied,
-    NotRecoverable,
     Busy,
     TimedOut,
     Failed(io::Error),
-}
-
-/// # Safety
-/// Always fails; nothing to uphold.
-pub(crate) unsafe fn mutex_init(_m: *mut RawMutex) -> io::Result<()> {
-    unsupported()
 }
 
 /// # Safety
@@ -148,21 +164,3 @@ pub(crate) unsafe fn mutex_lock_timeout(_m: *mut RawMutex, _timeout: Duration) -
 /// # Safety
 /// Never reached.
 pub(crate) unsafe fn mutex_unlock(_m: *mut RawMutex) {}
-
-/// # Safety
-/// Never reached.
-pub(crate) unsafe fn mutex_consistent(_m: *mut RawMutex) -> io::Result<()> {
-    unsupported()
-}
-
-pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    unsupported()
-}
-
-pub(crate) fn write_all_raw(_fd: RawFd, _bytes: &[u8]) {}
-
-pub(crate) fn set_nonblocking(_fd: RawFd) {}
-
-pub(crate) fn pin_to_cpu(_cpu: usize) -> io::Result<()> {
-    unsupported()
-}

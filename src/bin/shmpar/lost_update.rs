@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use raw_sync::Timeout;
 use raw_sync::locks::{LockImpl, LockInit, Mutex as RawSyncMutex};
-use shmpar::{CachePadded, Event, LockError, Process, SharedValue, ShmMutex};
+use shmpar::{CachePadded, Event, LockError, Process, PthreadMutex, SharedValue, ShmMutex};
 
 use crate::CliResult;
 
@@ -268,7 +268,7 @@ pub(crate) fn holder_dies(json: bool) -> CliResult {
     });
 
     // A process-shared pthread mutex without robustness.
-    let plain = SharedValue::new(ShmMutex::new_not_robust(0u64))?;
+    let plain = SharedValue::new(PthreadMutex::new(0u64))?;
     let (took, locked) = kill_holder(
         || std::mem::forget(plain.lock()),
         || plain.lock_timeout(wait).is_ok(),
