@@ -39,8 +39,11 @@ pub enum ErrorKind {
     OwnerDied,
     /// A lock whose holder died was never marked consistent: it can never be locked again.
     Unrecoverable,
-    /// A non-blocking attempt found the resource busy (`try_lock`, `try_acquire`).
+    /// A non-blocking attempt found the resource busy (`try_lock`, `try_acquire`, a full or
+    /// empty queue).
     WouldBlock,
+    /// The queue or pipe was closed: no more messages will come.
+    Closed,
 }
 
 impl ErrorKind {
@@ -57,6 +60,7 @@ impl ErrorKind {
             ErrorKind::OwnerDied => "the lock's previous holder died holding it",
             ErrorKind::Unrecoverable => "the lock is unrecoverable",
             ErrorKind::WouldBlock => "would block",
+            ErrorKind::Closed => "closed",
         }
     }
 }

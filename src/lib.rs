@@ -37,6 +37,7 @@
 mod error;
 mod pool;
 mod process;
+mod queue;
 mod reduce;
 mod shm;
 mod sync;
@@ -45,6 +46,7 @@ mod sys;
 pub use error::{Error, ErrorKind, Result};
 pub use pool::{Pool, PoolBuilder};
 pub use process::{Exit, Process, pin_to_cpu};
+pub use queue::{Connection, Pipe, Queue};
 pub use reduce::par_reduce;
 pub use shm::{Element, SharedArray};
 pub use sync::{

@@ -1,0 +1,438 @@
+//! `Queue<T>` and `Pipe<T>`: message passing between processes through shared memory.
+
+mod pipe;
+
+pub use pipe::{Connection, Pipe};
+
+use std::marker::PhantomData;
+use std::mem::size_of;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::shm::Region;
+use crate::sync::{LockError, ShmMutex, ShmMutexGuard};
+use crate::sys;
+
+/// Where the next message is read and written; only changed under the lock, and each change
+/// is the single store that commits a put or a get.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct Cursor {
+    head: u64,
+    tail: u64,
+}
+
+// SAFETY: two integers.
+unsafe impl crate::ShmSafe for Cursor {}
+
+/// The queue's shared header; the slots follow it.
+#[repr(C)]
+struct Header {
+    cursor: ShmMutex<Cursor>,
+    /// Bumped after every put (futex word for waiting getters).
+    not_empty: AtomicU32,
+    /// Bumped after every get (futex word for waiting putters).
+    not_full: AtomicU32,
+    closed: AtomicU32,
+    getters: AtomicU32,
+    putters: AtomicU32,
+    capacity: u32,
+    slot_bytes: u32,
+    _pad: u32,
+    messages: AtomicU64,
+}
+
+const HEADER: usize = size_of::<Header>().next_multiple_of(64);
+
+/// A bounded multi-producer multi-consumer FIFO queue between processes (Python's
+/// `multiprocessing.Queue`), in shared memory.
+///
+/// Messages are any serde type, serialised into fixed-size slots. Create the queue before
+/// forking the processes that use it ([`Process`](crate::Process) children see it live).
+///
+/// ```
+/// use shmpar::{Process, Queue};
+///
+/// # fn main() -> shmpar::Result<()> {
+/// let q = Queue::<(u32, String)>::new(16)?;
+/// let producer = Process::spawn(|| {
+///     for i in 0..3 {
+///         q.put(&(i, format!("item {i}"))).unwrap();
+///     }
+/// })?;
+/// for i in 0..3 {
+///     assert_eq!(q.get()?, (i, format!("item {i}")));
+/// }
+/// producer.join()?.into_result()?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # When a process dies
+/// A put or get is committed by one store under a robust [`ShmMutex`]: a process killed in the
+/// middle leaves the queue as if the operation never started, and the next user takes the lock
+/// over. No message is ever lost half-way or delivered twice. (A message a consumer had already
+/// taken is gone with it.)
+pub struct Queue<T> {
+    region: Region,
+    marker: PhantomData<fn(T) -> T>,
+}
+
+// SAFETY: all shared state is behind atomics and the robust mutex; messages are copied out.
+unsafe impl<T> Send for Queue<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Queue<T> {}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// A queue of at most `capacity` messages of up to 4 KiB each (serialised).
+    ///
+    /// ```
+    /// let q = shmpar::Queue::<u64>::new(1024)?;
+    /// assert_eq!(q.capacity(), 1024);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn new(capacity: usize) -> Result<Self> {
+        Self::with_message_bytes(capacity, 4096)
+    }
+
+    /// A queue of at most `capacity` messages of up to `message_bytes` each (serialised).
+    ///
+    /// ```
+    /// let q = shmpar::Queue::<Vec<f64>>::with_message_bytes(8, 1 << 20)?;
+    /// q.put(&vec![1.0; 100_000])?;
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn with_message_bytes(capacity: usize, message_bytes: usize) -> Result<Self> {
+        if capacity == 0
+            || capacity > u32::MAX as usize
+            || message_bytes == 0
+            || message_bytes > u32::MAX as usize - 8
+        {
+            return Err(Error::invalid(
+                "a queue needs a capacity and a message size of at least 1 (and below 4 G)",
+            ));
+        }
+        let slot = (message_bytes + 8).next_multiple_of(8);
+        let len = capacity
+            .checked_mul(slot)
+            .and_then(|b| b.checked_add(HEADER))
+            .ok_or_else(|| Error::invalid("the queue would not fit in memory"))?;
+        let region = Region::new("shmpar-queue", len)?;
+        // SAFETY: a fresh, zeroed, page-aligned region of at least HEADER bytes.
+        unsafe {
+            region.as_ptr().cast::<Header>().write(Header {
+                cursor: ShmMutex::new(Cursor::default()),
+                not_empty: AtomicU32::new(0),
+                not_full: AtomicU32::new(0),
+                closed: AtomicU32::new(0),
+                getters: AtomicU32::new(0),
+                putters: AtomicU32::new(0),
+                capacity: capacity as u32,
+                slot_bytes: slot as u32,
+                _pad: 0,
+                messages: AtomicU64::new(0),
+            });
+        }
+        Ok(Queue {
+            region,
+            marker: PhantomData,
+        })
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: written in `new`; lives as long as the region.
+        unsafe { &*self.region.as_ptr().cast::<Header>() }
+    }
+
+    /// Slot `i`'s bytes (length word, then the message).
+    fn slot(&self, i: u64) -> *mut u8 {
+        let h = self.header();
+        let index = (i % u64::from(h.capacity)) as usize;
+        // SAFETY: index < capacity, so the slot lies inside the region.
+        unsafe {
+            self.region
+                .as_ptr()
+                .add(HEADER + index * h.slot_bytes as usize)
+        }
+    }
+
+    /// The most messages it holds.
+    ///
+    /// ```
+    /// assert_eq!(shmpar::Queue::<u8>::new(3)?.capacity(), 3);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.header().capacity as usize
+    }
+
+    /// The largest serialised message a slot takes.
+    ///
+    /// ```
+    /// assert_eq!(shmpar::Queue::<u8>::with_message_bytes(3, 100)?.message_bytes(), 100);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn message_bytes(&self) -> usize {
+        self.header().slot_bytes as usize - 8
+    }
+
+    /// Messages waiting now (a snapshot).
+    ///
+    /// ```
+    /// let q = shmpar::Queue::new(4)?;
+    /// q.put(&1u8)?;
+    /// assert_eq!(q.len(), 1);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.lock().map_or(0, |g| (g.tail - g.head) as usize)
+    }
+
+    /// True when no message waits (a snapshot).
+    ///
+    /// ```
+    /// assert!(shmpar::Queue::<u8>::new(4)?.is_empty());
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Closes the queue: waiting and later `get`s fail with [`ErrorKind::Closed`] once the
+    /// messages already queued are taken; `put`s fail at once.
+    ///
+    /// ```
+    /// let q = shmpar::Queue::new(4)?;
+    /// q.put(&1u8)?;
+    /// q.close();
+    /// assert_eq!(q.get()?, 1);
+    /// assert_eq!(q.get().unwrap_err().kind(), shmpar::ErrorKind::Closed);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn close(&self) {
+        let h = self.header();
+        // ORDERING: SeqCst, then bump both sequences (SeqCst) so that every waiter, which
+        // re-checks `closed` under the lock after waking, sees it.
+        h.closed.store(1, Ordering::SeqCst);
+        h.not_empty.fetch_add(1, Ordering::SeqCst);
+        h.not_full.fetch_add(1, Ordering::SeqCst);
+        sys::futex_wake(&h.not_empty, i32::MAX);
+        sys::futex_wake(&h.not_full, i32::MAX);
+    }
+
+    /// True once [`close`](Self::close) was called.
+    ///
+    /// ```
+    /// let q = shmpar::Queue::<u8>::new(1)?;
+    /// q.close();
+    /// assert!(q.is_closed());
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        // ORDERING: SeqCst, see `close`.
+        self.header().closed.load(Ordering::SeqCst) != 0
+    }
+
+    /// Takes the lock; a dead holder left nothing half-done (every change is one store), so
+    /// its lock is simply marked consistent.
+    fn lock(&self) -> Result<ShmMutexGuard<'_, Cursor>> {
+        match self.header().cursor.lock() {
+            Ok(g) => Ok(g),
+            Err(LockError::OwnerDied(mut g)) => {
+                g.mark_consistent()?;
+                Ok(g)
+            }
+            Err(LockError::Failed(e)) => Err(e),
+        }
+    }
+
+    /// Puts a message, waiting while the queue is full.
+    ///
+    /// ```
+    /// let q = shmpar::Queue::new(2)?;
+    /// q.put(&"hello".to_string())?;
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn put(&self, message: &T) -> Result<()> {
+        self.put_until(message, Some(None))
+    }
+
+    /// Puts a message, failing with [`ErrorKind::TimedOut`] if the queue stays full.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = shmpar::Queue::new(1)?;
+    /// q.put(&1u8)?;
+    /// let err = q.put_timeout(&2u8, Duration::from_millis(10)).unwrap_err();
+    /// assert_eq!(err.kind(), shmpar::ErrorKind::TimedOut);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn put_timeout(&self, message: &T, timeout: Duration) -> Result<()> {
+        self.put_until(message, Some(Some(Instant::now() + timeout)))
+    }
+
+    /// Puts a message if there is room, else fails with [`ErrorKind::WouldBlock`].
+    ///
+    /// ```
+    /// let q = shmpar::Queue::new(1)?;
+    /// q.try_put(&1u8)?;
+    /// assert_eq!(q.try_put(&2u8).unwrap_err().kind(), shmpar::ErrorKind::WouldBlock);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn try_put(&self, message: &T) -> Result<()> {
+        self.put_until(message, None)
+    }
+
+    /// `wait`: None = do not wait; Some(None) = wait forever; Some(Some(t)) = until t.
+    fn put_until(&self, message: &T, wait: Option<Option<Instant>>) -> Result<()> {
+        let max = self.message_bytes();
+        let mut buf = postcard::to_stdvec(message)
+            .map_err(|e| Error::invalid(format!("the message could not be serialised: {e}")))?;
+        if buf.len() > max {
+            return Err(Error::invalid(format!(
+                "a {}-byte message does not fit the queue's {max}-byte slots (Queue::with_message_bytes)",
+                buf.len()
+            )));
+        }
+        let h = self.header();
+        loop {
+            let mut g = self.lock()?;
+            if self.is_closed() {
+                return Err(Error::new(ErrorKind::Closed, "the queue is closed"));
+            }
+            if g.tail - g.head < u64::from(h.capacity) {
+                let slot = self.slot(g.tail);
+                // SAFETY: the slot is ours under the lock; the length word and the message fit
+                // in `slot_bytes` (checked above); the region is 8-byte aligned per slot.
+                unsafe {
+                    slot.cast::<u64>().write(buf.len() as u64);
+                    std::ptr::copy_nonoverlapping(buf.as_ptr(), slot.add(8), buf.len());
+                }
+                g.tail += 1; // the commit
+                drop(g);
+                // ORDERING: relaxed statistics.
+                h.messages.fetch_add(1, Ordering::Relaxed);
+                // ORDERING: SeqCst: bump then read the waiter count; a getter announces itself
+                // then sleeps on the old sequence value (futex re-checks it). No lost wake-up.
+                h.not_empty.fetch_add(1, Ordering::SeqCst);
+                if h.getters.load(Ordering::SeqCst) != 0 {
+                    sys::futex_wake(&h.not_empty, 1);
+                }
+                buf.clear();
+                return Ok(());
+            }
+            // ORDERING: SeqCst, see above; read under the lock, so a get after it bumps it.
+            let seen = h.not_full.load(Ordering::SeqCst);
+            drop(g);
+            let deadline = match wait {
+                None => return Err(Error::new(ErrorKind::WouldBlock, "the queue is full")),
+                Some(d) => d,
+            };
+            let Some(left) = crate::sync::remaining(deadline) else {
+                return Err(Error::new(ErrorKind::TimedOut, "the queue stayed full"));
+            };
+            // ORDERING: SeqCst, as above.
+            h.putters.fetch_add(1, Ordering::SeqCst);
+            sys::futex_wait(&h.not_full, seen, left);
+            h.putters.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Takes the oldest message, waiting while the queue is empty. Fails with
+    /// [`ErrorKind::Closed`] once the queue is closed and empty.
+    ///
+    /// ```
+    /// let q = shmpar::Queue::new(2)?;
+    /// q.put(&7u16)?;
+    /// assert_eq!(q.get()?, 7);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn get(&self) -> Result<T> {
+        self.get_until(Some(None))
+    }
+
+    /// Takes the oldest message, failing with [`ErrorKind::TimedOut`] if none comes in time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = shmpar::Queue::<u8>::new(2)?;
+    /// assert_eq!(q.get_timeout(Duration::from_millis(5)).unwrap_err().kind(), shmpar::ErrorKind::TimedOut);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_until(Some(Some(Instant::now() + timeout)))
+    }
+
+    /// Takes the oldest message if there is one, else fails with [`ErrorKind::WouldBlock`].
+    ///
+    /// ```
+    /// let q = shmpar::Queue::<u8>::new(2)?;
+    /// assert_eq!(q.try_get().unwrap_err().kind(), shmpar::ErrorKind::WouldBlock);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn try_get(&self) -> Result<T> {
+        self.get_until(None)
+    }
+
+    fn get_until(&self, wait: Option<Option<Instant>>) -> Result<T> {
+        let h = self.header();
+        let mut buf = Vec::new();
+        loop {
+            let mut g = self.lock()?;
+            if g.head != g.tail {
+                let slot = self.slot(g.head);
+                // SAFETY: the slot holds a committed message (head < tail) and is ours under
+                // the lock; its length word was written by the put and is within the slot.
+                unsafe {
+                    let len = (slot.cast::<u64>().read() as usize).min(self.message_bytes());
+                    buf.extend_from_slice(std::slice::from_raw_parts(slot.add(8), len));
+                }
+                g.head += 1; // the commit
+                drop(g);
+                // ORDERING: SeqCst, as in `put_until`.
+                h.not_full.fetch_add(1, Ordering::SeqCst);
+                if h.putters.load(Ordering::SeqCst) != 0 {
+                    sys::futex_wake(&h.not_full, 1);
+                }
+                return postcard::from_bytes(&buf).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Decode,
+                        format!("a queued message could not be decoded: {e}"),
+                    )
+                });
+            }
+            if self.is_closed() {
+                return Err(Error::new(
+                    ErrorKind::Closed,
+                    "the queue is closed and empty",
+                ));
+            }
+            // ORDERING: SeqCst; read under the lock, so a put after it bumps it.
+            let seen = h.not_empty.load(Ordering::SeqCst);
+            drop(g);
+            let deadline = match wait {
+                None => return Err(Error::new(ErrorKind::WouldBlock, "the queue is empty")),
+                Some(d) => d,
+            };
+            let Some(left) = crate::sync::remaining(deadline) else {
+                return Err(Error::new(ErrorKind::TimedOut, "no message came in time"));
+            };
+            // ORDERING: SeqCst, as in `put_until`.
+            h.getters.fetch_add(1, Ordering::SeqCst);
+            sys::futex_wait(&h.not_empty, seen, left);
+            h.getters.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
