@@ -25,6 +25,7 @@ pub struct PoolBuilder {
     result_bytes: usize,
     call_timeout: Option<Duration>,
     init: Option<fn(usize)>,
+    max_tasks_per_worker: Option<u64>,
 }
 
 impl Default for PoolBuilder {
@@ -50,6 +51,7 @@ impl PoolBuilder {
             result_bytes: 16 << 20,
             call_timeout: None,
             init: None,
+            max_tasks_per_worker: None,
         }
     }
 
@@ -157,6 +159,19 @@ impl PoolBuilder {
         self
     }
 
+    /// Replace each worker after it has run this many chunks (Python's `maxtasksperchild`):
+    /// bounds what a leaky C library can accumulate. Default: never. Zero is an error at
+    /// `build`.
+    ///
+    /// ```
+    /// let pool = shmpar::Pool::builder().max_tasks_per_worker(1000).build()?;
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
+        self.max_tasks_per_worker = Some(n);
+        self
+    }
+
     /// Starts the workers.
     ///
     /// Fails with [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a zero
@@ -176,6 +191,9 @@ impl PoolBuilder {
                 "max_chunks must be between 1 and {MAX_CHUNKS}, not {}",
                 self.max_chunks
             )));
+        }
+        if self.max_tasks_per_worker == Some(0) {
+            return Err(Error::invalid("max_tasks_per_worker must be at least 1"));
         }
         if self.result_bytes < 64 {
             return Err(Error::invalid("result_bytes must be at least 64"));
@@ -236,5 +254,9 @@ impl PoolBuilder {
 
     pub(crate) fn init_setting(&self) -> Option<fn(usize)> {
         self.init
+    }
+
+    pub(crate) fn max_tasks_setting(&self) -> Option<u64> {
+        self.max_tasks_per_worker
     }
 }

@@ -10,8 +10,8 @@ use parking_lot::MutexGuard;
 
 use super::chunk::{self, Trampoline};
 use super::control::{
-    ArrayDesc, CALLER, CLAIMING, DIED, IDLE, JobDesc, MAX_ARRAYS, OK, PANICKED, PARAMS_CAP,
-    PENDING, TOO_LARGE, pack, unpack,
+    ArrayDesc, CALLER, CLAIMING, DIED, IDLE, JobDesc, KEEP_GOING, MAX_ARRAYS, OK, PANICKED,
+    PARAMS_CAP, PENDING, TOO_LARGE, pack, unpack,
 };
 use super::{CallState, PoolShared};
 use crate::error::{Error, ErrorKind, Result};
@@ -64,6 +64,8 @@ pub(crate) struct CallSpec<'a> {
     pub(crate) rows: usize,
     pub(crate) grid: Grid,
     pub(crate) params: &'a [u8],
+    /// Task-style call: a failed chunk does not cancel the others.
+    pub(crate) keep_going: bool,
 }
 
 /// A finished call whose every chunk succeeded; holds the call lock so that the results stay
@@ -98,11 +100,44 @@ struct Waited {
     deaths: Vec<Death>,
     timed_out: bool,
     spawn_error: Option<Error>,
+    keep_going: bool,
+    /// A worker died between claiming a chunk and saying which: in a keep-going call, the
+    /// call ends only once every live worker is idle and every chunk is claimed.
+    unattributed: bool,
 }
 
 impl PoolShared {
-    /// Runs one call to completion.
+    /// Runs one call to completion; the first failed chunk (in chunk order) is the error.
     pub(crate) fn call<'p>(self: &'p Arc<Self>, spec: &CallSpec<'_>) -> Result<Finished<'p>> {
+        debug_assert!(!spec.keep_going);
+        let (seq, n, waited, calls) = self.run(spec)?;
+        self.outcome(seq, n, waited, calls)
+    }
+
+    /// Runs a task-style call to completion and reports every chunk, failed or not.
+    pub(crate) fn call_tasks<'p>(self: &'p Arc<Self>, spec: &CallSpec<'_>) -> Result<TaskChunks<'p>> {
+        debug_assert!(spec.keep_going);
+        let (seq, n, waited, calls) = self.run(spec)?;
+        // ORDERING: SeqCst, like the other loads after the wait.
+        let (s, next) = unpack(self.control.header().claim.next.load(Ordering::SeqCst));
+        let claimed = if s == seq { (next as usize).min(n) } else { 0 };
+        if claimed < n && waited.spawn_error.is_some() {
+            return Err(waited.spawn_error.unwrap_or_else(|| Error::invalid("unreachable")));
+        }
+        Ok(TaskChunks {
+            shared: self,
+            calls,
+            n,
+            claimed,
+            waited,
+        })
+    }
+
+    /// Publishes a call, lets the caller help, waits for it.
+    fn run<'p>(
+        self: &'p Arc<Self>,
+        spec: &CallSpec<'_>,
+    ) -> Result<(u32, usize, Waited, MutexGuard<'p, CallState>)> {
         let n = spec.grid.nchunks;
         if spec.params.len() > PARAMS_CAP {
             return Err(Error::invalid(format!(
@@ -117,12 +152,17 @@ impl PoolShared {
         debug_assert!(n >= 1 && n <= self.control.layout().max_chunks);
         let regions: Vec<&Region> = spec.arrays.iter().map(|(r, _)| *r).collect();
         let mut calls = self.calls.lock();
+        if self.config.max_tasks_setting().is_some() {
+            // Recycled workers leave between calls: replace them before publishing.
+            self.replace_exited();
+        }
         self.share_regions(&regions)?;
         calls.seq = calls.seq.wrapping_add(1).max(1);
         let seq = calls.seq;
 
         let mut desc = JobDesc {
             trampoline: spec.trampoline as usize as u64,
+            flags: if spec.keep_going { KEEP_GOING } else { 0 },
             user_fn: spec.user_fn as u64,
             rows_per_chunk: spec.grid.rows_per_chunk as u64,
             total_rows: spec.rows as u64,
@@ -164,8 +204,8 @@ impl PoolShared {
         if self.config.caller_runs_setting() {
             self.help(seq, &mut calls);
         }
-        let waited = self.wait(seq, n);
-        self.outcome(seq, n, waited, calls)
+        let waited = self.wait(seq, n, spec.keep_going);
+        Ok((seq, n, waited, calls))
     }
 
     /// The caller runs chunks itself until none is left.
@@ -209,7 +249,7 @@ impl PoolShared {
 
     /// True when every chunk is final, or the call is cancelled and no live worker is still in
     /// it.
-    fn is_finished(&self, seq: u32, n: usize) -> bool {
+    fn is_finished(&self, seq: u32, n: usize, waited: &Waited) -> bool {
         let hdr = self.control.header();
         // ORDERING: SeqCst loads pair with the workers' SeqCst `done` increment and state
         // stores, and with our SeqCst store of `parent_sleeping` (no missed wake-up).
@@ -219,7 +259,15 @@ impl PoolShared {
             return true;
         }
         // ORDERING: SeqCst, see `claim_next`.
-        hdr.claim.cancelled.load(Ordering::SeqCst) != 0 && self.no_live_worker_in(seq)
+        if hdr.claim.cancelled.load(Ordering::SeqCst) != 0 {
+            return self.no_live_worker_in(seq);
+        }
+        if waited.unattributed {
+            // ORDERING: SeqCst, like the loads above.
+            let (s, next) = unpack(hdr.claim.next.load(Ordering::SeqCst));
+            return s == seq && next as usize >= n && self.no_live_worker_in(seq);
+        }
+        false
     }
 
     fn no_live_worker_in(&self, seq: u32) -> bool {
@@ -246,16 +294,19 @@ impl PoolShared {
 
     /// Waits for the call to finish: spins for the pool's spin time, then sleeps on `done`,
     /// checking every `CHECK_EVERY` that every worker lives and replacing the dead.
-    fn wait(self: &Arc<Self>, seq: u32, n: usize) -> Waited {
+    fn wait(self: &Arc<Self>, seq: u32, n: usize, keep_going: bool) -> Waited {
         let hdr = self.control.header();
         let spin = self.config.spin_setting();
         let timeout = self.config.call_timeout_setting();
         let started = Instant::now();
         let mut last_check = started;
-        let mut out = Waited::default();
+        let mut out = Waited {
+            keep_going,
+            ..Waited::default()
+        };
         let mut spins = 0u32;
         loop {
-            if self.is_finished(seq, n) {
+            if self.is_finished(seq, n, &out) {
                 return out;
             }
             spins = spins.wrapping_add(1);
@@ -283,7 +334,7 @@ impl PoolShared {
             // its state, then reads `parent_sleeping` (see `chunk::publish`).
             hdr.done.parent_sleeping.store(1, Ordering::SeqCst);
             let done = hdr.done.done.load(Ordering::SeqCst);
-            if !self.is_finished(seq, n) {
+            if !self.is_finished(seq, n, &out) {
                 sys::futex_wait(&hdr.done.done, done, Some(CHECK_EVERY));
             }
             // ORDERING: SeqCst, as above.
@@ -306,13 +357,17 @@ impl PoolShared {
                 w.alive = false;
                 w.queue.clear();
                 dead.push(i);
+                self.hand_over_arena(i);
                 // ORDERING: SeqCst, paired with the worker's SeqCst stores of `current`.
                 let (s, state) = unpack(self.control.worker(i).current.load(Ordering::SeqCst));
                 if s != seq || state == IDLE {
-                    continue; // it died between calls: nothing of this call was lost
+                    continue; // it died between calls or chunks: nothing was lost
                 }
-                self.cancel();
+                if !out.keep_going {
+                    self.cancel();
+                }
                 let chunk = (state < CLAIMING).then_some(state as usize);
+                out.unattributed |= chunk.is_none();
                 if let Some(c) = chunk {
                     let slot = self.control.chunk(c);
                     // ORDERING: SeqCst, like every state store; the worker is dead, so no race.
@@ -336,6 +391,43 @@ impl PoolShared {
         if self.workers.lock().iter().all(|w| !w.alive) {
             // No worker left to run the rest: end the call rather than wait forever.
             self.cancel();
+        }
+    }
+
+    /// Makes a replacement for worker `i` write after everything its predecessor left in the
+    /// arena during this call (finished chunks, and the partial chunk it died in).
+    fn hand_over_arena(&self, i: usize) {
+        let n = self.control.header().claim.nchunks.load(Ordering::Relaxed) as usize;
+        let slot = self.control.worker(i);
+        // ORDERING: Acquire, paired with the dead worker's Release stores.
+        let mut end = slot.arena_used.load(Ordering::Acquire);
+        for c in 0..n.min(self.control.layout().max_chunks) {
+            let chunk = self.control.chunk(c);
+            // ORDERING: Relaxed reads of a dead writer's values, published by its exit (the
+            // Acquire above and waitpid order them).
+            if chunk.worker.load(Ordering::Relaxed) == i as u32 {
+                let o = chunk.offset.load(Ordering::Acquire);
+                end = end.max(o + chunk.len.load(Ordering::Relaxed));
+            }
+        }
+        // ORDERING: Release, read (Acquire) by the replacement when it joins the call.
+        slot.arena_used.store(end, Ordering::Release);
+    }
+
+    /// Reaps workers that exited between calls (recycled) and starts their replacements.
+    fn replace_exited(self: &Arc<Self>) {
+        let mut dead = Vec::new();
+        for (i, w) in self.workers.lock().iter_mut().enumerate().filter(|(_, w)| w.alive) {
+            if !matches!(sys::try_wait(w.pid), Ok(None)) {
+                w.alive = false;
+                w.queue.clear();
+                dead.push(i);
+            }
+        }
+        for i in dead {
+            // A failed start leaves the slot empty; the call then runs on the others, or fails
+            // cleanly when none is left.
+            let _ = self.spawn(self, i);
         }
     }
 
@@ -454,7 +546,8 @@ impl PoolShared {
         Err(err)
     }
 
-    /// The bytes chunk `i` left in its runner's arena (a result, or a panic message).
+    /// The bytes chunk `i` left in its runner's arena: a result, a panic message, or, for a
+    /// chunk that did not finish, what it published before each task.
     fn chunk_bytes<'a>(&'a self, i: usize, calls: &'a CallState) -> &'a [u8] {
         let slot = self.control.chunk(i);
         // ORDERING: published by the SeqCst load of the chunk's state that saw it final.
@@ -478,6 +571,87 @@ impl PoolShared {
             return sys::pid();
         }
         self.workers.lock().get(who as usize).map_or(0, |w| w.pid)
+    }
+}
+
+/// What became of one chunk of a task-style call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChunkState {
+    /// Every task ran (each task's own result may still be a panic).
+    Ok,
+    /// Something outside the tasks panicked; `bytes` holds the message.
+    Panicked,
+    /// The results did not fit in the arena: the first `progress` tasks' results are in `bytes`.
+    TooLarge,
+    /// The runner died: the first `progress` tasks finished, task `progress` was running.
+    Died,
+    /// Never started.
+    NotRun,
+}
+
+/// One chunk's report.
+#[derive(Debug)]
+pub(crate) struct ChunkReport<'a> {
+    pub(crate) state: ChunkState,
+    pub(crate) bytes: &'a [u8],
+    pub(crate) progress: usize,
+    pub(crate) order: u32,
+    pub(crate) pid: i32,
+    pub(crate) status: Option<ExitStatus>,
+    pub(crate) timed_out: bool,
+}
+
+/// A finished task-style call: every chunk's report, the call lock held while they are read.
+pub(crate) struct TaskChunks<'p> {
+    shared: &'p PoolShared,
+    calls: MutexGuard<'p, CallState>,
+    n: usize,
+    claimed: usize,
+    waited: Waited,
+}
+
+impl TaskChunks<'_> {
+    pub(crate) fn nchunks(&self) -> usize {
+        self.n
+    }
+
+    pub(crate) fn report(&self, i: usize) -> ChunkReport<'_> {
+        let slot = self.shared.control.chunk(i);
+        // ORDERING: SeqCst, paired with the SeqCst state stores.
+        let raw = slot.state.load(Ordering::SeqCst);
+        let who = slot.worker.load(Ordering::Relaxed);
+        let death = self.waited.deaths.iter().find(|d| d.chunk == Some(i));
+        let state = match raw {
+            OK => ChunkState::Ok,
+            PANICKED => ChunkState::Panicked,
+            TOO_LARGE => ChunkState::TooLarge,
+            DIED => ChunkState::Died,
+            _ if i < self.claimed && !self.waited.deaths.is_empty() => ChunkState::Died,
+            _ => ChunkState::NotRun,
+        };
+        let (bytes, progress) = match state {
+            ChunkState::NotRun => (&[][..], 0),
+            ChunkState::Ok | ChunkState::Panicked => (self.shared.chunk_bytes(i, &self.calls), 0),
+            ChunkState::TooLarge | ChunkState::Died => {
+                // ORDERING: Acquire on `progress`, paired with `ChunkInput::report`: at least
+                // that many tasks' bytes are within `len`.
+                let progress = slot.progress.load(Ordering::Acquire) as usize;
+                (self.shared.chunk_bytes(i, &self.calls), progress)
+            }
+        };
+        let death = death.or_else(|| {
+            (state == ChunkState::Died).then(|| self.waited.deaths.first()).flatten()
+        });
+        ChunkReport {
+            state,
+            bytes,
+            progress,
+            // ORDERING: published by the state load above.
+            order: slot.order.load(Ordering::Relaxed),
+            pid: death.map_or_else(|| self.shared.pid_of(who), |d| d.pid),
+            status: death.map(|d| d.status),
+            timed_out: self.waited.timed_out,
+        }
     }
 }
 

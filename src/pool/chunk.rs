@@ -14,7 +14,8 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::control::{
-    CALLER, ChunkSlot, Control, JobDesc, MAX_ARRAYS, MAX_DIMS, OK, PANICKED, TOO_LARGE,
+    CALLER, ChunkSlot, Control, JobDesc, KEEP_GOING, MAX_ARRAYS, MAX_DIMS, OK, PANICKED,
+    TOO_LARGE,
 };
 
 /// One array of a chunk, resolved to this process's address of the whole array.
@@ -49,7 +50,6 @@ impl ArrayPtr {
 }
 
 /// What a trampoline gets.
-#[derive(Debug)]
 pub(crate) struct ChunkInput<'a> {
     pub(crate) arrays: [ArrayPtr; MAX_ARRAYS],
     pub(crate) rows: Range<usize>,
@@ -57,6 +57,28 @@ pub(crate) struct ChunkInput<'a> {
     pub(crate) index: usize,
     pub(crate) params: &'a [u8],
     pub(crate) user_fn: usize,
+    slot: &'a ChunkSlot,
+}
+
+impl ChunkInput<'_> {
+    /// Publishes that `tasks` tasks of this chunk are done and their results fill the first
+    /// `bytes` of the chunk's output: if the worker dies now, the parent keeps them.
+    #[inline]
+    pub(crate) fn report(&self, tasks: usize, bytes: usize) {
+        // ORDERING: `len` first, then `progress` with Release: a parent that Acquire-loads
+        // `progress` sees at least that many tasks' bytes.
+        self.slot.len.store(bytes as u64, Ordering::Relaxed);
+        self.slot.progress.store(tasks as u32, Ordering::Release);
+    }
+}
+
+impl std::fmt::Debug for ChunkInput<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkInput")
+            .field("rows", &self.rows)
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a chunk produced no result, other than a panic.
@@ -161,12 +183,22 @@ pub(crate) unsafe fn run_chunk(
     let total = job.total_rows as usize;
     let start = (index * rpc).min(total);
     let end = (start + rpc).min(total);
+    let slot = control.chunk(index);
+    // Where this chunk's bytes start, published before it runs: if the runner dies, the
+    // parent can still read the tasks it finished.
+    // ORDERING: Release on `offset` (stored last) pairs with the parent's Acquire after it
+    // saw the runner die.
+    slot.worker.store(who, Ordering::Relaxed);
+    slot.len.store(0, Ordering::Relaxed);
+    slot.progress.store(0, Ordering::Relaxed);
+    slot.offset.store(*used as u64, Ordering::Release);
     let input = ChunkInput {
         arrays: *arrays,
         rows: start..end,
         index,
         params,
         user_fn: job.user_fn as usize,
+        slot,
     };
     // SAFETY: the parent stored the address of a `Trampoline` of this very binary.
     let trampoline: Trampoline = unsafe { std::mem::transmute(job.trampoline as usize) };
@@ -174,7 +206,6 @@ pub(crate) unsafe fn run_chunk(
     // SAFETY: the caller guarantees the input describes the call's live arrays and that the
     // chunk is ours alone.
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| unsafe { trampoline(&input, out) }));
-    let slot = control.chunk(index);
     let (state, offset, len) = match outcome {
         Ok(Ok(len)) => {
             let offset = *used;
@@ -196,11 +227,20 @@ pub(crate) unsafe fn run_chunk(
             (PANICKED, offset, n)
         }
     };
-    publish(control, slot, who, state, offset, len);
+    let keep_going = job.flags & KEEP_GOING != 0;
+    publish(control, slot, who, state, offset, len, keep_going);
     state != OK
 }
 
-fn publish(control: &Control, slot: &ChunkSlot, who: u32, state: u32, offset: usize, len: usize) {
+fn publish(
+    control: &Control,
+    slot: &ChunkSlot,
+    who: u32,
+    state: u32,
+    offset: usize,
+    len: usize,
+    keep_going: bool,
+) {
     // ORDERING: these are published by the SeqCst store of `state` below.
     slot.worker.store(who, Ordering::Relaxed);
     slot.offset.store(offset as u64, Ordering::Relaxed);
@@ -211,13 +251,16 @@ fn publish(control: &Control, slot: &ChunkSlot, who: u32, state: u32, offset: us
     // the next call). SeqCst on both, and on the parent's `parent_sleeping` store and state
     // loads, make a missed wake-up impossible (each side sees the other's store).
     let done = hdr.done.done.fetch_add(1, Ordering::SeqCst) + 1;
+    // ORDERING: published by the SeqCst state store below.
+    slot.order.store(done, Ordering::Relaxed);
     slot.state.store(state, Ordering::SeqCst);
     let all_done = u64::from(done) >= hdr.claim.nchunks.load(Ordering::Relaxed);
-    if state != OK {
+    let cancels = state != OK && !keep_going;
+    if cancels {
         // ORDERING: SeqCst pairs with the claim loop's load; see `claim_next`.
         hdr.claim.cancelled.store(1, Ordering::SeqCst);
     }
-    if (all_done || state != OK) && who != CALLER {
+    if (all_done || cancels) && who != CALLER {
         wake_parent(control);
     }
 }

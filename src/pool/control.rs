@@ -24,7 +24,9 @@
 //! | `CLAIMING`       | inside the claim loop of call `seq`, no chunk yet |
 //! | chunk index `i`  | running chunk `i` of call `seq`                   |
 //!
-//! Chunk slot `state`: `PENDING` -> (`OK` | `PANICKED` | `TOO_LARGE`) by the worker that ran it,
+//! Chunk slot `state`: `PENDING` -> (`OK` | `PANICKED` | `TOO_LARGE`) by the worker that ran it
+//! (which also stores where its bytes start before it begins, and for task-style calls how many
+//! tasks it finished after each one),
 //! or -> `DIED` by the parent when that worker died. A worker increments `done` *before* it
 //! publishes the final state, so once the parent has seen every state final, every increment of
 //! the call has happened and `done` may be reset for the next call.
@@ -56,6 +58,9 @@ pub(crate) const MAX_CHUNKS: u32 = u32::MAX - 2;
 /// Who ran a chunk: a worker index, or the calling thread.
 pub(crate) const CALLER: u32 = u32::MAX;
 
+/// Job flag: a failed chunk does not cancel the call (task-style calls: `map` and friends).
+pub(crate) const KEEP_GOING: u64 = 1;
+
 #[inline]
 pub(crate) fn pack(seq: u32, low: u32) -> u64 {
     (u64::from(seq) << 32) | u64::from(low)
@@ -86,6 +91,8 @@ pub(crate) struct ArrayDesc {
 pub(crate) struct JobDesc {
     /// `Trampoline` as an address: valid in the workers because they are forks of this binary.
     pub(crate) trampoline: u64,
+    /// `KEEP_GOING` or 0.
+    pub(crate) flags: u64,
     /// The user's function pointer, passed to the trampoline.
     pub(crate) user_fn: u64,
     pub(crate) rows_per_chunk: u64,
@@ -142,6 +149,9 @@ pub(crate) struct WorkerSlot {
     pub(crate) current: AtomicU64,
     /// Bumped by the parent after it sent the worker mail (mappings to add or drop).
     pub(crate) mail_seq: AtomicU64,
+    /// Bytes of this slot's result arena used by the current call: reset by the parent for
+    /// each call, so that a replacement worker continues after its predecessor's results.
+    pub(crate) arena_used: AtomicU64,
 }
 
 #[repr(C)]
@@ -152,12 +162,15 @@ pub(crate) struct ChunkSlot {
     /// The result's bytes in that worker's result arena.
     pub(crate) offset: AtomicU64,
     pub(crate) len: AtomicU64,
-    _pad: u64,
+    /// Tasks of the chunk finished so far (task-style calls publish it after each task).
+    pub(crate) progress: AtomicU32,
+    /// The order in which the chunk finished within its call (1 = first).
+    pub(crate) order: AtomicU32,
 }
 
 const _: () = {
     assert!(size_of::<ArrayDesc>() == 32 + 8 * MAX_DIMS);
-    assert!(size_of::<JobDesc>() == 48 + MAX_ARRAYS * size_of::<ArrayDesc>());
+    assert!(size_of::<JobDesc>() == 56 + MAX_ARRAYS * size_of::<ArrayDesc>());
     assert!(size_of::<WakeLine>() == 128 && align_of::<WakeLine>() == 128);
     assert!(size_of::<ClaimLine>() == 128 && align_of::<ClaimLine>() == 128);
     assert!(size_of::<DoneLine>() == 128 && align_of::<DoneLine>() == 128);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 pub use builder::PoolBuilder;
-pub(crate) use call::{CallSpec, Finished, Grid};
+pub(crate) use call::{CallSpec, ChunkReport, ChunkState, Finished, Grid, TaskChunks};
 use control::{Control, IDLE, Layout, pack};
 use mail::Mail;
 use worker::WorkerStart;
@@ -267,7 +267,8 @@ impl PoolShared {
         let (parent_end, child_end) =
             sys::socket_pair().map_err(|e| Error::io("could not create a worker's socket", e))?;
         let slot = self.control.worker(index);
-        // ORDERING: the fork that follows publishes these to the child.
+        // ORDERING: the fork that follows publishes these to the child. `arena_used` is left
+        // as the parent set it: a replacement continues after its predecessor's results.
         slot.current.store(pack(0, IDLE), Ordering::SeqCst);
         slot.mail_seq.store(0, Ordering::SeqCst);
         let arena = &self.arenas[index];
@@ -281,6 +282,7 @@ impl PoolShared {
             fork_seq: 0, // filled in by the forker
             spin: self.config.spin_setting(),
             init: self.config.init_setting(),
+            max_tasks: self.config.max_tasks_setting(),
         };
         let shared = Arc::clone(this);
         let on_forked: forker::OnForked = Box::new(move |pid, fork_seq| {

@@ -28,6 +28,8 @@ pub(crate) struct WorkerStart {
     pub(crate) spin: Duration,
     /// Runs once in the worker before its first chunk, if set.
     pub(crate) init: Option<fn(usize)>,
+    /// After this many chunks the worker exits (between chunks) and is replaced.
+    pub(crate) max_tasks: Option<u64>,
 }
 
 // SAFETY: the pointers are addresses in shared mappings that the worker inherits at fork.
@@ -59,6 +61,7 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
     // Mail sent before this worker existed was for its predecessor; its socket is new.
     let mut mail_seen = 0;
     let mut last_call = 0u32;
+    let mut tasks_run = 0u64;
     loop {
         // ORDERING: SeqCst, the first half of the sleep protocol in `wait_for_change`.
         let epoch = hdr.wake.epoch.load(Ordering::SeqCst);
@@ -82,11 +85,21 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
                 mapped: &mapped,
                 inherited_below: start.fork_seq,
             };
+            let budget = Budget {
+                run: &mut tasks_run,
+                max: start.max_tasks,
+            };
             // SAFETY: the arena is ours; `regions` knows this worker's mappings.
-            unsafe { work_on_call(&control, call, start.index, arena, &regions) };
+            unsafe { work_on_call(&control, call, start.index, arena, &regions, budget) };
         }
         wait_for_change(&control, epoch, start.spin, start.parent);
     }
+}
+
+/// How many chunks a worker may still run before it is recycled.
+struct Budget<'a> {
+    run: &'a mut u64,
+    max: Option<u64>,
 }
 
 /// Claims and runs chunks of call `seq` until none is left.
@@ -99,15 +112,20 @@ unsafe fn work_on_call(
     index: u32,
     arena: &mut [u8],
     regions: &Regions<'_>,
+    budget: Budget<'_>,
 ) {
     let slot = control.worker(index as usize);
     // ORDERING: SeqCst: the parent that cancels a call stores `cancelled` then loads `current`
     // (SeqCst); we store `current` then load `cancelled` in `claim_next`. One sees the other.
     slot.current.store(pack(seq, CLAIMING), Ordering::SeqCst);
+    // A replacement continues after the results its predecessor left in this call.
+    // ORDERING: Acquire, paired with the parent's Release store (reset per call, or set before
+    // forking a replacement).
+    let used = (slot.arena_used.load(Ordering::Acquire) as usize).min(arena.len());
     let mut runner = chunk::Runner {
         who: index,
         arena,
-        used: 0,
+        used,
     };
     let mut call: Option<chunk::CallView<'_>> = None;
     while let Some(i) = chunk::claim_next(control, seq) {
@@ -131,6 +149,16 @@ unsafe fn work_on_call(
         // SAFETY: we claimed chunk `i`; the arrays are resolved in this process; the arena is
         // ours.
         unsafe { chunk::run_chunk(control, call, i, &mut runner) };
+        // ORDERING: Release, read by a replacement (Acquire) after the parent hands it over.
+        slot.arena_used.store(runner.used as u64, Ordering::Release);
+        *budget.run += 1;
+        if budget.max.is_some_and(|max| *budget.run >= max) {
+            // Recycled: leave between chunks, idle, so the parent replaces us without failing
+            // anything.
+            // ORDERING: SeqCst, as above.
+            slot.current.store(pack(seq, IDLE), Ordering::SeqCst);
+            sys::exit_now(0);
+        }
         // ORDERING: SeqCst, as above.
         slot.current.store(pack(seq, CLAIMING), Ordering::SeqCst);
     }

@@ -42,7 +42,8 @@ struct Header {
     putters: AtomicU32,
     capacity: u32,
     slot_bytes: u32,
-    _pad: u32,
+    /// The largest message accepted, as asked for at creation.
+    max_message: u32,
     messages: AtomicU64,
 }
 
@@ -133,7 +134,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 putters: AtomicU32::new(0),
                 capacity: capacity as u32,
                 slot_bytes: slot as u32,
-                _pad: 0,
+                max_message: message_bytes as u32,
                 messages: AtomicU64::new(0),
             });
         }
@@ -177,7 +178,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn message_bytes(&self) -> usize {
-        self.header().slot_bytes as usize - 8
+        self.header().max_message as usize
     }
 
     /// Messages waiting now (a snapshot).

@@ -85,6 +85,7 @@ impl Pool {
             rows,
             grid: self.grid(rows, row_bytes),
             params: &[],
+            keep_going: false,
         };
         fold(&self.shared().call(&spec)?, combine)
     }
@@ -133,6 +134,7 @@ impl Pool {
             rows,
             grid: self.grid(rows, row_bytes),
             params: &params,
+            keep_going: false,
         };
         fold(&self.shared().call(&spec)?, combine)
     }
@@ -188,6 +190,7 @@ impl Pool {
             rows,
             grid: self.grid(rows, row_a + row_b),
             params: &[],
+            keep_going: false,
         };
         fold(&self.shared().call(&spec)?, combine)
     }
@@ -226,6 +229,7 @@ impl Pool {
             rows,
             grid: self.grid(rows, row_bytes),
             params: &[],
+            keep_going: false,
         };
         self.shared().call(&spec).map(drop)
     }
@@ -265,6 +269,7 @@ impl Pool {
             rows,
             grid: self.grid(rows, row_bytes),
             params: &params,
+            keep_going: false,
         };
         self.shared().call(&spec).map(drop)
     }
@@ -295,6 +300,7 @@ impl Pool {
             rows,
             grid: self.grid(rows, 8),
             params: &[],
+            keep_going: false,
         };
         fold(&self.shared().call(&spec)?, combine)
     }
