@@ -96,6 +96,7 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     chunk: Option<usize>,
+    task: Option<usize>,
     pid: Option<i32>,
     signal: Option<i32>,
     source: Option<io::Error>,
@@ -110,6 +111,7 @@ impl Error {
             kind,
             message: message.into(),
             chunk: None,
+            task: None,
             pid: None,
             signal: None,
             source: None,
@@ -135,6 +137,11 @@ impl Error {
 
     pub(crate) fn with_chunk(mut self, chunk: usize) -> Self {
         self.chunk = Some(chunk);
+        self
+    }
+
+    pub(crate) fn with_task(mut self, task: usize) -> Self {
+        self.task = Some(task);
         self
     }
 
@@ -173,6 +180,18 @@ impl Error {
     /// ```
     pub fn chunk(&self) -> Option<usize> {
         self.chunk
+    }
+
+    /// The index of the task (its position in the input) that failed, for `map` and friends.
+    ///
+    /// ```
+    /// let pool = shmpar::Pool::new(1)?;
+    /// let out = pool.map(vec![1u32, 0, 2], |x| 10 / x)?;
+    /// assert_eq!(out[1].as_ref().unwrap_err().task(), Some(1));
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn task(&self) -> Option<usize> {
+        self.task
     }
 
     /// The pid of the worker process that failed, for worker faults.
@@ -223,7 +242,9 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.kind)?;
-        if let Some(chunk) = self.chunk {
+        if let Some(task) = self.task {
+            write!(f, " in task {task}")?;
+        } else if let Some(chunk) = self.chunk {
             write!(f, " in chunk {chunk}")?;
         }
         if let Some(pid) = self.pid {
@@ -250,6 +271,9 @@ impl fmt::Debug for Error {
         if let Some(chunk) = self.chunk {
             d.field("chunk", &chunk);
         }
+        if let Some(task) = self.task {
+            d.field("task", &task);
+        }
         if let Some(pid) = self.pid {
             d.field("pid", &pid);
         }
@@ -268,6 +292,24 @@ impl std::error::Error for Error {
         self.source
             .as_ref()
             .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl Clone for Error {
+    /// A copy; an OS error source is copied as its kind and message.
+    fn clone(&self) -> Error {
+        Error {
+            kind: self.kind,
+            message: self.message.clone(),
+            chunk: self.chunk,
+            task: self.task,
+            pid: self.pid,
+            signal: self.signal,
+            source: self
+                .source
+                .as_ref()
+                .map(|e| io::Error::new(e.kind(), e.to_string())),
+        }
     }
 }
 

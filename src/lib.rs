@@ -23,6 +23,9 @@
 //!   free function [`par_reduce`] on a default pool.
 //! - Faults cost one chunk: a panic, an abort, a segfault or a SIGKILL in a worker becomes an
 //!   [`Error`] with a matchable [`ErrorKind`], the dead worker is replaced, and the pool goes on.
+//! - The `multiprocessing.Pool` API on the same workers: [`Pool::map`], [`Pool::imap`],
+//!   [`Pool::imap_unordered`], [`Pool::apply_async`]; one failing task costs only its own
+//!   result. [`Queue`] and [`Pipe`] pass messages between processes.
 //! - [`Process`]: fork a closure, join it (ok, panicked, exit code, signal).
 //! - Cross-process sync in shared memory ([`SharedValue`]): a robust [`ShmMutex`] that
 //!   reports a dead holder instead of hanging, [`Barrier`], [`Semaphore`], [`Event`], atomics,
@@ -42,6 +45,7 @@ mod reduce;
 mod shm;
 mod sync;
 mod sys;
+mod tasks;
 
 pub use error::{Error, ErrorKind, Result};
 pub use pool::{Pool, PoolBuilder};
@@ -53,6 +57,7 @@ pub use sync::{
     Barrier, CachePadded, Event, LockError, LockResult, PthreadMutex, PthreadMutexGuard, Semaphore,
     SharedValue, ShmMutex, ShmMutexGuard, ShmSafe,
 };
+pub use tasks::{AsyncResult, Imap, MapOptions};
 
 /// The README's example, compiled and run as a doctest.
 #[doc = include_str!("../README.md")]

@@ -115,14 +115,19 @@ impl PoolShared {
     }
 
     /// Runs a task-style call to completion and reports every chunk, failed or not.
-    pub(crate) fn call_tasks<'p>(self: &'p Arc<Self>, spec: &CallSpec<'_>) -> Result<TaskChunks<'p>> {
+    pub(crate) fn call_tasks<'p>(
+        self: &'p Arc<Self>,
+        spec: &CallSpec<'_>,
+    ) -> Result<TaskChunks<'p>> {
         debug_assert!(spec.keep_going);
         let (seq, n, waited, calls) = self.run(spec)?;
         // ORDERING: SeqCst, like the other loads after the wait.
         let (s, next) = unpack(self.control.header().claim.next.load(Ordering::SeqCst));
         let claimed = if s == seq { (next as usize).min(n) } else { 0 };
         if claimed < n && waited.spawn_error.is_some() {
-            return Err(waited.spawn_error.unwrap_or_else(|| Error::invalid("unreachable")));
+            return Err(waited
+                .spawn_error
+                .unwrap_or_else(|| Error::invalid("unreachable")));
         }
         Ok(TaskChunks {
             shared: self,
@@ -374,6 +379,12 @@ impl PoolShared {
                     if slot.state.load(Ordering::SeqCst) == PENDING {
                         slot.worker.store(i as u32, Ordering::Relaxed);
                         slot.state.store(DIED, Ordering::SeqCst);
+                        // Count it done, as its worker would have: a keep-going call ends when
+                        // every chunk is final. (If the worker had already counted it, `done`
+                        // runs one ahead, which is harmless: completion is confirmed by the
+                        // chunk states.)
+                        // ORDERING: SeqCst, like the workers' increments.
+                        self.control.header().done.done.fetch_add(1, Ordering::SeqCst);
                     }
                 }
                 out.deaths.push(Death {
@@ -417,7 +428,13 @@ impl PoolShared {
     /// Reaps workers that exited between calls (recycled) and starts their replacements.
     fn replace_exited(self: &Arc<Self>) {
         let mut dead = Vec::new();
-        for (i, w) in self.workers.lock().iter_mut().enumerate().filter(|(_, w)| w.alive) {
+        for (i, w) in self
+            .workers
+            .lock()
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, w)| w.alive)
+        {
             if !matches!(sys::try_wait(w.pid), Ok(None)) {
                 w.alive = false;
                 w.queue.clear();
@@ -640,7 +657,9 @@ impl TaskChunks<'_> {
             }
         };
         let death = death.or_else(|| {
-            (state == ChunkState::Died).then(|| self.waited.deaths.first()).flatten()
+            (state == ChunkState::Died)
+                .then(|| self.waited.deaths.first())
+                .flatten()
         });
         ChunkReport {
             state,

@@ -14,8 +14,7 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::control::{
-    CALLER, ChunkSlot, Control, JobDesc, KEEP_GOING, MAX_ARRAYS, MAX_DIMS, OK, PANICKED,
-    TOO_LARGE,
+    CALLER, ChunkSlot, Control, JobDesc, KEEP_GOING, MAX_ARRAYS, MAX_DIMS, OK, PANICKED, TOO_LARGE,
 };
 
 /// One array of a chunk, resolved to this process's address of the whole array.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 pub use builder::PoolBuilder;
-pub(crate) use call::{CallSpec, ChunkReport, ChunkState, Finished, Grid, TaskChunks};
+pub(crate) use call::{CallSpec, ChunkReport, ChunkState, Finished, Grid};
 use control::{Control, IDLE, Layout, pack};
 use mail::Mail;
 use worker::WorkerStart;
@@ -66,11 +66,14 @@ pub struct Pool {
 
 pub(crate) struct PoolShared {
     config: PoolBuilder,
-    workers_wanted: usize,
+    pub(crate) workers_wanted: usize,
     control: Control,
     arenas: Vec<Region>,
     calls: Mutex<CallState>,
     workers: Mutex<Vec<Worker>>,
+    /// The serialised inputs of task-style calls (`map` and friends), reused between calls;
+    /// held from filling it to the end of the call.
+    pub(crate) task_input: Mutex<Option<Region>>,
     /// Owns the block `control` points into; kept last so that it is unmapped after
     /// everything that uses it.
     #[expect(dead_code, reason = "held for ownership only")]
@@ -226,6 +229,10 @@ impl Pool {
         &self.shared
     }
 
+    pub(crate) fn shared_clone(&self) -> Arc<PoolShared> {
+        Arc::clone(&self.shared)
+    }
+
     fn start(config: PoolBuilder) -> Result<Pool> {
         let workers = config.resolved_workers()?;
         let layout = Layout::new(workers, config.max_chunks_setting())
@@ -248,6 +255,7 @@ impl Pool {
                 caller_arena: Vec::new(),
             }),
             workers: Mutex::new(Vec::with_capacity(workers)),
+            task_input: Mutex::new(None),
             control_region,
         });
         let weak: std::sync::Weak<dyn RegionWatcher> = Arc::downgrade(&shared) as _;
@@ -262,8 +270,20 @@ impl Pool {
 }
 
 impl PoolShared {
+    /// The settings the pool was built with.
+    pub(crate) fn config(&self) -> &PoolBuilder {
+        &self.config
+    }
+
     /// Forks worker `index` (a first start, or a replacement in the same slot).
     fn spawn(&self, this: &Arc<PoolShared>, index: usize) -> Result<()> {
+        // ORDERING: Relaxed: set once, before the shutdown's wake-up.
+        if self.control.header().wake.shutdown.load(Ordering::Relaxed) != 0 {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "the pool is shutting down",
+            ));
+        }
         let (parent_end, child_end) =
             sys::socket_pair().map_err(|e| Error::io("could not create a worker's socket", e))?;
         let slot = self.control.worker(index);
@@ -385,6 +405,8 @@ impl PoolShared {
     }
 
     fn shutdown(&self) {
+        // Calls in progress (an `apply_async` on another thread) finish first.
+        let _calls = self.calls.lock();
         // ORDERING: Relaxed: the SeqCst epoch bump in `wake_workers` publishes it.
         self.control
             .header()

@@ -1,0 +1,646 @@
+//! The `multiprocessing.Pool` API on shmpar's workers: `map`, `imap`, `imap_unordered`,
+//! `apply_async`.
+//!
+//! Tasks and results are serde types. The inputs of a batch are serialised into one shared
+//! region that the workers map once and keep; each worker serialises each task's outcome into
+//! its result arena and publishes it *per task*, so when a worker dies the tasks it finished
+//! keep their results, the task it was running fails alone (or is retried), and the tasks it
+//! had not started run elsewhere.
+
+mod options;
+
+pub use options::MapOptions;
+
+use std::collections::VecDeque;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::Pool;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pool::chunk::{ChunkFailure, ChunkInput, Trampoline, panic_message};
+use crate::pool::control::ArrayDesc;
+use crate::pool::{CallSpec, ChunkState, Grid, PoolShared};
+use crate::shm::Region;
+use crate::sys::ExitStatus;
+
+/// A task's function: a function pointer, valid in the workers (see
+/// [`par_reduce`](Pool::par_reduce) for why it cannot capture).
+type TaskFn<T, R> = fn(T) -> R;
+
+/// What a worker reports for one task.
+#[derive(Serialize, Deserialize)]
+enum Outcome<R> {
+    Ok(R),
+    Panicked(String),
+}
+
+impl Pool {
+    /// Runs `f` on every item in the workers and returns the results in input order (Python's
+    /// `Pool.map`). One task failing (a panic, or its worker dying) gives an error in that
+    /// task's slot; every other task still returns its result, and the pool serves the next
+    /// call. The outer `Result` fails only if the pool itself cannot run (no worker could start).
+    ///
+    /// ```
+    /// # fn main() -> shmpar::Result<()> {
+    /// let pool = shmpar::Pool::new(2)?;
+    /// let out = pool.map(0..10u32, |x| 100 / x)?; // task 0 divides by zero
+    /// assert!(out[0].is_err());
+    /// assert_eq!(out[1].as_ref().ok(), Some(&100));
+    /// assert_eq!(out[9].as_ref().ok(), Some(&11));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn map<T, R>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        f: TaskFn<T, R>,
+    ) -> Result<Vec<Result<R>>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.map_with(items, f, &MapOptions::new())
+    }
+
+    /// [`map`](Pool::map) with options: chunk size, retries of idempotent tasks.
+    ///
+    /// ```
+    /// use shmpar::MapOptions;
+    /// # fn main() -> shmpar::Result<()> {
+    /// let pool = shmpar::Pool::new(2)?;
+    /// let squares = pool.map_with(0..1000u64, |x| x * x, &MapOptions::new().chunksize(50))?;
+    /// assert_eq!(*squares[999].as_ref().unwrap(), 998_001);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn map_with<T, R>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        f: TaskFn<T, R>,
+        options: &MapOptions,
+    ) -> Result<Vec<Result<R>>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let items: Vec<T> = items.into_iter().collect();
+        let chunksize = options.chunksize_for(items.len(), self.workers());
+        Ok(run_tasks(
+            self.shared(),
+            &items,
+            f,
+            chunksize,
+            options.retries_setting(),
+        )?
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect())
+    }
+
+    /// A lazy [`map`](Pool::map): results come back in input order as they are needed, and the
+    /// input is read a bounded batch at a time (so an endless iterator works). Each batch runs
+    /// as one call on the pool.
+    ///
+    /// ```
+    /// # fn main() -> shmpar::Result<()> {
+    /// let pool = shmpar::Pool::new(2)?;
+    /// let first: Vec<u64> = pool
+    ///     .imap(0u64.., |x| x * 2) // endless input
+    ///     .take(5)
+    ///     .map(|r| r.unwrap())
+    ///     .collect();
+    /// assert_eq!(first, [0, 2, 4, 6, 8]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn imap<I, T, R>(&self, items: I, f: TaskFn<T, R>) -> Imap<'_, I::IntoIter, T, R>
+    where
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.imap_with(items, f, &MapOptions::new().chunksize(1))
+    }
+
+    /// [`imap`](Pool::imap) with options.
+    ///
+    /// ```
+    /// # fn main() -> shmpar::Result<()> {
+    /// let pool = shmpar::Pool::new(2)?;
+    /// let opts = shmpar::MapOptions::new().chunksize(4).read_ahead(64);
+    /// let n = pool.imap_with(0..1000u32, |x| x + 1, &opts).filter(|r| r.is_ok()).count();
+    /// assert_eq!(n, 1000);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn imap_with<I, T, R>(
+        &self,
+        items: I,
+        f: TaskFn<T, R>,
+        options: &MapOptions,
+    ) -> Imap<'_, I::IntoIter, T, R>
+    where
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        Imap {
+            pool: self,
+            source: items.into_iter(),
+            f,
+            options: options.clone(),
+            ready: VecDeque::new(),
+            exhausted: false,
+            unordered: false,
+        }
+    }
+
+    /// Like [`imap`](Pool::imap), but each batch's results come in the order the tasks
+    /// finished, not the input order. Every result comes exactly once.
+    ///
+    /// ```
+    /// # fn main() -> shmpar::Result<()> {
+    /// let pool = shmpar::Pool::new(2)?;
+    /// let mut got: Vec<u32> = pool.imap_unordered(0..100u32, |x| x).map(|r| r.unwrap()).collect();
+    /// got.sort();
+    /// assert_eq!(got, (0..100).collect::<Vec<_>>());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn imap_unordered<I, T, R>(&self, items: I, f: TaskFn<T, R>) -> Imap<'_, I::IntoIter, T, R>
+    where
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        Imap {
+            unordered: true,
+            ..self.imap(items, f)
+        }
+    }
+
+    /// Runs one task in the background and returns a handle to its result (Python's
+    /// `apply_async`). Calls on a pool run one at a time: the task runs when the pool is free.
+    ///
+    /// ```
+    /// # fn main() -> shmpar::Result<()> {
+    /// let pool = shmpar::Pool::new(2)?;
+    /// let pending = pool.apply_async(|(a, b): (u64, u64)| a.pow(b as u32), (3, 4));
+    /// // ... other work ...
+    /// assert_eq!(pending.get()?, 81);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn apply_async<T, R>(&self, f: TaskFn<T, R>, arg: T) -> AsyncResult<R>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let shared = self.shared_clone();
+        let (tx, rx) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("shmpar-apply-async".into())
+            .spawn(move || {
+                let out = run_tasks(&shared, &[arg], f, 1, 0)
+                    .and_then(|mut v| {
+                        v.pop()
+                            .map(|(r, _)| r)
+                            .ok_or_else(|| Error::invalid("no result"))
+                    })
+                    .and_then(|r| r);
+                let _ = tx.send(out);
+            });
+        let value = spawned
+            .err()
+            .map(|e| Err(Error::io("could not start the apply_async thread", e)));
+        AsyncResult { rx, value }
+    }
+}
+
+/// The pending result of [`Pool::apply_async`].
+#[derive(Debug)]
+pub struct AsyncResult<R> {
+    rx: mpsc::Receiver<Result<R>>,
+    value: Option<Result<R>>,
+}
+
+impl<R> AsyncResult<R> {
+    /// Waits for the result.
+    ///
+    /// ```
+    /// let pool = shmpar::Pool::new(1)?;
+    /// assert_eq!(pool.apply_async(|x: i32| -x, 5).get()?, -5);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn get(mut self) -> Result<R> {
+        if let Some(v) = self.value.take() {
+            return v;
+        }
+        self.rx.recv().unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::WorkerDied,
+                "the background task was lost",
+            ))
+        })
+    }
+
+    /// Waits at most `timeout`; fails with [`ErrorKind::TimedOut`] if the result is not ready
+    /// (the handle stays usable: call again later).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = shmpar::Pool::new(1)?;
+    /// let mut slow = pool.apply_async(|ms: u64| { std::thread::sleep(Duration::from_millis(ms)); ms }, 300);
+    /// assert_eq!(slow.get_timeout(Duration::from_millis(1)).unwrap_err().kind(), shmpar::ErrorKind::TimedOut);
+    /// assert_eq!(slow.get_timeout(Duration::from_secs(30))?, 300);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
+        if let Some(v) = self.value.take() {
+            return v;
+        }
+        match self.rx.recv_timeout(timeout) {
+            Ok(v) => v,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::new(
+                ErrorKind::TimedOut,
+                "the result is not ready yet",
+            )),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(Error::new(
+                ErrorKind::WorkerDied,
+                "the background task was lost",
+            )),
+        }
+    }
+
+    /// True when the result is ready (`get` will not wait).
+    ///
+    /// ```
+    /// let pool = shmpar::Pool::new(1)?;
+    /// let mut r = pool.apply_async(|x: u8| x, 1);
+    /// while !r.ready() { std::thread::yield_now(); }
+    /// assert_eq!(r.get()?, 1);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn ready(&mut self) -> bool {
+        if self.value.is_none() {
+            if let Ok(v) = self.rx.try_recv() {
+                self.value = Some(v);
+            }
+        }
+        self.value.is_some()
+    }
+}
+
+/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`].
+pub struct Imap<'p, I, T, R> {
+    pool: &'p Pool,
+    source: I,
+    f: TaskFn<T, R>,
+    options: MapOptions,
+    ready: VecDeque<Result<R>>,
+    exhausted: bool,
+    unordered: bool,
+}
+
+impl<I, T, R> Iterator for Imap<'_, I, T, R>
+where
+    I: Iterator<Item = T>,
+    T: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        if let Some(r) = self.ready.pop_front() {
+            return Some(r);
+        }
+        if self.exhausted {
+            return None;
+        }
+        let chunksize = self.options.chunksize_setting().unwrap_or(1);
+        let batch_len = self.options.read_ahead_for(chunksize, self.pool.workers());
+        let batch: Vec<T> = self.source.by_ref().take(batch_len).collect();
+        if batch.len() < batch_len {
+            self.exhausted = true;
+        }
+        if batch.is_empty() {
+            return None;
+        }
+        match run_tasks(
+            self.pool.shared(),
+            &batch,
+            self.f,
+            chunksize,
+            self.options.retries_setting(),
+        ) {
+            Ok(mut results) => {
+                if self.unordered {
+                    results.sort_by_key(|(_, order)| *order);
+                }
+                self.ready.extend(results.into_iter().map(|(r, _)| r));
+            }
+            Err(e) => self.ready.extend(batch.iter().map(|_| Err(e.clone()))),
+        }
+        self.ready.pop_front()
+    }
+}
+
+impl<I, T, R> std::fmt::Debug for Imap<'_, I, T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imap")
+            .field("buffered", &self.ready.len())
+            .field("exhausted", &self.exhausted)
+            .field("unordered", &self.unordered)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One task still to run: its index in the batch and the attempts already made.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    index: usize,
+    attempt: u32,
+}
+
+/// Runs `f` on every item; returns each task's result with the order in which its chunk
+/// finished (for `imap_unordered`).
+fn run_tasks<T, R>(
+    shared: &Arc<PoolShared>,
+    items: &[T],
+    f: TaskFn<T, R>,
+    chunksize: usize,
+    retries: u32,
+) -> Result<Vec<(Result<R>, u64)>>
+where
+    T: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    let encoded: Vec<Vec<u8>> = items
+        .iter()
+        .map(|t| {
+            postcard::to_stdvec(t)
+                .map_err(|e| Error::invalid(format!("a task could not be serialised: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    let mut results: Vec<Option<(Result<R>, u64)>> = (0..items.len()).map(|_| None).collect();
+    let mut pending: Vec<Pending> = (0..items.len())
+        .map(|index| Pending { index, attempt: 0 })
+        .collect();
+    let max_chunks = shared.config().max_chunks_setting();
+    let mut round = 0u64;
+    while !pending.is_empty() {
+        let before = pending.len();
+        let mut next = Vec::new();
+        for batch in pending.chunks(max_chunks.saturating_mul(chunksize).max(1)) {
+            run_batch(
+                shared,
+                &encoded,
+                batch,
+                f,
+                chunksize,
+                retries,
+                round,
+                &mut results,
+                &mut next,
+            )?;
+            round += 1;
+        }
+        if next.len() >= before && next.iter().all(|p| p.attempt == 0) {
+            // Nothing ran at all (every worker gone and none could start): fail the rest.
+            for p in next.drain(..) {
+                results[p.index] = Some((
+                    Err(
+                        Error::new(ErrorKind::WorkerDied, "no worker could run the task")
+                            .with_task(p.index),
+                    ),
+                    u64::MAX,
+                ));
+            }
+        }
+        pending = next;
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every task resolved"))
+        .collect())
+}
+
+/// One call over `batch`: resolves what it can into `results`, queues the rest in `next`.
+#[allow(clippy::too_many_arguments)]
+fn run_batch<T, R>(
+    shared: &Arc<PoolShared>,
+    encoded: &[Vec<u8>],
+    batch: &[Pending],
+    f: TaskFn<T, R>,
+    chunksize: usize,
+    retries: u32,
+    round: u64,
+    results: &mut [Option<(Result<R>, u64)>],
+    next: &mut Vec<Pending>,
+) -> Result<()>
+where
+    T: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    let mut input = shared.task_input.lock();
+    let (region, used) = fill_input(&mut input, encoded, batch)?;
+    let n = batch.len();
+    let grid = Grid {
+        nchunks: n.div_ceil(chunksize),
+        rows_per_chunk: chunksize,
+    };
+    let desc = ArrayDesc {
+        region: region.id(),
+        parent_addr: region.as_ptr() as u64,
+        elem_size: 1,
+        ndim: 1,
+        shape: [used as u64, 0, 0, 0, 0, 0, 0, 0],
+    };
+    let spec = CallSpec {
+        trampoline: map_chunk::<T, R> as Trampoline,
+        user_fn: f as usize,
+        arrays: &[(region, desc)],
+        rows: n,
+        grid,
+        params: &[],
+        keep_going: true,
+    };
+    let chunks = shared.call_tasks(&spec)?;
+    for c in 0..chunks.nchunks() {
+        let report = chunks.report(c);
+        let tasks = &batch[c * chunksize..((c + 1) * chunksize).min(n)];
+        let order = (round << 32) | u64::from(report.order);
+        let mut bytes = report.bytes;
+        let finished = match report.state {
+            ChunkState::Ok => tasks.len(),
+            ChunkState::NotRun => 0,
+            _ => report.progress.min(tasks.len()),
+        };
+        for (k, p) in tasks.iter().enumerate().take(finished) {
+            let outcome = match postcard::take_from_bytes::<Outcome<R>>(bytes) {
+                Ok((o, rest)) => {
+                    bytes = rest;
+                    match o {
+                        Outcome::Ok(r) => Ok(r),
+                        Outcome::Panicked(msg) => Err(Error::new(ErrorKind::WorkerPanicked, msg)
+                            .with_task(p.index)
+                            .with_pid(report.pid)),
+                    }
+                }
+                Err(e) => Err(Error::new(
+                    ErrorKind::Decode,
+                    format!("a task's result could not be decoded: {e}"),
+                )
+                .with_task(tasks[k].index)),
+            };
+            results[p.index] = Some((outcome, order));
+        }
+        let rest = &tasks[finished..];
+        match report.state {
+            ChunkState::Ok => {}
+            ChunkState::NotRun => next.extend_from_slice(rest),
+            ChunkState::Panicked => {
+                let msg = String::from_utf8_lossy(report.bytes).into_owned();
+                for p in rest {
+                    results[p.index] = Some((
+                        Err(Error::new(ErrorKind::WorkerPanicked, msg.clone())
+                            .with_task(p.index)
+                            .with_pid(report.pid)),
+                        order,
+                    ));
+                }
+            }
+            ChunkState::TooLarge | ChunkState::Died => {
+                let Some((current, after)) = rest.split_first() else {
+                    continue;
+                };
+                // The task that was running: it may have had effects, so it runs again only
+                // if the caller said tasks are idempotent (`retries`).
+                if report.state == ChunkState::Died
+                    && !report.timed_out
+                    && current.attempt < retries
+                {
+                    next.push(Pending {
+                        index: current.index,
+                        attempt: current.attempt + 1,
+                    });
+                } else {
+                    results[current.index] =
+                        Some((Err(task_failure(&report, current.index)), order));
+                }
+                // The ones it never started run again, as if new.
+                next.extend_from_slice(after);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn task_failure(report: &crate::pool::ChunkReport<'_>, task: usize) -> Error {
+    let err = if report.state == ChunkState::TooLarge {
+        Error::new(
+            ErrorKind::ResultTooLarge,
+            "the task's serialised result did not fit in the worker's result space (raise PoolBuilder::result_bytes)",
+        )
+    } else if report.timed_out {
+        Error::new(
+            ErrorKind::TimedOut,
+            "the call ran past the pool's call_timeout; the worker was replaced",
+        )
+    } else {
+        let status = report
+            .status
+            .map_or_else(|| "died".to_string(), |s| s.to_string());
+        Error::new(
+            ErrorKind::WorkerDied,
+            format!("the worker {status} while it ran this task"),
+        )
+        .with_signal(report.status.and_then(ExitStatus::signal))
+    };
+    err.with_task(task).with_pid(report.pid)
+}
+
+/// Writes the batch's tasks into the shared input region: `[n][offsets; n + 1][bytes]`.
+/// Reuses the region while it is large enough.
+fn fill_input<'a>(
+    slot: &'a mut Option<Region>,
+    encoded: &[Vec<u8>],
+    batch: &[Pending],
+) -> Result<(&'a Region, usize)> {
+    let n = batch.len();
+    let data: usize = batch.iter().map(|p| encoded[p.index].len()).sum();
+    let need = 8 * (n + 2) + data;
+    if slot.as_ref().is_none_or(|r| r.len() < need) {
+        let size = need
+            .max(64 << 10)
+            .max(slot.as_ref().map_or(0, |r| r.len() * 2));
+        *slot = Some(Region::new("shmpar-tasks", size)?);
+    }
+    let region = slot.as_ref().expect("just filled");
+    let base = region.as_ptr();
+    // SAFETY: the region holds at least `need` bytes; no call reads it now (we hold the
+    // task-input lock, taken before any call that uses it).
+    unsafe {
+        base.cast::<u64>().write(n as u64);
+        let offsets = base.add(8).cast::<u64>();
+        let data_start = base.add(8 * (n + 2));
+        let mut at = 0usize;
+        for (i, p) in batch.iter().enumerate() {
+            offsets.add(i).write(at as u64);
+            let bytes = &encoded[p.index];
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), data_start.add(at), bytes.len());
+            at += bytes.len();
+        }
+        offsets.add(n).write(at as u64);
+    }
+    Ok((region, need))
+}
+
+/// Runs one chunk of tasks in a worker; publishes progress after each task.
+///
+/// # Safety
+/// See [`Trampoline`]: `user_fn` is a `TaskFn<T, R>`; array 0 is the input region laid out by
+/// [`fill_input`] and its rows are task indices.
+unsafe fn map_chunk<T: DeserializeOwned, R: Serialize>(
+    input: &ChunkInput<'_>,
+    out: &mut [u8],
+) -> Result<usize, ChunkFailure> {
+    // SAFETY: the parent stored a `TaskFn<T, R>` for this trampoline.
+    let f: TaskFn<T, R> = unsafe { std::mem::transmute(input.user_fn) };
+    let base = input.arrays[0].ptr;
+    // SAFETY: the region starts with the task count and the offsets table (see `fill_input`).
+    let (offsets, data) = unsafe {
+        let n = base.cast::<u64>().read() as usize;
+        (base.add(8).cast::<u64>(), base.add(8 * (n + 2)))
+    };
+    let mut written = 0;
+    for (done, i) in input.rows.clone().enumerate() {
+        // SAFETY: `i` < n, so offsets i and i + 1 exist and delimit the task's bytes.
+        let bytes = unsafe {
+            let lo = offsets.add(i).read() as usize;
+            let hi = offsets.add(i + 1).read() as usize;
+            std::slice::from_raw_parts(data.add(lo), hi - lo)
+        };
+        let outcome =
+            match panic::catch_unwind(AssertUnwindSafe(|| postcard::from_bytes::<T>(bytes).map(f)))
+            {
+                Ok(Ok(r)) => Outcome::Ok(r),
+                Ok(Err(e)) => {
+                    Outcome::Panicked(format!("the task could not be decoded in the worker: {e}"))
+                }
+                Err(payload) => Outcome::Panicked(panic_message(&*payload)),
+            };
+        match postcard::to_slice(&outcome, &mut out[written..]) {
+            Ok(used) => written += used.len(),
+            Err(postcard::Error::SerializeBufferFull) => return Err(ChunkFailure::TooLarge),
+            Err(e) => panic!("a task's result could not be serialised: {e}"),
+        }
+        input.report(done + 1, written);
+    }
+    Ok(written)
+}
