@@ -46,7 +46,7 @@ fn main() -> shmpar::Result<()> {
 
     // Collect primes while the others work, so that the result queue never fills up.
     let mut found = Vec::new();
-    let mut drain = |found: &mut Vec<u64>| {
+    let drain = |found: &mut Vec<u64>| {
         while let Ok(p) = primes.try_get() {
             found.push(p);
         }
@@ -56,6 +56,7 @@ fn main() -> shmpar::Result<()> {
         while p.join_timeout(wait)?.is_none() {
             drain(&mut found);
         }
+        p.join()?.into_result()?;
     }
     for _ in 0..CONSUMERS {
         work.put(&Job::Stop)?; // one poison pill per consumer
@@ -68,6 +69,10 @@ fn main() -> shmpar::Result<()> {
     }
     drain(&mut found);
     found.sort_unstable();
-    println!("{} primes below 100000; the last five: {:?}", found.len(), &found[found.len() - 5..]);
+    println!(
+        "{} primes below 100000; the last five: {:?}",
+        found.len(),
+        &found[found.len() - 5..]
+    );
     Ok(())
 }

@@ -22,8 +22,14 @@ fn map_and_imap_keep_input_order() {
     for chunksize in [1, 3, 7, 1000] {
         let opts = MapOptions::new().chunksize(chunksize);
         let out = p.map_with(0..500u64, |x| x * 3, &opts).unwrap();
-        assert_eq!(out.into_iter().map(Result::unwrap).collect::<Vec<_>>(), (0..500).map(|x| x * 3).collect::<Vec<_>>());
-        let lazy: Vec<u64> = p.imap_with(0..500u64, |x| x + 1, &opts).map(Result::unwrap).collect();
+        assert_eq!(
+            out.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+            (0..500).map(|x| x * 3).collect::<Vec<_>>()
+        );
+        let lazy: Vec<u64> = p
+            .imap_with(0..500u64, |x| x + 1, &opts)
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(lazy, (1..=500).collect::<Vec<_>>());
     }
     assert!(p.map(Vec::<u8>::new(), |x| x).unwrap().is_empty());
@@ -36,9 +42,17 @@ fn imap_reads_ahead_a_bounded_amount_of_an_endless_input() {
     let pulled = Cell::new(0u64);
     let source = (0u64..).inspect(|_| pulled.set(pulled.get() + 1));
     let opts = MapOptions::new().read_ahead(100);
-    let first: Vec<u64> = p.imap_with(source, |x| x * x, &opts).take(250).map(Result::unwrap).collect();
+    let first: Vec<u64> = p
+        .imap_with(source, |x| x * x, &opts)
+        .take(250)
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(first[249], 249 * 249);
-    assert!(pulled.get() <= 300, "read {} inputs for 250 results", pulled.get());
+    assert!(
+        pulled.get() <= 300,
+        "read {} inputs for 250 results",
+        pulled.get()
+    );
 }
 
 #[test]
@@ -62,7 +76,9 @@ fn imap_unordered_returns_every_result_once() {
 fn apply_async_runs_in_the_background() {
     let _w = common::watchdog(60, "apply_async");
     let p = pool(2);
-    let handles: Vec<_> = (0..5u64).map(|i| p.apply_async(|x: u64| x * 10, i)).collect();
+    let handles: Vec<_> = (0..5u64)
+        .map(|i| p.apply_async(|x: u64| x * 10, i))
+        .collect();
     let values: Vec<u64> = handles.into_iter().map(|h| h.get().unwrap()).collect();
     assert_eq!(values, [0, 10, 20, 30, 40]);
     let failing = p.apply_async(|x: u32| -> u32 { panic!("async {x}") }, 9);
@@ -76,7 +92,11 @@ fn chunksize_groups_tasks_on_one_worker() {
     let _w = common::watchdog(60, "chunksize");
     let p = pool(2);
     let pids = p
-        .map_with(0..64u32, |_| std::process::id(), &MapOptions::new().chunksize(64))
+        .map_with(
+            0..64u32,
+            |_| std::process::id(),
+            &MapOptions::new().chunksize(64),
+        )
         .unwrap();
     let distinct: HashSet<u32> = pids.into_iter().map(Result::unwrap).collect();
     assert_eq!(distinct.len(), 1, "one chunk runs on one worker");
@@ -85,10 +105,18 @@ fn chunksize_groups_tasks_on_one_worker() {
 #[test]
 fn max_tasks_per_worker_replaces_workers() {
     let _w = common::watchdog(60, "recycling");
-    let p = Pool::builder().workers(2).max_tasks_per_worker(3).build().unwrap();
+    let p = Pool::builder()
+        .workers(2)
+        .max_tasks_per_worker(3)
+        .build()
+        .unwrap();
     let before: HashSet<u32> = p.worker_pids().into_iter().collect();
     let pids: HashSet<u32> = p
-        .map_with(0..30u32, |_| std::process::id(), &MapOptions::new().chunksize(1))
+        .map_with(
+            0..30u32,
+            |_| std::process::id(),
+            &MapOptions::new().chunksize(1),
+        )
         .unwrap()
         .into_iter()
         .map(Result::unwrap)
@@ -97,8 +125,14 @@ fn max_tasks_per_worker_replaces_workers() {
     assert!(pids.len() >= 10, "only {} workers ran 30 tasks", pids.len());
     let _ = p.map(0..4u32, |x| x).unwrap();
     let after: HashSet<u32> = p.worker_pids().into_iter().collect();
-    assert!(before.is_disjoint(&after), "the first workers were recycled");
-    assert!(common::wait_gone(&before.into_iter().collect::<Vec<_>>(), Duration::from_secs(2)));
+    assert!(
+        before.is_disjoint(&after),
+        "the first workers were recycled"
+    );
+    assert!(common::wait_gone(
+        &before.into_iter().collect::<Vec<_>>(),
+        Duration::from_secs(2)
+    ));
 }
 
 static INIT_RUNS: OnceLock<SharedValue<AtomicU64>> = OnceLock::new();
@@ -116,8 +150,13 @@ fn the_initializer_runs_once_per_worker_before_its_tasks() {
         })
         .build()
         .unwrap();
-    let tags = p.map(0..300u32, |_| WORKER_TAG.load(Ordering::SeqCst)).unwrap();
-    assert!(tags.iter().all(|t| matches!(t, Ok(1..=3))), "a task ran before its worker's initializer");
+    let tags = p
+        .map(0..300u32, |_| WORKER_TAG.load(Ordering::SeqCst))
+        .unwrap();
+    assert!(
+        tags.iter().all(|t| matches!(t, Ok(1..=3))),
+        "a task ran before its worker's initializer"
+    );
     let runs = INIT_RUNS.get().unwrap().load(Ordering::SeqCst);
     assert_eq!(runs, 3, "once per worker");
 }
@@ -137,7 +176,9 @@ fn a_failing_task_fails_alone() {
                         3 => panic!("task three"),
                         5 => std::process::abort(),
                         7 => {
-                            let _ = std::process::Command::new("kill").args(["-9", &std::process::id().to_string()]).status();
+                            let _ = std::process::Command::new("kill")
+                                .args(["-9", &std::process::id().to_string()])
+                                .status();
                             std::thread::sleep(Duration::from_secs(10));
                         }
                         _ => {}
@@ -154,13 +195,32 @@ fn a_failing_task_fails_alone() {
                     assert_eq!((e.kind(), e.task()), (ErrorKind::WorkerPanicked, Some(3)));
                     assert!(e.message().starts_with("task three"));
                 }
-                5 => assert_eq!(r.as_ref().unwrap_err().signal(), Some(6), "chunksize {chunksize}"),
-                7 => assert_eq!(r.as_ref().unwrap_err().signal(), Some(9), "chunksize {chunksize}"),
-                _ => assert_eq!(*r.as_ref().unwrap(), i as u32 * 2, "chunksize {chunksize}, task {i}"),
+                5 => assert_eq!(
+                    r.as_ref().unwrap_err().signal(),
+                    Some(6),
+                    "chunksize {chunksize}"
+                ),
+                7 => assert_eq!(
+                    r.as_ref().unwrap_err().signal(),
+                    Some(9),
+                    "chunksize {chunksize}"
+                ),
+                _ => assert_eq!(
+                    *r.as_ref().unwrap(),
+                    i as u32 * 2,
+                    "chunksize {chunksize}, task {i}"
+                ),
             }
         }
         // The pool serves the next call, whole.
-        assert_eq!(p.map(0..10u32, |x| x).unwrap().into_iter().filter(Result::is_ok).count(), 10);
+        assert_eq!(
+            p.map(0..10u32, |x| x)
+                .unwrap()
+                .into_iter()
+                .filter(Result::is_ok)
+                .count(),
+            10
+        );
         assert_eq!(p.worker_pids().len(), 2);
     }
 }
@@ -179,10 +239,46 @@ fn retries_rerun_idempotent_tasks_whose_worker_died() {
         }
         x + 100
     };
-    let out = p.map_with(0..4u32, flaky, &MapOptions::new().chunksize(1).retries(2)).unwrap();
-    assert_eq!(out.into_iter().map(Result::unwrap).collect::<Vec<_>>(), [100, 101, 102, 103]);
+    let out = p
+        .map_with(0..4u32, flaky, &MapOptions::new().chunksize(1).retries(2))
+        .unwrap();
+    assert_eq!(
+        out.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+        [100, 101, 102, 103]
+    );
     ATTEMPTS.get().unwrap().store(0, Ordering::SeqCst);
-    let out = p.map_with(0..4u32, flaky, &MapOptions::new().chunksize(1).retries(1)).unwrap();
-    assert_eq!(out[1].as_ref().unwrap_err().kind(), ErrorKind::WorkerDied, "two deaths, one retry");
+    let out = p
+        .map_with(0..4u32, flaky, &MapOptions::new().chunksize(1).retries(1))
+        .unwrap();
+    assert_eq!(
+        out[1].as_ref().unwrap_err().kind(),
+        ErrorKind::WorkerDied,
+        "two deaths, one retry"
+    );
     assert_eq!(*out[2].as_ref().unwrap(), 102);
+}
+
+#[test]
+fn result_space_is_reused_call_after_call() {
+    let _w = common::watchdog(120, "arena reuse");
+    // 4 KiB of results per worker: any leak of arena space between calls overflows quickly.
+    let p = Pool::builder()
+        .workers(2)
+        .result_bytes(4096)
+        .build()
+        .unwrap();
+    let a = shmpar::SharedArray::from_array(&ndarray::Array1::from_elem(100_000, 1.0f64)).unwrap();
+    for round in 0..300 {
+        let out = p
+            .map_with(0..200u64, |x| x, &MapOptions::new().chunksize(8))
+            .unwrap();
+        if let Some(Err(e)) = out.iter().find(|r| r.is_err()) {
+            panic!("round {round}: {e}");
+        }
+        assert_eq!(
+            p.par_reduce(&a, |c| c.sum(), |x, y| x + y).unwrap(),
+            100_000.0,
+            "round {round}"
+        );
+    }
 }

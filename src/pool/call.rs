@@ -190,11 +190,22 @@ impl PoolShared {
             );
         }
         for i in 0..n {
-            // ORDERING: published by the Release store of `next` below.
+            let c = self.control.chunk(i);
+            // ORDERING: all published by the Release store of `next` below.
+            c.state.store(PENDING, Ordering::Relaxed);
+            c.worker.store(CALLER, Ordering::Relaxed);
+            c.offset.store(0, Ordering::Relaxed);
+            c.len.store(0, Ordering::Relaxed);
+            c.progress.store(0, Ordering::Relaxed);
+            c.order.store(0, Ordering::Relaxed);
+        }
+        for i in 0..self.workers_wanted {
+            // ORDERING: published by the Release store of `next` below. Every worker's last
+            // store of it for the previous call came before that call's chunks were published.
             self.control
-                .chunk(i)
-                .state
-                .store(PENDING, Ordering::Relaxed);
+                .worker(i)
+                .arena_used
+                .store(0, Ordering::Relaxed);
         }
         // ORDERING: all three are published by the Release stores of `next` and `job.seq`.
         hdr.done.done.store(0, Ordering::Relaxed);
@@ -223,6 +234,7 @@ impl PoolShared {
             who: CALLER,
             arena: &mut calls.caller_arena,
             used: 0,
+            used_word: None,
         };
         let mut call = None;
         while let Some(i) = chunk::claim_next(&self.control, seq) {
@@ -384,7 +396,11 @@ impl PoolShared {
                         // runs one ahead, which is harmless: completion is confirmed by the
                         // chunk states.)
                         // ORDERING: SeqCst, like the workers' increments.
-                        self.control.header().done.done.fetch_add(1, Ordering::SeqCst);
+                        self.control
+                            .header()
+                            .done
+                            .done
+                            .fetch_add(1, Ordering::SeqCst);
                     }
                 }
                 out.deaths.push(Death {

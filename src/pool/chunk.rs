@@ -162,6 +162,9 @@ pub(crate) struct Runner<'a> {
     pub(crate) arena: &'a mut [u8],
     /// Bytes of the arena used by this call so far.
     pub(crate) used: usize,
+    /// A worker's `arena_used` word, updated before each chunk is published (so that once the
+    /// parent has seen every chunk final, no late store can undo its reset for the next call).
+    pub(crate) used_word: Option<&'a std::sync::atomic::AtomicU64>,
 }
 
 /// Runs chunk `index` and publishes its outcome in the chunk's slot. Returns true when the
@@ -211,7 +214,14 @@ pub(crate) unsafe fn run_chunk(
             *used += len;
             (OK, offset, len)
         }
-        Ok(Err(ChunkFailure::TooLarge)) => (TOO_LARGE, 0, 0),
+        Ok(Err(ChunkFailure::TooLarge)) => {
+            // Keep what the tasks that fit published (task-style calls report as they go).
+            let offset = *used;
+            // ORDERING: written by this thread in `ChunkInput::report`.
+            let len = (slot.len.load(Ordering::Relaxed) as usize).min(arena.len() - offset);
+            *used += len;
+            (TOO_LARGE, offset, len)
+        }
         Err(payload) => {
             let msg = panic_message(&*payload);
             // Drop the payload inside a guard: a payload whose Drop panics must not unwind
@@ -227,6 +237,11 @@ pub(crate) unsafe fn run_chunk(
         }
     };
     let keep_going = job.flags & KEEP_GOING != 0;
+    if let Some(word) = runner.used_word {
+        // ORDERING: Release, before the chunk's SeqCst publication; read (Acquire) by a
+        // replacement worker after the parent hands the arena over.
+        word.store(*used as u64, Ordering::Release);
+    }
     publish(control, slot, who, state, offset, len, keep_going);
     state != OK
 }

@@ -126,6 +126,7 @@ unsafe fn work_on_call(
         who: index,
         arena,
         used,
+        used_word: Some(&slot.arena_used),
     };
     let mut call: Option<chunk::CallView<'_>> = None;
     while let Some(i) = chunk::claim_next(control, seq) {
@@ -149,8 +150,6 @@ unsafe fn work_on_call(
         // SAFETY: we claimed chunk `i`; the arrays are resolved in this process; the arena is
         // ours.
         unsafe { chunk::run_chunk(control, call, i, &mut runner) };
-        // ORDERING: Release, read by a replacement (Acquire) after the parent hands it over.
-        slot.arena_used.store(runner.used as u64, Ordering::Release);
         *budget.run += 1;
         if budget.max.is_some_and(|max| *budget.run >= max) {
             // Recycled: leave between chunks, idle, so the parent replaces us without failing

@@ -333,6 +333,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 None => return Err(Error::new(ErrorKind::WouldBlock, "the queue is full")),
                 Some(d) => d,
             };
+            if spin_until_changed(&h.not_full, seen, deadline) {
+                continue;
+            }
             let Some(left) = crate::sync::remaining(deadline) else {
                 return Err(Error::new(ErrorKind::TimedOut, "the queue stayed full"));
             };
@@ -419,6 +422,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 None => return Err(Error::new(ErrorKind::WouldBlock, "the queue is empty")),
                 Some(d) => d,
             };
+            if spin_until_changed(&h.not_empty, seen, deadline) {
+                continue;
+            }
             let Some(left) = crate::sync::remaining(deadline) else {
                 return Err(Error::new(ErrorKind::TimedOut, "no message came in time"));
             };
@@ -428,6 +434,31 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             h.getters.fetch_sub(1, Ordering::SeqCst);
         }
     }
+}
+
+/// How long a waiting put or get spins (yielding the CPU) for the other side before it sleeps:
+/// a busy peer answers within microseconds, far sooner than a futex wake-up arrives.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// Spins until `word` changes from `seen` or `SPIN` passes; true if it changed.
+fn spin_until_changed(word: &AtomicU32, seen: u32, deadline: Option<Instant>) -> bool {
+    let start = Instant::now();
+    let mut i = 0u32;
+    // ORDERING: Acquire: the change was made after a commit under the lock; the caller then
+    // re-takes the lock anyway.
+    while word.load(Ordering::Acquire) == seen {
+        i += 1;
+        if i % 32 == 0 {
+            let now = Instant::now();
+            if now - start >= SPIN || deadline.is_some_and(|d| now >= d) {
+                return false;
+            }
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    true
 }
 
 impl<T> std::fmt::Debug for Queue<T> {

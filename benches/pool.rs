@@ -1,0 +1,211 @@
+//! The multiprocessing-style API: `cargo bench --bench pool`.
+//!
+//! - per-task overhead of `Pool::map` on a trivial function, 100,000 tasks, chunksize 1 and the
+//!   default chunk size;
+//! - `Queue` round-trip latency (a ping-pong between two processes) and messages per second
+//!   (one producer process, the parent consuming).
+//!
+//! At the end, if `python3` is on the PATH, the same workloads run under Python's
+//! `multiprocessing` (benches/peers/mp_pool.py) and a side-by-side table is printed, with
+//! shmpar's medians measured in this same run.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use shmpar::{MapOptions, Pool, Process, Queue};
+
+const TASKS: u64 = 100_000;
+const ROUNDTRIPS: u64 = 20_000;
+const MESSAGES: u64 = 100_000;
+
+fn map_once(pool: &Pool, chunksize: Option<usize>) -> Duration {
+    let opts = chunksize.map_or_else(MapOptions::new, |c| MapOptions::new().chunksize(c));
+    let t = Instant::now();
+    let out = pool.map_with(0..TASKS, |x| x + 1, &opts).expect("map");
+    let took = t.elapsed();
+    assert_eq!(*out.last().unwrap().as_ref().unwrap(), TASKS);
+    took
+}
+
+/// Mean time of one round trip parent -> child -> parent through two queues.
+fn roundtrip_once() -> Duration {
+    let ping = Queue::<u64>::new(16).unwrap();
+    let pong = Queue::<u64>::new(16).unwrap();
+    let child = Process::spawn(|| {
+        for _ in 0..ROUNDTRIPS {
+            let m = ping.get().unwrap();
+            pong.put(&m).unwrap();
+        }
+    })
+    .unwrap();
+    ping.put(&0).unwrap();
+    pong.get().unwrap(); // the child is running
+    let t = Instant::now();
+    for i in 1..ROUNDTRIPS {
+        ping.put(&i).unwrap();
+        assert_eq!(pong.get().unwrap(), i);
+    }
+    let took = t.elapsed() / (ROUNDTRIPS - 1) as u32;
+    child.join().unwrap().into_result().unwrap();
+    took
+}
+
+/// Messages per second from one producer process to the parent.
+fn throughput_once() -> f64 {
+    let q = Queue::<u64>::new(1024).unwrap();
+    let t = Instant::now();
+    let child = Process::spawn(|| {
+        for i in 0..MESSAGES {
+            q.put(&i).unwrap();
+        }
+    })
+    .unwrap();
+    for _ in 0..MESSAGES {
+        q.get().unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    child.join().unwrap().into_result().unwrap();
+    MESSAGES as f64 / secs
+}
+
+fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let pool = Pool::builder().build().expect("pool");
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(10)
+        .configure_from_args();
+    {
+        let mut g = c.benchmark_group("map_100k_trivial_tasks");
+        g.throughput(Throughput::Elements(TASKS));
+        g.bench_function("chunksize_1", |b| {
+            b.iter_custom(|n| (0..n).map(|_| map_once(&pool, Some(1))).sum())
+        });
+        g.bench_function("default_chunksize", |b| {
+            b.iter_custom(|n| (0..n).map(|_| map_once(&pool, None)).sum())
+        });
+        g.finish();
+    }
+    {
+        let mut g = c.benchmark_group("queue");
+        g.bench_function("roundtrip", |b| {
+            b.iter_custom(|n| (0..n).map(|_| roundtrip_once()).sum())
+        });
+        g.throughput(Throughput::Elements(MESSAGES));
+        g.bench_function("one_producer_100k_messages", |b| {
+            b.iter_custom(|n| {
+                (0..n)
+                    .map(|_| Duration::from_secs_f64(MESSAGES as f64 / throughput_once()))
+                    .sum()
+            })
+        });
+        g.finish();
+    }
+    c.final_summary();
+    compare_with_python(&pool);
+}
+
+/// Runs the Python peer and prints both side by side.
+fn compare_with_python(pool: &Pool) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers/mp_pool.py");
+    let ours = [
+        (
+            "map_per_task",
+            "chunksize 1",
+            median(
+                (0..3)
+                    .map(|_| map_once(pool, Some(1)).as_secs_f64() / TASKS as f64 * 1e6)
+                    .collect(),
+            ),
+        ),
+        (
+            "map_per_task",
+            "default chunksize",
+            median(
+                (0..3)
+                    .map(|_| map_once(pool, None).as_secs_f64() / TASKS as f64 * 1e6)
+                    .collect(),
+            ),
+        ),
+        (
+            "queue_roundtrip",
+            "",
+            median(
+                (0..3)
+                    .map(|_| roundtrip_once().as_secs_f64() * 1e6)
+                    .collect(),
+            ),
+        ),
+        (
+            "queue_messages_per_s",
+            "",
+            median((0..3).map(|_| throughput_once()).collect()),
+        ),
+    ];
+    println!(
+        "\nshmpar vs Python multiprocessing ({} workers, same machine, same run):",
+        pool.workers()
+    );
+    let output = Command::new("python3")
+        .arg(script)
+        .args([
+            "--tasks",
+            &TASKS.to_string(),
+            "--roundtrips",
+            &ROUNDTRIPS.to_string(),
+            "--messages",
+            &MESSAGES.to_string(),
+        ])
+        .output();
+    let python: Vec<(String, String, f64)> = match output {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| {
+                let field = |name: &str| -> Option<String> {
+                    let at = l.find(&format!("\"{name}\": "))? + name.len() + 4;
+                    let rest = &l[at..];
+                    let end = rest.find([',', '}']).unwrap_or(rest.len());
+                    Some(rest[..end].trim().trim_matches('"').to_string())
+                };
+                Some((
+                    field("metric")?,
+                    field("chunksize").unwrap_or_default(),
+                    field("value")?.parse().ok()?,
+                ))
+            })
+            .collect(),
+        _ => {
+            println!("(python3 is not available: the Python column is skipped)");
+            Vec::new()
+        }
+    };
+    println!(
+        "{:<24} {:<18} | {:>14} {:>14} | {:>12}",
+        "metric", "", "shmpar", "python", "shmpar gain"
+    );
+    println!("{}", "-".repeat(90));
+    for (metric, variant, ours) in ours {
+        let py = python
+            .iter()
+            .find(|(m, v, _)| m == metric && v == variant)
+            .map(|p| p.2);
+        let (unit, gain) = match metric {
+            "queue_messages_per_s" => ("msg/s", py.map(|p| ours / p)),
+            _ => ("us", py.map(|p| p / ours)),
+        };
+        println!(
+            "{:<24} {:<18} | {:>11.3} {unit:<2} {:>11} {unit:<2} | {:>11}",
+            metric,
+            variant,
+            ours,
+            py.map_or("-".into(), |p| format!("{p:.3}")),
+            gain.map_or("-".into(), |g| format!("{g:.1}x")),
+        );
+    }
+}
