@@ -114,30 +114,23 @@ fn main() {
 /// Runs the Python peer and prints both side by side.
 fn compare_with_python(pool: &Pool) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers/mp_pool.py");
+    // Warm, then medians of five runs each.
+    map_once(pool, Some(1));
+    let map_us = |c| {
+        median(
+            (0..5)
+                .map(|_| map_once(pool, c).as_secs_f64() / TASKS as f64 * 1e6)
+                .collect(),
+        )
+    };
     let ours = [
-        (
-            "map_per_task",
-            "chunksize 1",
-            median(
-                (0..3)
-                    .map(|_| map_once(pool, Some(1)).as_secs_f64() / TASKS as f64 * 1e6)
-                    .collect(),
-            ),
-        ),
-        (
-            "map_per_task",
-            "default chunksize",
-            median(
-                (0..3)
-                    .map(|_| map_once(pool, None).as_secs_f64() / TASKS as f64 * 1e6)
-                    .collect(),
-            ),
-        ),
+        ("map_per_task", "chunksize 1", map_us(Some(1))),
+        ("map_per_task", "default chunksize", map_us(None)),
         (
             "queue_roundtrip",
             "",
             median(
-                (0..3)
+                (0..5)
                     .map(|_| roundtrip_once().as_secs_f64() * 1e6)
                     .collect(),
             ),
@@ -145,7 +138,7 @@ fn compare_with_python(pool: &Pool) {
         (
             "queue_messages_per_s",
             "",
-            median((0..3).map(|_| throughput_once()).collect()),
+            median((0..5).map(|_| throughput_once()).collect()),
         ),
     ];
     println!(

@@ -360,6 +360,30 @@ impl<I, T, R> std::fmt::Debug for Imap<'_, I, T, R> {
     }
 }
 
+/// Every task serialised into one buffer: task `i` is `data[offsets[i]..offsets[i + 1]]`.
+struct Encoded {
+    data: Vec<u8>,
+    offsets: Vec<usize>,
+}
+
+impl Encoded {
+    fn new<T: Serialize>(items: &[T]) -> Result<Encoded> {
+        let mut data = Vec::new();
+        let mut offsets = Vec::with_capacity(items.len() + 1);
+        offsets.push(0);
+        for t in items {
+            data = postcard::to_extend(t, data)
+                .map_err(|e| Error::invalid(format!("a task could not be serialised: {e}")))?;
+            offsets.push(data.len());
+        }
+        Ok(Encoded { data, offsets })
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        &self.data[self.offsets[i]..self.offsets[i + 1]]
+    }
+}
+
 /// One task still to run: its index in the batch and the attempts already made.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
@@ -380,13 +404,7 @@ where
     T: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
-    let encoded: Vec<Vec<u8>> = items
-        .iter()
-        .map(|t| {
-            postcard::to_stdvec(t)
-                .map_err(|e| Error::invalid(format!("a task could not be serialised: {e}")))
-        })
-        .collect::<Result<_>>()?;
+    let encoded = Encoded::new(items)?;
     let mut results: Vec<Option<(Result<R>, u64)>> = (0..items.len()).map(|_| None).collect();
     let mut pending: Vec<Pending> = (0..items.len())
         .map(|index| Pending { index, attempt: 0 })
@@ -434,7 +452,7 @@ where
 #[allow(clippy::too_many_arguments)]
 fn run_batch<T, R>(
     shared: &Arc<PoolShared>,
-    encoded: &[Vec<u8>],
+    encoded: &Encoded,
     batch: &[Pending],
     f: TaskFn<T, R>,
     chunksize: usize,
@@ -569,11 +587,11 @@ fn task_failure(report: &crate::pool::ChunkReport<'_>, task: usize) -> Error {
 /// Reuses the region while it is large enough.
 fn fill_input<'a>(
     slot: &'a mut Option<Region>,
-    encoded: &[Vec<u8>],
+    encoded: &Encoded,
     batch: &[Pending],
 ) -> Result<(&'a Region, usize)> {
     let n = batch.len();
-    let data: usize = batch.iter().map(|p| encoded[p.index].len()).sum();
+    let data: usize = batch.iter().map(|p| encoded.get(p.index).len()).sum();
     let need = 8 * (n + 2) + data;
     if slot.as_ref().is_none_or(|r| r.len() < need) {
         let size = need
@@ -589,14 +607,29 @@ fn fill_input<'a>(
         base.cast::<u64>().write(n as u64);
         let offsets = base.add(8).cast::<u64>();
         let data_start = base.add(8 * (n + 2));
-        let mut at = 0usize;
-        for (i, p) in batch.iter().enumerate() {
-            offsets.add(i).write(at as u64);
-            let bytes = &encoded[p.index];
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), data_start.add(at), bytes.len());
-            at += bytes.len();
+        let contiguous = batch.windows(2).all(|w| w[1].index == w[0].index + 1);
+        if contiguous && n > 0 {
+            // The usual case (a first round): one copy, offsets shifted to the batch's start.
+            let (first, last) = (batch[0].index, batch[n - 1].index);
+            let start = encoded.offsets[first];
+            for (i, p) in batch.iter().enumerate() {
+                offsets
+                    .add(i)
+                    .write((encoded.offsets[p.index] - start) as u64);
+            }
+            let bytes = &encoded.data[start..encoded.offsets[last + 1]];
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), data_start, bytes.len());
+            offsets.add(n).write(bytes.len() as u64);
+        } else {
+            let mut at = 0usize;
+            for (i, p) in batch.iter().enumerate() {
+                offsets.add(i).write(at as u64);
+                let bytes = encoded.get(p.index);
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), data_start.add(at), bytes.len());
+                at += bytes.len();
+            }
+            offsets.add(n).write(at as u64);
         }
-        offsets.add(n).write(at as u64);
     }
     Ok((region, need))
 }
