@@ -33,7 +33,7 @@ impl std::fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ExitStatus::Exited(code) => write!(f, "exited with code {code}"),
-            ExitStatus::Signaled(sig) => write!(f, "killed by {}", signal_name(*sig)),
+            ExitStatus::Signaled(sig) => write!(f, "was killed by {}", signal_name(*sig)),
         }
     }
 }

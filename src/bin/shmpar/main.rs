@@ -82,6 +82,29 @@ fn lost_update_command(args: &[String]) -> CliResult {
     lost_update::run(procs, increments, args.iter().any(|a| a == "--json"))
 }
 
+/// `imap` over 0..10 where task 0 divides by zero and task 7 kills its own worker: the other
+/// results arrive, in order (Python's Pool.map would raise, or hang).
+fn pool_map_demo() -> CliResult {
+    let pool = shmpar::Pool::new(2)?;
+    println!("{:>5} | result", "task");
+    println!("{}", "-".repeat(72));
+    for (task, result) in pool
+        .imap(0..10i64, |x| {
+            if x == 7 {
+                std::process::abort(); // the worker dies: only this task fails
+            }
+            100 / x
+        })
+        .enumerate()
+    {
+        match result {
+            Ok(v) => println!("{task:>5} | 100 / {task} = {v}"),
+            Err(e) => println!("{task:>5} | {e}"),
+        }
+    }
+    Ok(())
+}
+
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -130,5 +153,7 @@ fn tour() -> CliResult {
     lost_update::run(cpus().max(2), 200_000, false)?;
     println!("\n== 3. A lock's holder dies ==");
     lost_update::holder_dies(false)?;
+    println!("\n== 4. Pool.map where one task fails ==");
+    pool_map_demo()?;
     Ok(())
 }
