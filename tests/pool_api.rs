@@ -157,8 +157,16 @@ fn the_initializer_runs_once_per_worker_before_its_tasks() {
         tags.iter().all(|t| matches!(t, Ok(1..=3))),
         "a task ran before its worker's initializer"
     );
-    let runs = INIT_RUNS.get().unwrap().load(Ordering::SeqCst);
-    assert_eq!(runs, 3, "once per worker");
+    // Each worker runs it as it starts (asynchronously): wait for all three, then make sure
+    // none ran it twice.
+    let runs = || INIT_RUNS.get().unwrap().load(Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while runs() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = p.map(0..300u32, |x| x).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(runs(), 3, "once per worker");
 }
 
 #[test]
