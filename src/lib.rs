@@ -57,7 +57,7 @@ pub use sync::{
     Barrier, CachePadded, Event, LockError, LockResult, PthreadMutex, PthreadMutexGuard, Semaphore,
     SharedValue, ShmMutex, ShmMutexGuard, ShmSafe,
 };
-pub use tasks::{AsyncResult, Imap, MapOptions};
+pub use tasks::{AsyncResult, Imap, MapOptions, TaskError};
 
 /// The README's example, compiled and run as a doctest.
 #[doc = include_str!("../README.md")]

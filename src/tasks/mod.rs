@@ -28,6 +28,17 @@ use crate::pool::{CallSpec, ChunkState, Grid, PoolShared};
 use crate::shm::Region;
 use crate::sys::ExitStatus;
 
+/// The error in one task's slot of [`Pool::map`] and friends: an [`Error`] whose
+/// [`task`](Error::task) is the task's index in the input.
+///
+/// ```
+/// let pool = shmpar::Pool::new(1)?;
+/// let out: Vec<Result<u8, shmpar::TaskError>> = pool.map(vec![1u8, 0], |x| 1 / x)?;
+/// assert_eq!(out[1].as_ref().unwrap_err().task(), Some(1));
+/// # Ok::<(), shmpar::Error>(())
+/// ```
+pub type TaskError = Error;
+
 /// A task's function: a function pointer, valid in the workers (see
 /// [`par_reduce`](Pool::par_reduce) for why it cannot capture).
 type TaskFn<T, R> = fn(T) -> R;
