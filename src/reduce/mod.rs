@@ -35,6 +35,7 @@ type ZipFn<A, D, B, E, R> = fn(ArrayView<'_, A, D>, ArrayView<'_, B, E>) -> R;
 type ForEachFn<A, D> = fn(ArrayViewMut<'_, A, D>);
 type ForEachWithFn<P, A, D> = fn(&P, ArrayViewMut<'_, A, D>);
 type RangeFn<R> = fn(Range<u64>, u64) -> R;
+type RangeWithFn<P, R> = fn(&P, Range<u64>, u64) -> R;
 
 impl Pool {
     /// Reduces `array` in parallel: `map` runs on each chunk (a view of whole rows along axis 0)
@@ -305,6 +306,43 @@ impl Pool {
         fold(&self.shared().call(&spec)?, combine)
     }
 
+    /// Like [`par_reduce_range`](Pool::par_reduce_range), with small parameters for `map`
+    /// (a seed, a model's coefficients).
+    ///
+    /// ```
+    /// # fn main() -> shmpar::Result<()> {
+    /// let pool = shmpar::Pool::new(2)?;
+    /// let n = pool.par_reduce_range_with(1000, &7u64, |m, r, _| r.filter(|i| i % m == 0).count(), |a, b| a + b)?;
+    /// assert_eq!(n, 143);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn par_reduce_range_with<P, R, C>(
+        &self,
+        n: u64,
+        params: &P,
+        map: RangeWithFn<P, R>,
+        combine: C,
+    ) -> Result<R>
+    where
+        P: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        C: FnMut(R, R) -> R,
+    {
+        let rows = usize::try_from(n).map_err(|_| Error::invalid("range too long"))?;
+        let params = encode_params(params)?;
+        let spec = CallSpec {
+            trampoline: range_with_chunk::<P, R> as Trampoline,
+            user_fn: map as usize,
+            arrays: &[],
+            rows,
+            grid: self.grid(rows, 8),
+            params: &params,
+            keep_going: false,
+        };
+        fold(&self.shared().call(&spec)?, combine)
+    }
+
     fn grid(&self, rows: usize, row_bytes: usize) -> Grid {
         let c = self.config();
         Grid::new(
@@ -523,4 +561,17 @@ unsafe fn range_chunk<R: Serialize>(
     let map: RangeFn<R> = unsafe { std::mem::transmute(input.user_fn) };
     let r = input.rows.start as u64..input.rows.end as u64;
     encode(&map(r, input.index as u64), out)
+}
+
+/// # Safety
+/// See [`Trampoline`]: `user_fn` is a `RangeWithFn<P, R>`.
+unsafe fn range_with_chunk<P: DeserializeOwned, R: Serialize>(
+    input: &ChunkInput<'_>,
+    out: &mut [u8],
+) -> Result<usize, ChunkFailure> {
+    // SAFETY: the parent stored a `RangeWithFn<P, R>` for this trampoline.
+    let map: RangeWithFn<P, R> = unsafe { std::mem::transmute(input.user_fn) };
+    let params: P = decode_params(input.params);
+    let r = input.rows.start as u64..input.rows.end as u64;
+    encode(&map(&params, r, input.index as u64), out)
 }

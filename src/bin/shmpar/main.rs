@@ -4,6 +4,8 @@
 
 mod lost_update;
 mod measure;
+mod peers;
+mod pi;
 mod sum;
 
 use std::process::ExitCode;
@@ -14,6 +16,16 @@ fn main() -> ExitCode {
         None | Some("tour") => tour(),
         Some("sum") => sum_command(&args[1..]),
         Some("lost-update") => lost_update_command(&args[1..]),
+        Some("pi") => {
+            let samples: u64 = match flag(&args[1..], "--samples").map(str::parse).transpose() {
+                Ok(s) => s.unwrap_or(400_000_000),
+                Err(e) => {
+                    eprintln!("error: --samples: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            pi::run(samples, args.iter().any(|a| a == "--json"))
+        }
         Some("lock-holder-dies") => lost_update::holder_dies(args.iter().any(|a| a == "--json")),
         Some("-h" | "--help" | "help") => {
             println!("{}", USAGE);
@@ -42,6 +54,9 @@ commands:
   lost-update [--procs N] [--increments M] [--json]
                        N processes x M increments of one shared counter, five ways
                        (default: N = number of CPUs, M = 1000000)
+  pi [--samples N] [--json]
+                       Monte Carlo pi: serial, std threads, rayon, shmpar processes, numpy
+                       (default N = 400000000)
   lock-holder-dies [--json]
                        a lock's holder is SIGKILLed: raw_sync and a plain pthread mutex
                        time out, ShmMutex reports the dead owner at once";
@@ -155,5 +170,7 @@ fn tour() -> CliResult {
     lost_update::holder_dies(false)?;
     println!("\n== 4. Pool.map where one task fails ==");
     pool_map_demo()?;
+    println!("\n== 5. Monte Carlo pi ==");
+    pi::run(100_000_000, false)?;
     Ok(())
 }

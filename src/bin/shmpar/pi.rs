@@ -1,0 +1,200 @@
+//! Monte Carlo pi four ways (serial, std threads, rayon, shmpar processes), beside numpy.
+
+use std::process::Command;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use shmpar::Pool;
+use shmpar::montecarlo::{PiEstimate, count_inside, estimate_pi};
+
+use crate::CliResult;
+use crate::peers;
+
+const SEED: u64 = 42;
+
+/// One way's measurement.
+pub(crate) struct PiRow {
+    pub(crate) variant: String,
+    pub(crate) workers: usize,
+    pub(crate) samples_per_s: f64,
+    pub(crate) estimate: Option<PiEstimate>,
+    pub(crate) pi: f64,
+}
+
+/// Best of `runs` (the machine is shared: the best run is the least disturbed).
+fn timed(runs: usize, mut f: impl FnMut() -> u64) -> (f64, u64) {
+    let mut best = f64::MAX;
+    let mut value = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        value = f();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    (best, value)
+}
+
+/// Splits `0..samples` into `parts` contiguous ranges.
+fn parts(samples: u64, parts: u64) -> Vec<std::ops::Range<u64>> {
+    let step = samples.div_ceil(parts.max(1));
+    (0..parts)
+        .map(|i| (i * step).min(samples)..((i + 1) * step).min(samples))
+        .collect()
+}
+
+pub(crate) fn measure(
+    pool: &Pool,
+    rayon_pool: &rayon::ThreadPool,
+    samples: u64,
+    runs: usize,
+) -> shmpar::Result<Vec<PiRow>> {
+    let threads = pool.workers();
+    let row = |variant: &str, workers: usize, secs: f64, inside: u64| {
+        let e = PiEstimate::from_counts(samples, inside);
+        PiRow {
+            variant: variant.into(),
+            workers,
+            samples_per_s: samples as f64 / secs,
+            estimate: Some(e),
+            pi: e.pi,
+        }
+    };
+    let mut rows = Vec::new();
+    let (secs, inside) = timed(runs, || count_inside(SEED, 0..samples));
+    rows.push(row("serial", 1, secs, inside));
+    let (secs, inside) = timed(runs, || {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = parts(samples, threads as u64)
+                .into_iter()
+                .map(|r| s.spawn(move || count_inside(SEED, r)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+        })
+    });
+    rows.push(row("std threads", threads, secs, inside));
+    let chunk = (samples / 1024).max(1 << 16);
+    let (secs, inside) = timed(runs, || {
+        rayon_pool.install(|| {
+            (0..samples.div_ceil(chunk))
+                .into_par_iter()
+                .map(|c| count_inside(SEED, c * chunk..((c + 1) * chunk).min(samples)))
+                .sum()
+        })
+    });
+    rows.push(row("rayon", rayon_pool.current_num_threads(), secs, inside));
+    let mut failed = None;
+    let (secs, inside) = timed(runs, || match estimate_pi(pool, samples, SEED) {
+        Ok(e) => e.inside,
+        Err(e) => {
+            failed = Some(e);
+            0
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    rows.push(row("shmpar processes", threads, secs, inside));
+    Ok(rows)
+}
+
+/// numpy's figures, if python3 with numpy is here.
+fn numpy_rows(samples: u64, procs: usize) -> Result<Vec<PiRow>, String> {
+    let out = Command::new("python3")
+        .arg(peers::script("pi_numpy.py"))
+        .args([
+            "--samples",
+            &samples.to_string(),
+            "--procs",
+            &procs.to_string(),
+        ])
+        .output()
+        .map_err(|_| "python3 is not installed".to_string())?;
+    if !out.status.success() {
+        return Err("python3 has no numpy (pip install numpy)".into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            Some(PiRow {
+                variant: peers::field(l, "variant")?,
+                workers: peers::field(l, "workers")?.parse().ok()?,
+                samples_per_s: peers::field(l, "samples_per_s")?.parse().ok()?,
+                estimate: None,
+                pi: peers::field(l, "pi")?.parse().ok()?,
+            })
+        })
+        .collect())
+}
+
+pub(crate) fn run(samples: u64, json: bool) -> CliResult {
+    let pool = Pool::builder().build()?;
+    let rayon_pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(pool.workers())
+        .build()?;
+    let mut rows = measure(&pool, &rayon_pool, samples, 3)?;
+    let numpy = numpy_rows(samples.min(200_000_000), pool.workers());
+    if let Ok(n) = &numpy {
+        rows.extend(n.iter().map(|r| PiRow {
+            variant: r.variant.clone(),
+            ..*r
+        }));
+    }
+    let serial = rows[0].samples_per_s;
+    let numpy_pool = rows
+        .iter()
+        .find(|r| r.variant.starts_with("numpy Pool"))
+        .map(|r| r.samples_per_s);
+    if json {
+        for r in &rows {
+            println!(
+                "{{\"demo\":\"pi\",\"variant\":\"{}\",\"workers\":{},\"samples\":{samples},\"samples_per_s\":{:.0},\"pi\":{:.10},\"error\":{:.3e}}}",
+                r.variant,
+                r.workers,
+                r.samples_per_s,
+                r.pi,
+                r.pi - std::f64::consts::PI
+            );
+        }
+        return Ok(());
+    }
+    println!("Monte Carlo pi, {samples} samples (counter-based stream, seed {SEED}; best of 3):\n");
+    println!(
+        "{:<18} {:>7} | {:>12} {:>10} | {:>14} {:>12} {:>9}",
+        "variant", "workers", "samples/s", "vs serial", "estimate", "error", "in sigmas"
+    );
+    println!("{}", "-".repeat(92));
+    for r in &rows {
+        let err = r.pi - std::f64::consts::PI;
+        let sigmas = r.estimate.map_or("-".to_string(), |e| {
+            format!("{:.2}", err.abs() / e.std_error)
+        });
+        println!(
+            "{:<18} {:>7} | {:>12.3e} {:>9.2}x | {:>14.10} {:>12.2e} {:>9}",
+            r.variant,
+            r.workers,
+            r.samples_per_s,
+            r.samples_per_s / serial,
+            r.pi,
+            err,
+            sigmas
+        );
+    }
+    match (&numpy, numpy_pool) {
+        (Ok(_), Some(np)) => {
+            let ours = rows
+                .iter()
+                .find(|r| r.variant == "shmpar processes")
+                .map_or(0.0, |r| r.samples_per_s);
+            println!(
+                "\nshmpar processes vs numpy Pool: {:.1}x the samples per second.",
+                ours / np
+            );
+        }
+        (Err(why), _) => println!("\n(numpy comparison skipped: {why})"),
+        _ => {}
+    }
+    println!(
+        "Every Rust variant gives the same estimate, bitwise: sample i's point is a hash of (seed, i),\n\
+         so the count does not depend on how the samples are split."
+    );
+    Ok(())
+}
