@@ -2,11 +2,11 @@
 //!
 //! Subcommands: `tour` (the default) and `sum [--sizes 1K,64K,...] [--rounds N]`.
 
+mod bench;
 mod lost_update;
 mod measure;
 mod peers;
 mod pi;
-mod sum;
 
 use std::process::ExitCode;
 
@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         None | Some("tour") => tour(),
         Some("sum") => sum_command(&args[1..]),
+        Some("bench") => bench_command(&args[1..]),
         Some("lost-update") => lost_update_command(&args[1..]),
         Some("pi") => {
             let samples: u64 = match flag(&args[1..], "--samples").map(str::parse).transpose() {
@@ -49,8 +50,11 @@ const USAGE: &str = "usage: shmpar [COMMAND]
 
 commands:
   tour                 the main demos, with short sizes (default)
+  bench [--quick] [--json] [--workloads sum,dot,minmax,hist64] [--sizes 1K,...] [--rounds N]
+                       the bench report: four workloads at 1 KiB .. 512 MiB (--quick: up to
+                       64 MiB), serial vs rayon vs shmpar, beside numpy and multiprocessing
   sum [--rounds N] [--sizes 1K,64K,1M,64M,512M]
-                       sum of an f64 array: serial vs rayon vs shmpar
+                       the sum alone: serial vs rayon vs shmpar
   lost-update [--procs N] [--increments M] [--json]
                        N processes x M increments of one shared counter, five ways
                        (default: N = number of CPUs, M = 1000000)
@@ -124,37 +128,39 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+fn sizes_flag(args: &[String]) -> Result<Option<Vec<usize>>, Box<dyn std::error::Error>> {
+    flag(args, "--sizes")
+        .map(|list| {
+            list.split(',')
+                .map(|s| parse_size(s).ok_or_else(|| format!("bad size '{s}'").into()))
+                .collect()
+        })
+        .transpose()
+}
+
 fn sum_command(args: &[String]) -> CliResult {
-    let sizes: Vec<usize> = match flag(args, "--sizes") {
-        Some(list) => list
-            .split(',')
-            .map(|s| parse_size(s).ok_or(format!("bad size '{s}'")))
-            .collect::<Result<_, _>>()?,
-        None => vec![1 << 10, 64 << 10, 1 << 20, 64 << 20, 512 << 20],
-    };
+    let sizes =
+        sizes_flag(args)?.unwrap_or_else(|| vec![1 << 10, 64 << 10, 1 << 20, 64 << 20, 512 << 20]);
     let rounds: usize = flag(args, "--rounds")
         .map(str::parse)
         .transpose()?
         .unwrap_or(11);
-    run_sum(&sizes, rounds)
+    let json = args.iter().any(|a| a == "--json");
+    bench::run(false, json, &[bench::Workload::Sum], Some(sizes), rounds)
 }
 
-fn run_sum(sizes: &[usize], rounds: usize) -> CliResult {
-    // Our workers start before rayon's threads exist (forking with them alive is safe for
-    // shmpar, but this keeps the comparison clean).
-    let pool = shmpar::Pool::builder().build()?;
-    let rayon_pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(pool.workers())
-        .build()?;
-    println!(
-        "Sum of an f64 array: serial (ndarray sum), rayon ({} threads, same chunks and kernel), shmpar ({} worker processes).",
-        rayon_pool.current_num_threads(),
-        pool.workers()
-    );
-    println!("Medians of {rounds} interleaved rounds; ratios > 1 mean shmpar is faster.\n");
-    let rows = sum::measure(&pool, &rayon_pool, sizes, rounds)?;
-    sum::print_table(&rows);
-    Ok(())
+fn bench_command(args: &[String]) -> CliResult {
+    let workloads = match flag(args, "--workloads") {
+        Some(list) => bench::parse_workloads(list)?,
+        None => bench::Workload::ALL.to_vec(),
+    };
+    let rounds: usize = flag(args, "--rounds")
+        .map(str::parse)
+        .transpose()?
+        .unwrap_or(7);
+    let quick = args.iter().any(|a| a == "--quick");
+    let json = args.iter().any(|a| a == "--json");
+    bench::run(quick, json, &workloads, sizes_flag(args)?, rounds)
 }
 
 fn tour() -> CliResult {
@@ -163,7 +169,13 @@ fn tour() -> CliResult {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!("== 1. Summing 512 MiB of f64 ==");
-    run_sum(&[512 << 20], 7)?;
+    bench::run(
+        false,
+        false,
+        &[bench::Workload::Sum],
+        Some(vec![512 << 20]),
+        7,
+    )?;
     println!("\n== 2. Lost updates on a shared counter ==");
     lost_update::run(cpus().max(2), 200_000, false)?;
     println!("\n== 3. A lock's holder dies ==");
@@ -172,5 +184,8 @@ fn tour() -> CliResult {
     pool_map_demo()?;
     println!("\n== 5. Monte Carlo pi ==");
     pi::run(100_000_000, false)?;
+    println!("\n== 6. The bench report, short ==");
+    let sizes = vec![1 << 10, 4 << 10, 1 << 20, 64 << 20];
+    bench::run(true, false, &bench::Workload::ALL, Some(sizes), 3)?;
     Ok(())
 }

@@ -3,50 +3,49 @@
 
 use std::time::{Duration, Instant};
 
-/// One thing to time: a name and a closure that does one call.
-pub(crate) struct Variant<'a> {
+/// One thing to time: a name and a closure that does one call and returns its answer.
+pub(crate) struct Variant<'a, T> {
     pub(crate) name: &'static str,
-    pub(crate) run: Box<dyn FnMut() -> f64 + 'a>,
+    pub(crate) run: Box<dyn FnMut() -> T + 'a>,
+}
+
+/// The median time of one call of a variant.
+#[derive(Debug, Clone)]
+pub(crate) struct Timing {
+    pub(crate) name: &'static str,
+    pub(crate) median: Duration,
 }
 
 /// Idle time between two variants' samples.
 const SETTLE: Duration = Duration::from_millis(3);
 
-/// The median time of one call of each variant.
-#[derive(Debug, Clone)]
-pub(crate) struct Timing {
-    pub(crate) name: &'static str,
-    pub(crate) median: Duration,
-    /// The result of the last call (to check that the variants agree).
-    pub(crate) value: f64,
-}
-
 /// Times every variant over `rounds` interleaved rounds. Each sample batches enough calls to
-/// last about `min_sample`.
-pub(crate) fn interleaved(
-    variants: &mut [Variant<'_>],
+/// last about `min_sample`. `answers` receives each variant's answer, to check that they agree.
+pub(crate) fn interleaved<T>(
+    variants: &mut [Variant<'_, T>],
     rounds: usize,
     min_sample: Duration,
+    answers: &mut Vec<T>,
 ) -> Vec<Timing> {
     // Warm up and size the batches.
     let mut batch = Vec::with_capacity(variants.len());
-    let mut values = vec![0.0; variants.len()];
-    for (i, v) in variants.iter_mut().enumerate() {
-        values[i] = std::hint::black_box((v.run)());
+    answers.clear();
+    for v in variants.iter_mut() {
+        std::hint::black_box((v.run)());
         let t = Instant::now();
-        values[i] = std::hint::black_box((v.run)());
+        answers.push(std::hint::black_box((v.run)()));
         let one = t.elapsed().max(Duration::from_nanos(50));
         batch.push(((min_sample.as_nanos() / one.as_nanos()).max(1) as usize).min(1_000_000));
     }
     let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(rounds); variants.len()];
-    for _ in 0..rounds {
+    for _ in 0..rounds.max(1) {
         for (i, v) in variants.iter_mut().enumerate() {
             // Let the previous variant's idle threads (rayon's, our workers) go to sleep, so
             // that no variant pays for another's spinning.
             std::thread::sleep(SETTLE);
             let t = Instant::now();
             for _ in 0..batch[i] {
-                values[i] = std::hint::black_box((v.run)());
+                std::hint::black_box((v.run)());
             }
             samples[i].push(t.elapsed() / batch[i] as u32);
         }
@@ -54,13 +53,11 @@ pub(crate) fn interleaved(
     variants
         .iter()
         .zip(samples)
-        .zip(values)
-        .map(|((v, mut s), value)| {
+        .map(|(v, mut s)| {
             s.sort();
             Timing {
                 name: v.name,
                 median: s[s.len() / 2],
-                value,
             }
         })
         .collect()

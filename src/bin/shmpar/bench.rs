@@ -1,0 +1,482 @@
+//! The bench report: sum, dot product, min/max and a 64-bin histogram of f64 arrays, serial vs
+//! rayon vs shmpar, with the same kernel per chunk, beside numpy and Python's multiprocessing.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{ArrayView1, Ix1};
+use rayon::prelude::*;
+use shmpar::{Pool, SharedArray};
+
+use crate::measure::{self, Variant};
+use crate::{CliResult, peers};
+
+/// The four workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Workload {
+    Sum,
+    Dot,
+    MinMax,
+    Hist64,
+}
+
+impl Workload {
+    pub(crate) const ALL: [Workload; 4] = [
+        Workload::Sum,
+        Workload::Dot,
+        Workload::MinMax,
+        Workload::Hist64,
+    ];
+
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Workload::Sum => "sum",
+            Workload::Dot => "dot",
+            Workload::MinMax => "minmax",
+            Workload::Hist64 => "hist64",
+        }
+    }
+
+    /// Bytes read per byte of one array.
+    fn arrays(self) -> usize {
+        if self == Workload::Dot { 2 } else { 1 }
+    }
+}
+
+/// What every variant returns, so that they can be checked against each other.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Answer {
+    Number(f64),
+    Pair(f64, f64),
+    Counts(Vec<u64>),
+}
+
+impl Answer {
+    fn close_to(&self, other: &Answer) -> bool {
+        let near = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+        match (self, other) {
+            (Answer::Number(a), Answer::Number(b)) => near(*a, *b),
+            (Answer::Pair(a, b), Answer::Pair(c, d)) => a == c && b == d,
+            (Answer::Counts(a), Answer::Counts(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    fn combine(self, other: Answer) -> Answer {
+        match (self, other) {
+            (Answer::Number(a), Answer::Number(b)) => Answer::Number(a + b),
+            (Answer::Pair(a, b), Answer::Pair(c, d)) => Answer::Pair(a.min(c), b.max(d)),
+            (Answer::Counts(mut a), Answer::Counts(b)) => {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                Answer::Counts(a)
+            }
+            (a, _) => a,
+        }
+    }
+}
+
+/// Min and max with eight independent lanes (vectorises; `f64::min` chains do not).
+fn minmax(x: &[f64]) -> (f64, f64) {
+    let mut lo = [f64::INFINITY; 8];
+    let mut hi = [f64::NEG_INFINITY; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for j in 0..8 {
+            lo[j] = if c[j] < lo[j] { c[j] } else { lo[j] };
+            hi[j] = if c[j] > hi[j] { c[j] } else { hi[j] };
+        }
+    }
+    for &v in chunks.remainder() {
+        lo[0] = lo[0].min(v);
+        hi[0] = hi[0].max(v);
+    }
+    (
+        lo.iter().copied().fold(f64::INFINITY, f64::min),
+        hi.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    )
+}
+
+/// 64 equal bins over [0, 1).
+fn hist64(x: &[f64]) -> Vec<u64> {
+    let mut h = vec![0u64; 64];
+    for &v in x {
+        h[((v * 64.0) as usize).min(63)] += 1;
+    }
+    h
+}
+
+/// The kernel of one chunk (or of the whole array, serially).
+fn kernel(w: Workload, a: &[f64], b: &[f64]) -> Answer {
+    match w {
+        Workload::Sum => Answer::Number(ArrayView1::from(a).sum()),
+        Workload::Dot => Answer::Number(ArrayView1::from(a).dot(&ArrayView1::from(b))),
+        Workload::MinMax => {
+            let (lo, hi) = minmax(a);
+            Answer::Pair(lo, hi)
+        }
+        Workload::Hist64 => Answer::Counts(hist64(a)),
+    }
+}
+
+/// One measured cell.
+#[derive(Debug, Clone)]
+pub(crate) struct Cell {
+    pub(crate) workload: Workload,
+    pub(crate) bytes: usize,
+    pub(crate) variant: String,
+    pub(crate) median: Duration,
+}
+
+impl Cell {
+    pub(crate) fn gbps(&self) -> f64 {
+        (self.bytes * self.workload.arrays()) as f64 / self.median.as_secs_f64() / 1e9
+    }
+}
+
+/// Fills `a` with values in [0, 1) from a cheap hash (and touches every page before timing).
+fn fill(a: &mut [f64], salt: u64) {
+    for (i, x) in a.iter_mut().enumerate() {
+        let mut h = (i as u64 ^ salt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 29;
+        *x = (h >> 11) as f64 / (1u64 << 53) as f64;
+    }
+}
+
+/// Measures every workload at every size, serial vs rayon vs shmpar. `pool` must have been
+/// made before `rayon_pool`.
+pub(crate) fn measure(
+    pool: &Pool,
+    rayon_pool: &rayon::ThreadPool,
+    workloads: &[Workload],
+    sizes: &[usize],
+    rounds: usize,
+    progress: &ProgressBar,
+) -> shmpar::Result<Vec<Cell>> {
+    let mut cells = Vec::new();
+    let biggest = sizes.iter().max().copied().unwrap_or(0) / 8;
+    let mut a_all = SharedArray::<f64, Ix1>::zeros(biggest)?;
+    let mut b_all = SharedArray::<f64, Ix1>::zeros(biggest)?;
+    fill(a_all.as_slice_mut(), 1);
+    fill(b_all.as_slice_mut(), 2);
+    let rows_per_chunk = (pool.config().chunk_bytes_setting() / 8).max(1);
+    for &w in workloads {
+        for &bytes in sizes {
+            progress.set_message(format!("{} {}", w.key(), measure::human_bytes(bytes)));
+            let n = bytes / 8;
+            // Arrays of exactly this size (shmpar splits a whole SharedArray).
+            let mut a = SharedArray::<f64, Ix1>::zeros(n)?;
+            let mut b = SharedArray::<f64, Ix1>::zeros(n)?;
+            a.as_slice_mut().copy_from_slice(&a_all.as_slice()[..n]);
+            b.as_slice_mut().copy_from_slice(&b_all.as_slice()[..n]);
+            // rayon gets the same chunks, but at least one piece per thread.
+            let piece = rows_per_chunk.min(n.div_ceil(rayon_pool.current_num_threads()).max(1));
+            let (sa, sb) = (a.as_slice(), b.as_slice());
+            let shm = |w: Workload| -> Answer {
+                let r = match w {
+                    Workload::Sum => {
+                        pool.par_reduce(&a, |c| Answer::Number(c.sum()), Answer::combine)
+                    }
+                    Workload::Dot => pool.par_reduce_zip(
+                        &a,
+                        &b,
+                        |x, y| Answer::Number(x.dot(&y)),
+                        Answer::combine,
+                    ),
+                    Workload::MinMax => pool.par_reduce(
+                        &a,
+                        |c| {
+                            let (lo, hi) = minmax(c.as_slice().unwrap_or(&[]));
+                            Answer::Pair(lo, hi)
+                        },
+                        Answer::combine,
+                    ),
+                    Workload::Hist64 => pool.par_reduce(
+                        &a,
+                        |c| Answer::Counts(hist64(c.as_slice().unwrap_or(&[]))),
+                        Answer::combine,
+                    ),
+                };
+                r.unwrap_or(Answer::Number(f64::NAN))
+            };
+            let mut answers: Vec<Answer> = Vec::new();
+            let mut variants = vec![
+                Variant {
+                    name: "serial",
+                    run: Box::new(|| kernel(w, sa, sb)),
+                },
+                Variant {
+                    name: "rayon",
+                    run: Box::new(|| {
+                        rayon_pool.install(|| {
+                            sa.par_chunks(piece)
+                                .zip(sb.par_chunks(piece))
+                                .map(|(x, y)| kernel(w, x, y))
+                                .reduce_with(Answer::combine)
+                                .unwrap_or(Answer::Number(0.0))
+                        })
+                    }),
+                },
+                Variant {
+                    name: "shmpar",
+                    run: Box::new(|| shm(w)),
+                },
+            ];
+            let min_sample = if bytes >= 64 << 20 {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(5)
+            };
+            let timings = measure::interleaved(&mut variants, rounds, min_sample, &mut answers);
+            if let Some(first) = answers.first() {
+                for (t, ans) in timings.iter().zip(&answers) {
+                    if !ans.close_to(first) {
+                        progress.println(format!(
+                            "warning: {} {} {}: {ans:?} differs from serial's {first:?}",
+                            w.key(),
+                            bytes,
+                            t.name
+                        ));
+                    }
+                }
+            }
+            for t in timings {
+                cells.push(Cell {
+                    workload: w,
+                    bytes,
+                    variant: t.name.to_string(),
+                    median: t.median,
+                });
+            }
+            progress.inc(1);
+        }
+    }
+    Ok(cells)
+}
+
+/// Python's figures for the same workloads, or why there are none.
+fn python_cells(
+    sizes: &[usize],
+    procs: usize,
+    progress: &ProgressBar,
+) -> Result<Vec<Cell>, String> {
+    progress.set_message("numpy and multiprocessing (Python)");
+    let list: Vec<String> = sizes.iter().map(usize::to_string).collect();
+    let out = Command::new("python3")
+        .arg(peers::script("bench_numpy.py"))
+        .args(["--sizes", &list.join(","), "--procs", &procs.to_string()])
+        .output()
+        .map_err(|_| "python3 is not installed".to_string())?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(if err.contains("No module named 'numpy'") {
+            "python3 has no numpy (pip install numpy)".into()
+        } else {
+            format!(
+                "the Python peer failed: {}",
+                err.lines().last().unwrap_or("")
+            )
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let workload = Workload::ALL
+                .into_iter()
+                .find(|w| Some(w.key()) == peers::field(l, "workload").as_deref())?;
+            Some(Cell {
+                workload,
+                bytes: peers::field(l, "bytes")?.parse().ok()?,
+                variant: peers::field(l, "variant")?,
+                median: Duration::from_secs_f64(peers::field(l, "median_s")?.parse().ok()?),
+            })
+        })
+        .collect())
+}
+
+/// Prints the tables (or JSON lines).
+pub(crate) fn report(cells: &[Cell], python: &Result<Vec<Cell>, String>, json: bool) {
+    let all: Vec<&Cell> = cells
+        .iter()
+        .chain(python.as_ref().map(|p| p.iter()).into_iter().flatten())
+        .collect();
+    if json {
+        for c in &all {
+            println!(
+                "{{\"workload\":\"{}\",\"bytes\":{},\"variant\":\"{}\",\"median_s\":{:.9},\"gbps\":{:.4}}}",
+                c.workload.key(),
+                c.bytes,
+                c.variant,
+                c.median.as_secs_f64(),
+                c.gbps()
+            );
+        }
+        return;
+    }
+    let get = |w: Workload, b: usize, v: &str| {
+        all.iter()
+            .find(|c| c.workload == w && c.bytes == b && c.variant == v)
+            .copied()
+    };
+    let mut sizes: Vec<usize> = cells.iter().map(|c| c.bytes).collect();
+    sizes.dedup();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let py_shm = python.as_ref().ok().and_then(|p| {
+        p.iter()
+            .find(|c| c.variant.ends_with("shared_memory"))
+            .map(|c| c.variant.clone())
+    });
+    let py_pickled = python.as_ref().ok().and_then(|p| {
+        p.iter()
+            .find(|c| c.variant.ends_with("pickled"))
+            .map(|c| c.variant.clone())
+    });
+    for w in Workload::ALL
+        .into_iter()
+        .filter(|w| cells.iter().any(|c| c.workload == *w))
+    {
+        println!(
+            "\n{} (median time per call; GB/s; ratios > 1: shmpar faster)",
+            match w {
+                Workload::Sum => "sum of f64",
+                Workload::Dot => "dot product of two f64 arrays",
+                Workload::MinMax => "min and max of f64",
+                Workload::Hist64 => "64-bin histogram of f64 in [0, 1)",
+            }
+        );
+        println!(
+            "{:>8} | {:>9} {:>9} {:>9} | {:>6} {:>6} {:>6} | {:>6} {:>6} | {:>9} {:>9} {:>9} | {:>7} {:>7}",
+            "size",
+            "serial",
+            "rayon",
+            "shmpar",
+            "GB/s",
+            "",
+            "",
+            "/rayon",
+            "/serial",
+            "numpy",
+            "Pool shm",
+            "pickled",
+            "/Pool",
+            "/pickle"
+        );
+        println!("{}", "-".repeat(140));
+        for &b in &sizes {
+            let t = |v: &str| get(w, b, v);
+            let (s, r, m) = (t("serial"), t("rayon"), t("shmpar"));
+            let (Some(s), Some(r), Some(m)) = (s, r, m) else {
+                continue;
+            };
+            let py = |name: &Option<String>| name.as_deref().and_then(|n| get(w, b, n));
+            let (np, ps, pp) = (get(w, b, "numpy serial"), py(&py_shm), py(&py_pickled));
+            let time =
+                |c: Option<&Cell>| c.map_or("-".to_string(), |c| measure::human_time(c.median));
+            let ratio = |c: Option<&Cell>| {
+                c.map_or("-".to_string(), |c| {
+                    format!("{:.1}x", c.median.as_secs_f64() / m.median.as_secs_f64())
+                })
+            };
+            println!(
+                "{:>8} | {:>9} {:>9} {:>9} | {:>6.1} {:>6.1} {:>6.1} | {:>5.2}x {:>6.2}x | {:>9} {:>9} {:>9} | {:>7} {:>7}",
+                measure::human_bytes(b),
+                measure::human_time(s.median),
+                measure::human_time(r.median),
+                measure::human_time(m.median),
+                s.gbps(),
+                r.gbps(),
+                m.gbps(),
+                r.median.as_secs_f64() / m.median.as_secs_f64(),
+                s.median.as_secs_f64() / m.median.as_secs_f64(),
+                time(np),
+                time(ps),
+                time(pp),
+                ratio(ps),
+                ratio(pp),
+            );
+        }
+    }
+    // Memory bandwidth: the best read rate seen anywhere (sum, 64 MiB and up), and the share
+    // of it each variant reaches on the largest array.
+    let big: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| c.workload == Workload::Sum && c.bytes >= 64 << 20)
+        .collect();
+    if let Some(best) = big.iter().map(|c| c.gbps()).reduce(f64::max) {
+        let largest = big.iter().map(|c| c.bytes).max().unwrap_or(0);
+        let mut shares: Vec<String> = all
+            .iter()
+            .filter(|c| c.workload == Workload::Sum && c.bytes == largest)
+            .map(|c| format!("{} {:.0}%", c.variant, 100.0 * c.gbps() / best))
+            .collect();
+        shares.sort();
+        println!(
+            "\nmemory bandwidth: best measured read {best:.1} GB/s (sum, {}); share reached: {}",
+            measure::human_bytes(largest),
+            shares.join(", ")
+        );
+    }
+    if let Err(why) = python {
+        println!("\n(Python columns skipped: {why})");
+    }
+}
+
+/// `bench [--quick] [--json]`.
+pub(crate) fn run(
+    quick: bool,
+    json: bool,
+    workloads: &[Workload],
+    sizes: Option<Vec<usize>>,
+    rounds: usize,
+) -> CliResult {
+    let sizes = sizes.unwrap_or_else(|| {
+        let mut s = vec![1 << 10, 4 << 10, 64 << 10, 1 << 20, 64 << 20, 512 << 20];
+        if quick {
+            s.pop();
+        }
+        s
+    });
+    // Our workers start before rayon's threads exist.
+    let pool = Pool::builder().build()?;
+    let rayon_pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(pool.workers())
+        .build()?;
+    let progress = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new((workloads.len() * sizes.len() + 1) as u64)
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    if !json {
+        println!(
+            "{} x f64 workloads: serial (one thread, best kernel), rayon ({} threads, same chunks and kernel), \
+             shmpar ({} worker processes); medians of {rounds} interleaved rounds.",
+            workloads.len(),
+            rayon_pool.current_num_threads(),
+            pool.workers()
+        );
+    }
+    let cells = measure(&pool, &rayon_pool, workloads, &sizes, rounds, &progress)?;
+    let python = python_cells(&sizes, pool.workers(), &progress);
+    progress.finish_and_clear();
+    report(&cells, &python, json);
+    Ok(())
+}
+
+/// Workload names from the command line.
+pub(crate) fn parse_workloads(list: &str) -> Result<Vec<Workload>, String> {
+    let by_key: HashMap<&str, Workload> = Workload::ALL.iter().map(|w| (w.key(), *w)).collect();
+    list.split(',')
+        .map(|k| {
+            by_key
+                .get(k.trim())
+                .copied()
+                .ok_or_else(|| format!("unknown workload '{k}'"))
+        })
+        .collect()
+}
