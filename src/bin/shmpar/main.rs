@@ -3,10 +3,12 @@
 //! Subcommands: `tour` (the default) and `sum [--sizes 1K,64K,...] [--rounds N]`.
 
 mod bench;
+mod laws;
 mod lost_update;
 mod measure;
 mod peers;
 mod pi;
+mod scaling;
 
 use std::process::ExitCode;
 
@@ -16,6 +18,7 @@ fn main() -> ExitCode {
         None | Some("tour") => tour(),
         Some("sum") => sum_command(&args[1..]),
         Some("bench") => bench_command(&args[1..]),
+        Some("scaling") => scaling_command(&args[1..]),
         Some("lost-update") => lost_update_command(&args[1..]),
         Some("pi") => {
             let samples: u64 = match flag(&args[1..], "--samples").map(str::parse).transpose() {
@@ -61,6 +64,9 @@ commands:
   pi [--samples N] [--json]
                        Monte Carlo pi: serial, std threads, rayon, shmpar processes, numpy
                        (default N = 400000000)
+  scaling [--max-procs N] [--workload pi|sum] [--svg FILE] [--json]
+                       strong (Amdahl) and weak (Gustafson) scaling from 1 to N processes
+                       (default: twice the CPUs), Karp-Flatt, and an SVG plot
   lock-holder-dies [--json]
                        a lock's holder is SIGKILLed: raw_sync and a plain pthread mutex
                        time out, ShmMutex reports the dead owner at once";
@@ -147,6 +153,17 @@ fn sum_command(args: &[String]) -> CliResult {
         .unwrap_or(11);
     let json = args.iter().any(|a| a == "--json");
     bench::run(false, json, &[bench::Workload::Sum], Some(sizes), rounds)
+}
+
+fn scaling_command(args: &[String]) -> CliResult {
+    let workload = match flag(args, "--workload").unwrap_or("pi") {
+        "pi" => scaling::ScalingWorkload::Pi,
+        "sum" => scaling::ScalingWorkload::Sum,
+        other => return Err(format!("unknown workload '{other}' (pi or sum)").into()),
+    };
+    let max_procs: Option<usize> = flag(args, "--max-procs").map(str::parse).transpose()?;
+    let json = args.iter().any(|a| a == "--json");
+    scaling::run(workload, max_procs, flag(args, "--svg"), json)
 }
 
 fn bench_command(args: &[String]) -> CliResult {
