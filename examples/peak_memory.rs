@@ -7,9 +7,9 @@ use std::fs;
 use ndarray::Ix1;
 use shmpar::{Pool, SharedArray};
 
-/// A field of /proc/<pid>/status in KiB.
-fn status_kib(pid: &str, field: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
+/// A "Name:   1234 kB" field of a /proc text file, in KiB.
+fn kib(path: &str, field: &str) -> u64 {
+    fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .find_map(|l| {
@@ -23,20 +23,14 @@ fn status_kib(pid: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A field of /proc/<pid>/status in KiB.
+fn status_kib(pid: &str, field: &str) -> u64 {
+    kib(&format!("/proc/{pid}/status"), field)
+}
+
 /// System-wide shared memory (memfd and tmpfs pages) in KiB.
 fn shmem_kib() -> u64 {
-    fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Shmem:")?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
+    kib("/proc/meminfo", "Shmem:")
 }
 
 fn main() -> shmpar::Result<()> {

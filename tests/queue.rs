@@ -77,6 +77,20 @@ fn consume(q: &Queue<u64>, t: &Tally) {
     }
 }
 
+/// PRODUCERS processes, each putting its EACH messages in order.
+fn spawn_producers(q: &Queue<u64>) -> Vec<Process> {
+    (0..PRODUCERS)
+        .map(|p| {
+            Process::spawn(move || {
+                for s in 0..EACH {
+                    q.put(&id(p, s)).unwrap();
+                }
+            })
+            .unwrap()
+        })
+        .collect()
+}
+
 fn expected() -> (u64, u64, u64) {
     let mut sum = 0u64;
     let mut squares = 0u64;
@@ -95,17 +109,7 @@ fn four_producers_four_consumers_no_loss_no_duplicate() {
     let _w = common::watchdog(300, "mpmc");
     let q = Queue::<u64>::new(256).unwrap();
     let t = tally();
-    let producers: Vec<Process> = (0..PRODUCERS)
-        .map(|p| {
-            let q = &q;
-            Process::spawn(move || {
-                for s in 0..EACH {
-                    q.put(&id(p, s)).unwrap();
-                }
-            })
-            .unwrap()
-        })
-        .collect();
+    let producers = spawn_producers(&q);
     let consumers: Vec<Process> = (0..4)
         .map(|_| Process::spawn(|| consume(&q, &t)).unwrap())
         .collect();
@@ -158,17 +162,7 @@ fn a_killed_consumer_loses_nothing_for_the_others() {
     let _w = common::watchdog(300, "killed consumer");
     let q = Queue::<u64>::new(64).unwrap();
     let t = tally();
-    let producers: Vec<Process> = (0..PRODUCERS)
-        .map(|p| {
-            let q = &q;
-            Process::spawn(move || {
-                for s in 0..EACH {
-                    q.put(&id(p, s)).unwrap();
-                }
-            })
-            .unwrap()
-        })
-        .collect();
+    let producers = spawn_producers(&q);
     let survivors: Vec<Process> = (0..2)
         .map(|_| Process::spawn(|| consume(&q, &t)).unwrap())
         .collect();

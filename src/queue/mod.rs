@@ -329,20 +329,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             // ORDERING: SeqCst, see above; read under the lock, so a get after it bumps it.
             let seen = h.not_full.load(Ordering::SeqCst);
             drop(g);
-            let deadline = match wait {
-                None => return Err(Error::new(ErrorKind::WouldBlock, "the queue is full")),
-                Some(d) => d,
-            };
-            if spin_until_changed(&h.not_full, seen, deadline) {
-                continue;
-            }
-            let Some(left) = crate::sync::remaining(deadline) else {
-                return Err(Error::new(ErrorKind::TimedOut, "the queue stayed full"));
-            };
-            // ORDERING: SeqCst, as above.
-            h.putters.fetch_add(1, Ordering::SeqCst);
-            sys::futex_wait(&h.not_full, seen, left);
-            h.putters.fetch_sub(1, Ordering::SeqCst);
+            wait_for_change(
+                &h.not_full,
+                &h.putters,
+                seen,
+                wait,
+                "the queue is full",
+                "the queue stayed full",
+            )?;
         }
     }
 
@@ -418,20 +412,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             // ORDERING: SeqCst; read under the lock, so a put after it bumps it.
             let seen = h.not_empty.load(Ordering::SeqCst);
             drop(g);
-            let deadline = match wait {
-                None => return Err(Error::new(ErrorKind::WouldBlock, "the queue is empty")),
-                Some(d) => d,
-            };
-            if spin_until_changed(&h.not_empty, seen, deadline) {
-                continue;
-            }
-            let Some(left) = crate::sync::remaining(deadline) else {
-                return Err(Error::new(ErrorKind::TimedOut, "no message came in time"));
-            };
-            // ORDERING: SeqCst, as in `put_until`.
-            h.getters.fetch_add(1, Ordering::SeqCst);
-            sys::futex_wait(&h.not_empty, seen, left);
-            h.getters.fetch_sub(1, Ordering::SeqCst);
+            wait_for_change(
+                &h.not_empty,
+                &h.getters,
+                seen,
+                wait,
+                "the queue is empty",
+                "no message came in time",
+            )?;
         }
     }
 }
@@ -439,6 +427,34 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 /// How long a waiting put or get spins (yielding the CPU) for the other side before it sleeps:
 /// a busy peer answers within microseconds, far sooner than a futex wake-up arrives.
 const SPIN: Duration = Duration::from_micros(50);
+
+/// Waits until `word` moves on from `seen` (spinning first, then sleeping, counted in
+/// `waiters`). `wait`: `None` = do not wait (WouldBlock); `Some(None)` = as long as it takes;
+/// `Some(Some(t))` = until `t` (TimedOut). Returns Ok when the caller should look again.
+fn wait_for_change(
+    word: &AtomicU32,
+    waiters: &AtomicU32,
+    seen: u32,
+    wait: Option<Option<Instant>>,
+    busy: &str,
+    too_long: &str,
+) -> Result<()> {
+    let Some(deadline) = wait else {
+        return Err(Error::new(ErrorKind::WouldBlock, busy));
+    };
+    if spin_until_changed(word, seen, deadline) {
+        return Ok(());
+    }
+    let Some(left) = crate::sync::remaining(deadline) else {
+        return Err(Error::new(ErrorKind::TimedOut, too_long));
+    };
+    // ORDERING: SeqCst: we announce ourselves, then the kernel re-reads `word` in futex_wait;
+    // the other side bumps `word`, then reads `waiters`. One of us sees the other.
+    waiters.fetch_add(1, Ordering::SeqCst);
+    sys::futex_wait(word, seen, left);
+    waiters.fetch_sub(1, Ordering::SeqCst);
+    Ok(())
+}
 
 /// Spins until `word` changes from `seen` or `SPIN` passes; true if it changed.
 fn spin_until_changed(word: &AtomicU32, seen: u32, deadline: Option<Instant>) -> bool {

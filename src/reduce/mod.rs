@@ -26,7 +26,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pool::chunk::{ArrayPtr, ChunkFailure, ChunkInput, Trampoline};
 use crate::pool::control::{ArrayDesc, MAX_DIMS};
 use crate::pool::{CallSpec, Finished, Grid};
-use crate::shm::{Element, SharedArray};
+use crate::shm::{Element, Region, SharedArray};
 
 /// How `map` turns one chunk into a partial result.
 type MapFn<A, D, R> = fn(ArrayView<'_, A, D>) -> R;
@@ -79,16 +79,17 @@ impl Pool {
     {
         let desc = describe(array)?;
         let (rows, row_bytes) = rows_of(array);
-        let spec = CallSpec {
-            trampoline: reduce_chunk::<A, D, R> as Trampoline,
-            user_fn: map as usize,
-            arrays: &[(array.region(), desc)],
-            rows,
-            grid: self.grid(rows, row_bytes),
-            params: &[],
-            keep_going: false,
-        };
-        fold(&self.shared().call(&spec)?, combine)
+        fold(
+            &self.run_call(
+                &[(array.region(), desc)],
+                rows,
+                row_bytes,
+                reduce_chunk::<A, D, R> as Trampoline,
+                map as usize,
+                &[],
+            )?,
+            combine,
+        )
     }
 
     /// Like [`par_reduce`](Pool::par_reduce), with small parameters passed to every `map` call
@@ -128,16 +129,17 @@ impl Pool {
         let desc = describe(array)?;
         let params = encode_params(params)?;
         let (rows, row_bytes) = rows_of(array);
-        let spec = CallSpec {
-            trampoline: reduce_with_chunk::<A, D, P, R> as Trampoline,
-            user_fn: map as usize,
-            arrays: &[(array.region(), desc)],
-            rows,
-            grid: self.grid(rows, row_bytes),
-            params: &params,
-            keep_going: false,
-        };
-        fold(&self.shared().call(&spec)?, combine)
+        fold(
+            &self.run_call(
+                &[(array.region(), desc)],
+                rows,
+                row_bytes,
+                reduce_with_chunk::<A, D, P, R> as Trampoline,
+                map as usize,
+                &params,
+            )?,
+            combine,
+        )
     }
 
     /// Reduces two arrays with the same number of rows together: `map` gets the same rows of
@@ -184,16 +186,17 @@ impl Pool {
             )));
         }
         let arrays = [(a.region(), describe(a)?), (b.region(), describe(b)?)];
-        let spec = CallSpec {
-            trampoline: zip_chunk::<A, D, B, E, R> as Trampoline,
-            user_fn: map as usize,
-            arrays: &arrays,
-            rows,
-            grid: self.grid(rows, row_a + row_b),
-            params: &[],
-            keep_going: false,
-        };
-        fold(&self.shared().call(&spec)?, combine)
+        fold(
+            &self.run_call(
+                &arrays,
+                rows,
+                row_a + row_b,
+                zip_chunk::<A, D, B, E, R> as Trampoline,
+                map as usize,
+                &[],
+            )?,
+            combine,
+        )
     }
 
     /// Runs `f` on every chunk of `array` in the workers, each writing its own rows in place.
@@ -223,16 +226,15 @@ impl Pool {
     {
         let desc = describe(array)?;
         let (rows, row_bytes) = rows_of(array);
-        let spec = CallSpec {
-            trampoline: for_each_chunk::<A, D> as Trampoline,
-            user_fn: f as usize,
-            arrays: &[(array.region(), desc)],
+        self.run_call(
+            &[(array.region(), desc)],
             rows,
-            grid: self.grid(rows, row_bytes),
-            params: &[],
-            keep_going: false,
-        };
-        self.shared().call(&spec).map(drop)
+            row_bytes,
+            for_each_chunk::<A, D> as Trampoline,
+            f as usize,
+            &[],
+        )
+        .map(drop)
     }
 
     /// Like [`par_for_each_mut`](Pool::par_for_each_mut), with small parameters for `f`.
@@ -263,16 +265,15 @@ impl Pool {
         let desc = describe(array)?;
         let params = encode_params(params)?;
         let (rows, row_bytes) = rows_of(array);
-        let spec = CallSpec {
-            trampoline: for_each_with_chunk::<A, D, P> as Trampoline,
-            user_fn: f as usize,
-            arrays: &[(array.region(), desc)],
+        self.run_call(
+            &[(array.region(), desc)],
             rows,
-            grid: self.grid(rows, row_bytes),
-            params: &params,
-            keep_going: false,
-        };
-        self.shared().call(&spec).map(drop)
+            row_bytes,
+            for_each_with_chunk::<A, D, P> as Trampoline,
+            f as usize,
+            &params,
+        )
+        .map(drop)
     }
 
     /// Reduces over the index range `0..n` with no array: `map` gets one chunk of indices and
@@ -294,16 +295,17 @@ impl Pool {
     {
         let rows = usize::try_from(n).map_err(|_| Error::invalid("range too long"))?;
         // A row of a range is one index; chunk_bytes counts 8 bytes per index.
-        let spec = CallSpec {
-            trampoline: range_chunk::<R> as Trampoline,
-            user_fn: map as usize,
-            arrays: &[],
-            rows,
-            grid: self.grid(rows, 8),
-            params: &[],
-            keep_going: false,
-        };
-        fold(&self.shared().call(&spec)?, combine)
+        fold(
+            &self.run_call(
+                &[],
+                rows,
+                8,
+                range_chunk::<R> as Trampoline,
+                map as usize,
+                &[],
+            )?,
+            combine,
+        )
     }
 
     /// Like [`par_reduce_range`](Pool::par_reduce_range), with small parameters for `map`
@@ -331,16 +333,40 @@ impl Pool {
     {
         let rows = usize::try_from(n).map_err(|_| Error::invalid("range too long"))?;
         let params = encode_params(params)?;
+        fold(
+            &self.run_call(
+                &[],
+                rows,
+                8,
+                range_with_chunk::<P, R> as Trampoline,
+                map as usize,
+                &params,
+            )?,
+            combine,
+        )
+    }
+
+    /// Runs one fail-fast call over `arrays`, split into the grid for `rows` rows of
+    /// `row_bytes` bytes.
+    fn run_call<'p>(
+        &'p self,
+        arrays: &[(&Region, ArrayDesc)],
+        rows: usize,
+        row_bytes: usize,
+        trampoline: Trampoline,
+        user_fn: usize,
+        params: &[u8],
+    ) -> Result<Finished<'p>> {
         let spec = CallSpec {
-            trampoline: range_with_chunk::<P, R> as Trampoline,
-            user_fn: map as usize,
-            arrays: &[],
+            trampoline,
+            user_fn,
+            arrays,
             rows,
-            grid: self.grid(rows, 8),
-            params: &params,
+            grid: self.grid(rows, row_bytes),
+            params,
             keep_going: false,
         };
-        fold(&self.shared().call(&spec)?, combine)
+        self.shared().call(&spec)
     }
 
     fn grid(&self, rows: usize, row_bytes: usize) -> Grid {

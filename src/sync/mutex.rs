@@ -176,16 +176,7 @@ impl<T> ShmMutex<T> {
     /// ```
     #[inline]
     pub fn lock(&self) -> LockResult<'_, T> {
-        let me = current_tid();
-        // ORDERING: Acquire on success: what the previous owner wrote is visible to us.
-        if self
-            .word
-            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-        {
-            return self.acquired(false);
-        }
-        self.lock_slow(me, None)
+        self.lock_until(None)
     }
 
     /// Locks if nobody holds it; else fails with [`ErrorKind::WouldBlock`]. A dead holder is
@@ -232,8 +223,14 @@ impl<T> ShmMutex<T> {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<'_, T> {
+        self.lock_until(Some(Instant::now() + timeout))
+    }
+
+    /// The fast path: one compare-and-swap; the rest is in `lock_slow`.
+    #[inline]
+    fn lock_until(&self, deadline: Option<Instant>) -> LockResult<'_, T> {
         let me = current_tid();
-        // ORDERING: as in `lock`.
+        // ORDERING: Acquire on success: what the previous owner wrote is visible to us.
         if self
             .word
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
@@ -241,7 +238,7 @@ impl<T> ShmMutex<T> {
         {
             return self.acquired(false);
         }
-        self.lock_slow(me, Some(Instant::now() + timeout))
+        self.lock_slow(me, deadline)
     }
 
     #[cold]

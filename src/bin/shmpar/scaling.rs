@@ -273,14 +273,14 @@ pub(crate) fn run(
     } else {
         let work = match w {
             ScalingWorkload::Pi => format!("{} samples", 2 * unit(w)),
-            ScalingWorkload::Sum => format!("a {} MiB array", 2 * unit(w) * 8 >> 20),
+            ScalingWorkload::Sum => format!("a {} MiB array", (2 * unit(w) * 8) >> 20),
         };
         println!("Scaling of {name} on {cores} cores, 1 to {max_procs} processes (best of 5):");
         println!(
             "  strong: fixed work ({work}); weak: {} per process\n",
             match w {
                 ScalingWorkload::Pi => format!("{} samples", unit(w)),
-                ScalingWorkload::Sum => format!("{} MiB", unit(w) * 8 >> 20),
+                ScalingWorkload::Sum => format!("{} MiB", (unit(w) * 8) >> 20),
             }
         );
         println!(
