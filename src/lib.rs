@@ -38,6 +38,7 @@
 //! fails with [`ErrorKind::Unsupported`].
 
 mod error;
+pub mod logging;
 pub mod montecarlo;
 mod pool;
 mod process;

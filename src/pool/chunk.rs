@@ -126,6 +126,26 @@ pub(crate) fn install_panic_hook() {
 }
 
 /// Marks this process as a worker (see [`install_panic_hook`]).
+/// This process's role, for log records: `usize::MAX` for the parent, `usize::MAX - 1` for a
+/// `Process` child, else a pool worker's index.
+static ROLE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(usize::MAX);
+
+/// Who this process is, for log records: "main", "child", or "w3" for worker 3.
+pub(crate) fn role() -> String {
+    // ORDERING: set once by this process's only thread right after fork.
+    match ROLE.load(Ordering::Relaxed) {
+        usize::MAX => "main".to_string(),
+        r if r == usize::MAX - 1 => "child".to_string(),
+        i => format!("w{i}"),
+    }
+}
+
+/// Records this process's role (see [`role`]); `None` for a `Process` child.
+pub(crate) fn set_role(worker: Option<usize>) {
+    // ORDERING: see `role`.
+    ROLE.store(worker.unwrap_or(usize::MAX - 1), Ordering::Relaxed);
+}
+
 pub(crate) fn mark_worker() {
     crate::shm::region::mark_forked_child();
     // ORDERING: read on this same thread only.

@@ -44,6 +44,7 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
         sys::exit_now(0);
     }
     chunk::mark_worker();
+    chunk::set_role(Some(start.index as usize));
     let sock = sys::keep_only_fd(start.sock);
     if let Some(init) = start.init {
         // A panicking initializer ends the worker; the parent sees it die and reports it.

@@ -94,6 +94,7 @@ impl Process {
         match unsafe { sys::fork() } {
             Ok(Forked::Child) => {
                 chunk::mark_worker();
+                chunk::set_role(None);
                 let fd = write.as_raw_fd();
                 let outcome = panic::catch_unwind(AssertUnwindSafe(f));
                 match outcome {

@@ -4,6 +4,7 @@
 
 mod bench;
 mod laws;
+mod logdemo;
 mod lost_update;
 mod measure;
 mod peers;
@@ -19,6 +20,11 @@ fn main() -> ExitCode {
         Some("sum") => sum_command(&args[1..]),
         Some("bench") => bench_command(&args[1..]),
         Some("scaling") => scaling_command(&args[1..]),
+        Some("log-demo") => log_demo_command(&args[1..]),
+        Some("log-demo-one") if args.len() == 4 => match (args[2].parse(), args[3].parse()) {
+            (Ok(procs), Ok(lines)) => logdemo::run_one(&args[1], procs, lines),
+            _ => Err("log-demo-one MODE PROCS LINES".into()),
+        },
         Some("lost-update") => lost_update_command(&args[1..]),
         Some("pi") => {
             let samples: u64 = match flag(&args[1..], "--samples").map(str::parse).transpose() {
@@ -67,6 +73,9 @@ commands:
   scaling [--max-procs N] [--workload pi|sum] [--svg FILE] [--json]
                        strong (Amdahl) and weak (Gustafson) scaling from 1 to N processes
                        (default: twice the CPUs), Karp-Flatt, and an SVG plot
+  log-demo [--procs N] [--lines M]
+                       N processes x M log records into one file, both logging modes:
+                       checks every line and prints records/s (default: CPUs x 100000)
   lock-holder-dies [--json]
                        a lock's holder is SIGKILLed: raw_sync and a plain pthread mutex
                        time out, ShmMutex reports the dead owner at once";
@@ -153,6 +162,21 @@ fn sum_command(args: &[String]) -> CliResult {
         .unwrap_or(11);
     let json = args.iter().any(|a| a == "--json");
     bench::run(false, json, &[bench::Workload::Sum], Some(sizes), rounds)
+}
+
+fn log_demo_command(args: &[String]) -> CliResult {
+    let procs: usize = flag(args, "--procs")
+        .map(str::parse)
+        .transpose()?
+        .unwrap_or_else(cpus);
+    let lines: usize = flag(args, "--lines")
+        .map(str::parse)
+        .transpose()?
+        .unwrap_or(100_000);
+    if procs == 0 || lines == 0 {
+        return Err("--procs and --lines must be at least 1".into());
+    }
+    logdemo::run(procs, lines)
 }
 
 fn scaling_command(args: &[String]) -> CliResult {

@@ -1,0 +1,97 @@
+//! `log-demo`: N processes x M records into one file, then the file is checked and the rate
+//! printed, for each logging mode (each mode runs in a fresh process: a logger is installed
+//! once per process).
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Instant;
+
+use shmpar::Process;
+use shmpar::logging::Mode;
+
+use crate::CliResult;
+
+/// Runs both modes (each in a child run of this binary) and prints a table.
+pub(crate) fn run(procs: usize, lines: usize) -> CliResult {
+    println!("{procs} processes x {lines} records into one file:\n");
+    println!(
+        "{:<8} | {:>10} {:>12} {:>13} {:>8}",
+        "mode", "records", "records/s", "whole lines", "lost"
+    );
+    println!("{}", "-".repeat(60));
+    for mode in ["funnel", "append"] {
+        let out = Command::new(std::env::current_exe()?)
+            .args(["log-demo-one", mode, &procs.to_string(), &lines.to_string()])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!(
+                "the {mode} run failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        print!("{text}");
+    }
+    println!(
+        "\nfunnel: records go through a shared-memory queue to one writer thread (whole lines even\n\
+         when a writer is SIGKILLed); append: one write(2) per record on an O_APPEND file."
+    );
+    Ok(())
+}
+
+/// One mode, in this process: writes, checks, prints one table row.
+pub(crate) fn run_one(mode: &str, procs: usize, lines: usize) -> CliResult {
+    let mode = match mode {
+        "funnel" => Mode::Funnel,
+        "append" => Mode::Append,
+        other => return Err(format!("unknown mode '{other}'").into()),
+    };
+    let path = std::env::temp_dir().join(format!("shmpar-log-demo-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let guard = shmpar::logging::init_with(&path, log::LevelFilter::Info, mode)?;
+    let t = Instant::now();
+    let kids: Vec<Process> = (0..procs)
+        .map(|k| {
+            Process::spawn(move || {
+                for i in 0..lines {
+                    log::info!(target: "demo", "process {k} record {i}");
+                }
+            })
+        })
+        .collect::<shmpar::Result<_>>()?;
+    for k in kids {
+        k.join()?.into_result()?;
+    }
+    drop(guard); // the last records reach the file
+    let secs = t.elapsed().as_secs_f64();
+    let text = std::fs::read_to_string(&path)?;
+    std::fs::remove_file(&path)?;
+    // Every line whole and in order per process.
+    let mut next: HashMap<&str, usize> = HashMap::new();
+    let mut whole = 0;
+    for l in text.lines() {
+        let Some((_, msg)) = l.split_once(" demo: ") else {
+            continue;
+        };
+        let mut words = msg.split(' ');
+        let (Some(k), Some(i)) = (words.nth(1), words.nth(1)) else {
+            continue;
+        };
+        let expect = next.entry(k).or_insert(0);
+        if i.parse::<usize>().ok() == Some(*expect) {
+            *expect += 1;
+            whole += 1;
+        }
+    }
+    let total = procs * lines;
+    println!(
+        "{:<8} | {:>10} {:>12.0} {:>13} {:>8}",
+        format!("{mode:?}").to_lowercase(),
+        total,
+        total as f64 / secs,
+        whole,
+        total - whole
+    );
+    Ok(())
+}
