@@ -79,6 +79,9 @@ pub(crate) struct ArrayDesc {
     pub(crate) region: u64,
     /// Where the parent maps it; workers that inherited it map it at the same address.
     pub(crate) parent_addr: u64,
+    /// Bytes from the start of the region to the first element (a `.npy` header, a named
+    /// segment's header).
+    pub(crate) offset: u64,
     pub(crate) elem_size: u64,
     pub(crate) ndim: u64,
     pub(crate) shape: [u64; MAX_DIMS],
@@ -169,13 +172,13 @@ pub(crate) struct ChunkSlot {
 }
 
 const _: () = {
-    assert!(size_of::<ArrayDesc>() == 32 + 8 * MAX_DIMS);
+    assert!(size_of::<ArrayDesc>() == 40 + 8 * MAX_DIMS);
     assert!(size_of::<JobDesc>() == 56 + MAX_ARRAYS * size_of::<ArrayDesc>());
     assert!(size_of::<WakeLine>() == 128 && align_of::<WakeLine>() == 128);
     assert!(size_of::<ClaimLine>() == 128 && align_of::<ClaimLine>() == 128);
     assert!(size_of::<DoneLine>() == 128 && align_of::<DoneLine>() == 128);
-    assert!(size_of::<JobLine>() == 256 && align_of::<JobLine>() == 128);
-    assert!(size_of::<Header>() == 640);
+    assert!(size_of::<JobLine>() == 384 && align_of::<JobLine>() == 128);
+    assert!(size_of::<Header>() == 768);
     assert!(size_of::<WorkerSlot>() == 128 && align_of::<WorkerSlot>() == 128);
     assert!(size_of::<ChunkSlot>() == 32 && align_of::<ChunkSlot>() == 8);
 };

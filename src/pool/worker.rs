@@ -198,7 +198,9 @@ pub(crate) fn resolve(desc: &JobDesc, regions: &Regions<'_>) -> [ArrayPtr; MAX_A
                 src.region
             ),
         };
-        dst.ptr = base as *mut u8;
+        // SAFETY (of the later use): the offset lies within the region (checked when the
+        // array was made), so `base + offset` points into the same mapping.
+        dst.ptr = base.wrapping_add(src.offset as usize) as *mut u8;
         dst.elem_size = src.elem_size as usize;
         dst.ndim = src.ndim as usize;
         for (d, s) in dst.shape.iter_mut().zip(&src.shape) {

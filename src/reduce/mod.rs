@@ -449,6 +449,7 @@ fn describe<A: Element, D: Dimension>(a: &SharedArray<A, D>) -> Result<ArrayDesc
     let mut desc = ArrayDesc {
         region: a.region().id(),
         parent_addr: a.region().as_ptr() as u64,
+        offset: a.offset() as u64,
         elem_size: size_of::<A>() as u64,
         ndim: a.ndim() as u64,
         shape: [0; MAX_DIMS],

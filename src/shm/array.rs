@@ -38,6 +38,8 @@ use crate::error::{Error, Result};
 /// appears in `/dev/shm`, so a crash leaks nothing.
 pub struct SharedArray<A: Element, D: Dimension> {
     region: Region,
+    /// Bytes from the region's start to the first element (0 for a memfd array).
+    offset: usize,
     dim: D,
     marker: PhantomData<A>,
 }
@@ -63,6 +65,7 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
         let region = Region::new("shmpar-array", bytes)?;
         Ok(SharedArray {
             region,
+            offset: 0,
             dim,
             marker: PhantomData,
         })
@@ -97,7 +100,7 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
         // SAFETY: the region holds `dim.size()` initialised elements of `A` (zero bits are a
         // valid `A` for a Pod type), row-major and suitably aligned (page-aligned start), and
         // the view borrows `self`, so the mapping outlives it and no `&mut` view coexists.
-        unsafe { ArrayView::from_shape_ptr(self.dim.clone(), self.region.as_ptr() as *const A) }
+        unsafe { ArrayView::from_shape_ptr(self.dim.clone(), self.data_ptr() as *const A) }
     }
 
     /// A mutable ndarray view of the whole array.
@@ -112,7 +115,7 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
     /// ```
     pub fn view_mut(&mut self) -> ArrayViewMut<'_, A, D> {
         // SAFETY: as in `view`; `&mut self` guarantees this is the only view in this process.
-        unsafe { ArrayViewMut::from_shape_ptr(self.dim.clone(), self.region.as_ptr().cast::<A>()) }
+        unsafe { ArrayViewMut::from_shape_ptr(self.dim.clone(), self.data_ptr().cast::<A>()) }
     }
 
     /// The elements in memory order.
@@ -125,7 +128,7 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
     /// ```
     pub fn as_slice(&self) -> &[A] {
         // SAFETY: `len()` initialised elements start at the aligned mapping, borrowed from self.
-        unsafe { std::slice::from_raw_parts(self.region.as_ptr() as *const A, self.len()) }
+        unsafe { std::slice::from_raw_parts(self.data_ptr() as *const A, self.len()) }
     }
 
     /// The elements in memory order, mutably.
@@ -140,7 +143,7 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
     /// ```
     pub fn as_slice_mut(&mut self) -> &mut [A] {
         // SAFETY: as in `as_slice`, and `&mut self` makes the borrow unique in this process.
-        unsafe { std::slice::from_raw_parts_mut(self.region.as_ptr().cast::<A>(), self.len()) }
+        unsafe { std::slice::from_raw_parts_mut(self.data_ptr().cast::<A>(), self.len()) }
     }
 
     /// The length of each axis.
@@ -214,11 +217,46 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn size_bytes(&self) -> usize {
-        self.region.len()
+        self.len() * size_of::<A>()
     }
 
     pub(crate) fn region(&self) -> &Region {
         &self.region
+    }
+
+    pub(crate) fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// An array over `region`'s bytes from `offset`, of shape `dim`.
+    ///
+    /// The caller has checked that `offset + size` lies within the region and that `offset` is
+    /// aligned for `A`; the region's bytes are initialised (a file, or zero-filled memory).
+    pub(crate) fn from_region(region: Region, offset: usize, dim: D) -> Result<Self> {
+        let bytes = byte_len::<A>(dim.slice())?;
+        let end = offset
+            .checked_add(bytes)
+            .ok_or_else(|| Error::invalid("the array's size overflows"))?;
+        if end > region.map_len()
+            || (region.as_ptr() as usize + offset) % std::mem::align_of::<A>() != 0
+        {
+            return Err(Error::invalid(format!(
+                "{bytes} bytes at offset {offset} do not fit the {}-byte mapping (or are misaligned)",
+                region.map_len()
+            )));
+        }
+        Ok(SharedArray {
+            region,
+            offset,
+            dim,
+            marker: PhantomData,
+        })
+    }
+
+    /// Where the elements start in this process.
+    fn data_ptr(&self) -> *mut u8 {
+        // SAFETY: `offset` lies within the mapping (checked at construction).
+        unsafe { self.region.as_ptr().add(self.offset) }
     }
 }
 

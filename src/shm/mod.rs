@@ -2,8 +2,10 @@
 
 mod array;
 mod element;
+mod files;
 pub(crate) mod region;
 
 pub use array::SharedArray;
 pub use element::Element;
+pub use files::{NAMED_OFFSET, cleanup_stale};
 pub(crate) use region::{Region, RegionInfo, RegionWatcher, registry};

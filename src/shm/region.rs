@@ -92,6 +92,10 @@ pub(crate) struct Region {
     len: usize,
     /// The process that created it: only that one tells the registry when it goes.
     owner: i32,
+    /// A named segment's name.
+    name: Option<String>,
+    /// True in the process that created the named segment: it removes the name on drop.
+    owns_name: bool,
 }
 
 // SAFETY: a Region is a file plus a mapping; the mapping's memory is shared between processes
@@ -119,6 +123,8 @@ impl Region {
                 map: std::mem::ManuallyDrop::new(map),
                 len,
                 owner: 0,
+                name: None,
+                owns_name: false,
             });
         }
         // The mapping is made under the registry lock so that a concurrent fork either
@@ -137,6 +143,44 @@ impl Region {
             map: std::mem::ManuallyDrop::new(map),
             len,
             owner: sys::pid(),
+            name: None,
+            owns_name: false,
+        })
+    }
+
+    /// Maps all `len` bytes of `file` shared and writable (a `.npy` file, a named segment).
+    /// `name`: a named segment's name; `owns_name`: this process created it and removes the
+    /// name when the region is dropped here.
+    pub(crate) fn from_file(
+        file: File,
+        len: usize,
+        name: Option<String>,
+        owns_name: bool,
+    ) -> Result<Region> {
+        if len == 0 {
+            return Err(Error::invalid("cannot map an empty file"));
+        }
+        let mut reg = registry();
+        let map = MmapOptions::new()
+            .len(len)
+            .map_raw(&file)
+            .map_err(|e| Error::io(format!("could not map a {len}-byte file"), e))?;
+        let in_child = in_forked_child();
+        let id = if in_child {
+            0
+        } else {
+            reg.next_id += 1;
+            reg.next_id - 1
+        };
+        drop(reg);
+        Ok(Region {
+            id,
+            file,
+            map: std::mem::ManuallyDrop::new(map),
+            len,
+            owner: if in_child { 0 } else { sys::pid() },
+            name,
+            owns_name: owns_name && !in_child,
         })
     }
 
@@ -157,6 +201,11 @@ impl Region {
     /// The length of the mapping (whole pages, at least one).
     pub(crate) fn map_len(&self) -> usize {
         self.map.len()
+    }
+
+    /// A named segment's name.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
@@ -187,6 +236,11 @@ impl Drop for Region {
             // SAFETY: we own the mapping and drop it once; the fd closes with `file`.
             unsafe { std::mem::ManuallyDrop::drop(&mut self.map) };
             return;
+        }
+        if let Some(name) = self.name.as_ref().filter(|_| self.owns_name) {
+            // The owner removes the name; a segment already removed (by cleanup_stale, or by
+            // another program) is not an error worth reporting from a destructor.
+            let _ = sys::shm_unlink(name);
         }
         let reg = registry();
         // SAFETY: `self` is being dropped, so no view into the mapping is alive (views borrow

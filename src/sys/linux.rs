@@ -555,3 +555,42 @@ pub(crate) fn thread_is_dead(tid: u32) -> bool {
         }
     }
 }
+
+/// Creates (exclusively, mode 0600) or opens the named POSIX shared memory segment `/name`.
+pub(crate) fn shm_open(name: &str, create: bool) -> io::Result<OwnedFd> {
+    let c = CString::new(format!("/{name}"))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let flags = if create {
+        libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC
+    } else {
+        libc::O_RDWR | libc::O_CLOEXEC
+    };
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let fd = cvt(unsafe { libc::shm_open(c.as_ptr(), flags, 0o600) })?;
+    // SAFETY: shm_open returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Removes the name `/name` (the memory stays while it is mapped).
+pub(crate) fn shm_unlink(name: &str) -> io::Result<()> {
+    let c = CString::new(format!("/{name}"))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    cvt(unsafe { libc::shm_unlink(c.as_ptr()) }).map(drop)
+}
+
+/// True while a process with this pid exists (a zombie counts as gone).
+pub(crate) fn process_alive(pid: i32) -> bool {
+    pid > 0 && !thread_is_dead(pid as u32)
+}
+
+/// 16 random bytes from the kernel.
+pub(crate) fn random_128() -> io::Result<u128> {
+    let mut buf = [0u8; 16];
+    // SAFETY: `buf` is a writable buffer of its length.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != 16 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u128::from_le_bytes(buf))
+}

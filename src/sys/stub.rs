@@ -164,3 +164,19 @@ pub(crate) unsafe fn mutex_lock_timeout(_m: *mut RawMutex, _timeout: Duration) -
 /// # Safety
 /// Never reached.
 pub(crate) unsafe fn mutex_unlock(_m: *mut RawMutex) {}
+
+pub(crate) fn shm_open(_name: &str, _create: bool) -> io::Result<OwnedFd> {
+    unsupported()
+}
+
+pub(crate) fn shm_unlink(_name: &str) -> io::Result<()> {
+    unsupported()
+}
+
+pub(crate) fn process_alive(_pid: i32) -> bool {
+    false
+}
+
+pub(crate) fn random_128() -> io::Result<u128> {
+    unsupported()
+}

@@ -486,6 +486,7 @@ where
     let desc = ArrayDesc {
         region: region.id(),
         parent_addr: region.as_ptr() as u64,
+        offset: 0,
         elem_size: 1,
         ndim: 1,
         shape: [used as u64, 0, 0, 0, 0, 0, 0, 0],

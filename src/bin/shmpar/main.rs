@@ -7,6 +7,7 @@ mod laws;
 mod logdemo;
 mod lost_update;
 mod measure;
+mod npy;
 mod peers;
 mod pi;
 mod scaling;
@@ -21,6 +22,13 @@ fn main() -> ExitCode {
         Some("bench") => bench_command(&args[1..]),
         Some("scaling") => scaling_command(&args[1..]),
         Some("log-demo") => log_demo_command(&args[1..]),
+        Some("npy-sum") if args.len() == 2 => npy::sum(&args[1]),
+        Some("npy-make") if args.len() >= 2 => {
+            match flag(&args[2..], "--gib").map(str::parse::<f64>).transpose() {
+                Ok(gib) => npy::make(&args[1], gib.unwrap_or(8.0)),
+                Err(e) => Err(format!("--gib: {e}").into()),
+            }
+        }
         Some("log-demo-one") if args.len() == 4 => match (args[2].parse(), args[3].parse()) {
             (Ok(procs), Ok(lines)) => logdemo::run_one(&args[1], procs, lines),
             _ => Err("log-demo-one MODE PROCS LINES".into()),
@@ -76,6 +84,9 @@ commands:
   log-demo [--procs N] [--lines M]
                        N processes x M log records into one file, both logging modes:
                        checks every line and prints records/s (default: CPUs x 100000)
+  npy-make PATH [--gib N]
+                       writes a 1-D f64 .npy of N GiB (default 8) filled with 1.0
+  npy-sum PATH         sums an f64 .npy (any size, even larger than RAM) with the pool
   lock-holder-dies [--json]
                        a lock's holder is SIGKILLed: raw_sync and a plain pthread mutex
                        time out, ShmMutex reports the dead owner at once";

@@ -1,0 +1,438 @@
+//! Arrays other programs can see: `.npy` files mapped `MAP_SHARED`, and named POSIX shared
+//! memory segments (what Python's `multiprocessing.shared_memory` opens).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::mem::size_of;
+use std::path::Path;
+
+use ndarray::{Dimension, IntoDimension, IxDyn};
+
+use super::array::SharedArray;
+use super::element::Element;
+use super::region::Region;
+use crate::error::{Error, Result};
+use crate::sys;
+
+const NPY_MAGIC: &[u8; 6] = b"\x93NUMPY";
+/// A named segment starts with this header; the elements follow at `NAMED_OFFSET`.
+const NAMED_MAGIC: &[u8; 8] = b"SHMPARv1";
+/// Where a named segment's elements start, after shmpar's header (numpy:
+/// `np.ndarray(shape, dtype, buffer=shm.buf, offset=shmpar.NAMED_OFFSET)`, i.e. 128).
+///
+/// ```
+/// assert_eq!(shmpar::NAMED_OFFSET, 128);
+/// ```
+pub const NAMED_OFFSET: usize = 128;
+
+fn shape_dim<D: Dimension>(shape: &[usize], what: &str) -> Result<D> {
+    D::from_dimension(&IxDyn(shape)).ok_or_else(|| {
+        Error::invalid(format!(
+            "{what} has {} axes, but the array type wants {}",
+            shape.len(),
+            D::NDIM.map_or("any number".to_string(), |n| n.to_string())
+        ))
+    })
+}
+
+/// The header of a `.npy` file: dtype, order, shape, and where the data starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NpyHeader {
+    descr: String,
+    fortran_order: bool,
+    shape: Vec<usize>,
+    data_offset: usize,
+}
+
+fn bad(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::invalid(format!(
+        "{} is not a usable .npy file: {why}",
+        path.display()
+    ))
+}
+
+/// Reads and checks the header (magic, version 1-3, the dict numpy writes).
+fn read_npy_header(path: &Path, file: &mut File) -> Result<NpyHeader> {
+    let mut prefix = [0u8; 12];
+    let n = file
+        .read(&mut prefix)
+        .map_err(|e| Error::io(format!("could not read {}", path.display()), e))?;
+    if n < 10 || &prefix[..6] != NPY_MAGIC {
+        return Err(bad(path, "no NUMPY magic at its start"));
+    }
+    let (len, start) = match prefix[6] {
+        1 => (usize::from(u16::from_le_bytes([prefix[8], prefix[9]])), 10),
+        2 | 3 if n >= 12 => (
+            u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]) as usize,
+            12,
+        ),
+        v => return Err(bad(path, format!("format version {v} is not supported"))),
+    };
+    let mut text = vec![0u8; len];
+    std::io::Seek::seek(file, std::io::SeekFrom::Start(start as u64))
+        .and_then(|_| file.read_exact(&mut text))
+        .map_err(|_| bad(path, "the file is shorter than its header"))?;
+    let text = String::from_utf8_lossy(&text);
+    let field = |key: &str| -> Option<&str> {
+        let at = text.find(&format!("'{key}'"))? + key.len() + 2;
+        Some(text[at..].trim_start().strip_prefix(':')?.trim_start())
+    };
+    let descr = field("descr")
+        .and_then(|v| v.strip_prefix('\'')?.split('\'').next())
+        .ok_or_else(|| bad(path, "no 'descr' in the header"))?
+        .to_string();
+    let fortran_order = field("fortran_order")
+        .map(|v| v.starts_with("True"))
+        .ok_or_else(|| bad(path, "no 'fortran_order' in the header"))?;
+    let shape_text = field("shape")
+        .and_then(|v| v.strip_prefix('(')?.split(')').next())
+        .ok_or_else(|| bad(path, "no 'shape' in the header"))?;
+    let shape = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches('L').parse::<usize>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| bad(path, format!("bad shape ({shape_text})")))?;
+    Ok(NpyHeader {
+        descr,
+        fortran_order,
+        shape,
+        data_offset: start + len,
+    })
+}
+
+/// The version-1 header numpy writes for `shape`, padded so that the data starts at a
+/// multiple of 64 bytes.
+fn npy_header_bytes<A: Element>(shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let tuple = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut dict = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': {tuple}, }}",
+        A::DTYPE
+    );
+    let total = (10 + dict.len() + 1).next_multiple_of(64);
+    while 10 + dict.len() + 1 < total {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut out = NPY_MAGIC.to_vec();
+    out.extend_from_slice(&[1, 0]);
+    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out
+}
+
+impl<A: Element, D: Dimension> SharedArray<A, D> {
+    /// Maps an existing `.npy` file (as numpy's `np.save` writes it) `MAP_SHARED`: no copy, no
+    /// load; a file larger than RAM works, the kernel pages it in and out. Writes through
+    /// [`view_mut`](Self::view_mut) go to the file. A pool reduces it like any other array.
+    ///
+    /// Checked at open, so that a bad file is an error now rather than a SIGBUS later: the magic
+    /// and version, the dtype (it must be `A::DTYPE`), C order (Fortran order is refused), the
+    /// number of axes, and that the file holds all the data its header promises.
+    ///
+    /// ```
+    /// use ndarray::Ix2;
+    /// use shmpar::SharedArray;
+    /// # fn main() -> shmpar::Result<()> {
+    /// # let path = std::env::temp_dir().join(format!("shmpar-doc-open-{}.npy", std::process::id()));
+    /// SharedArray::<f64, Ix2>::create_npy(&path, (3, 4))?.view_mut().fill(2.0);
+    /// let a = SharedArray::<f64, Ix2>::open_npy(&path)?;
+    /// assert_eq!(a.view().sum(), 24.0);
+    /// # std::fs::remove_file(&path).ok();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn open_npy(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(format!("could not open {}", path.display()), e))?;
+        let h = read_npy_header(path, &mut file)?;
+        if h.descr != A::DTYPE {
+            return Err(bad(
+                path,
+                format!(
+                    "its dtype is '{}', not '{}' ({})",
+                    h.descr,
+                    A::DTYPE,
+                    std::any::type_name::<A>()
+                ),
+            ));
+        }
+        if h.fortran_order {
+            return Err(bad(
+                path,
+                "it is in Fortran order; save it with np.ascontiguousarray first",
+            ));
+        }
+        let dim: D = shape_dim(&h.shape, &format!("{}", path.display()))?;
+        let bytes = h
+            .shape
+            .iter()
+            .try_fold(size_of::<A>(), |a, &n| a.checked_mul(n));
+        let need = bytes
+            .and_then(|b| b.checked_add(h.data_offset))
+            .ok_or_else(|| bad(path, "its shape overflows"))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("could not stat {}", path.display()), e))?
+            .len() as usize;
+        if len < need {
+            return Err(bad(
+                path,
+                format!("it is truncated: {len} bytes, the header promises {need}"),
+            ));
+        }
+        let region = Region::from_file(file, len, None, false)?;
+        SharedArray::from_region(region, h.data_offset, dim)
+    }
+
+    /// Creates (or replaces) a `.npy` file of `shape`, zero-filled and sparse (no disk space
+    /// until written), mapped `MAP_SHARED`; numpy reads it with `np.load(path)` or
+    /// `np.load(path, mmap_mode='r')`.
+    ///
+    /// ```
+    /// use ndarray::Ix1;
+    /// use shmpar::SharedArray;
+    /// # fn main() -> shmpar::Result<()> {
+    /// # let path = std::env::temp_dir().join(format!("shmpar-doc-create-{}.npy", std::process::id()));
+    /// let mut a = SharedArray::<u16, Ix1>::create_npy(&path, 1000)?;
+    /// a.as_slice_mut()[999] = 7;
+    /// drop(a);
+    /// assert_eq!(SharedArray::<u16, Ix1>::open_npy(&path)?.as_slice()[999], 7);
+    /// # std::fs::remove_file(&path).ok();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn create_npy<Sh: IntoDimension<Dim = D>>(
+        path: impl AsRef<Path>,
+        shape: Sh,
+    ) -> Result<Self> {
+        let path = path.as_ref();
+        let dim = shape.into_dimension();
+        let header = npy_header_bytes::<A>(dim.slice());
+        let bytes = dim
+            .slice()
+            .iter()
+            .try_fold(size_of::<A>(), |a, &n| a.checked_mul(n))
+            .ok_or_else(|| Error::invalid("the array's size overflows"))?;
+        let total = header.len() + bytes;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| Error::io(format!("could not create {}", path.display()), e))?;
+        file.write_all(&header)
+            .and_then(|()| file.set_len(total as u64))
+            .map_err(|e| Error::io(format!("could not size {}", path.display()), e))?;
+        let region = Region::from_file(file, total, None, false)?;
+        SharedArray::from_region(region, header.len(), dim)
+    }
+
+    /// Creates a named shared memory segment holding a zero-filled array, for other programs
+    /// (numpy) to attach to. `name` must not contain `/`; `None` picks a random 128-bit name
+    /// (`shmpar-<32 hex digits>`). Created exclusively (an existing name is
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput)) with mode 0600. The segment is removed when this array is
+    /// dropped in the process that created it; if that process is killed first,
+    /// [`cleanup_stale`](crate::cleanup_stale) removes it.
+    ///
+    /// numpy attaches with `SharedMemory(name=...)` and
+    /// `np.ndarray(shape, dtype, buffer=shm.buf, offset=128)` (see `examples/numpy_interop.py`).
+    ///
+    /// ```
+    /// use ndarray::Ix1;
+    /// use shmpar::SharedArray;
+    /// # fn main() -> shmpar::Result<()> {
+    /// let a = SharedArray::<f64, Ix1>::create_named(None, 16)?;
+    /// let name = a.name().unwrap().to_string();
+    /// let b = SharedArray::<f64, Ix1>::open_named(&name)?; // the same memory
+    /// assert_eq!(b.len(), 16);
+    /// drop((a, b));
+    /// assert!(SharedArray::<f64, Ix1>::open_named(&name).is_err()); // removed with its owner
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn create_named<Sh: IntoDimension<Dim = D>>(name: Option<&str>, shape: Sh) -> Result<Self> {
+        let dim = shape.into_dimension();
+        if dim.ndim() > 8 {
+            return Err(Error::invalid("a named array has at most 8 axes"));
+        }
+        let name = match name {
+            Some(n) if n.is_empty() || n.contains('/') || n.len() > 200 => {
+                return Err(Error::invalid(format!(
+                    "'{n}' is not a valid segment name (no '/', 1 to 200 bytes)"
+                )));
+            }
+            Some(n) => n.to_string(),
+            None => format!(
+                "shmpar-{:032x}",
+                sys::random_128().map_err(|e| Error::io("could not get random bytes", e))?
+            ),
+        };
+        let bytes = dim
+            .slice()
+            .iter()
+            .try_fold(size_of::<A>(), |a, &n| a.checked_mul(n))
+            .ok_or_else(|| Error::invalid("the array's size overflows"))?;
+        let fd = sys::shm_open(&name, true).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::invalid(format!(
+                    "a shared memory segment named '{name}' already exists"
+                ))
+            } else {
+                Error::io(
+                    format!("could not create the shared memory segment '{name}'"),
+                    e,
+                )
+            }
+        })?;
+        let mut file = File::from(fd);
+        let mut header = [0u8; NAMED_OFFSET];
+        header[..8].copy_from_slice(NAMED_MAGIC);
+        header[8..8 + A::DTYPE.len()].copy_from_slice(A::DTYPE.as_bytes());
+        header[16..24].copy_from_slice(&(dim.ndim() as u64).to_le_bytes());
+        for (i, &n) in dim.slice().iter().enumerate() {
+            header[24 + 8 * i..32 + 8 * i].copy_from_slice(&(n as u64).to_le_bytes());
+        }
+        header[88..96].copy_from_slice(&(sys::pid() as u64).to_le_bytes());
+        let total = NAMED_OFFSET + bytes;
+        let written = file
+            .write_all(&header)
+            .and_then(|()| file.set_len(total as u64));
+        if let Err(e) = written {
+            let _ = sys::shm_unlink(&name);
+            return Err(Error::io(format!("could not size the segment '{name}'"), e));
+        }
+        match Region::from_file(file, total, Some(name.clone()), true) {
+            Ok(region) => SharedArray::from_region(region, NAMED_OFFSET, dim),
+            Err(e) => {
+                let _ = sys::shm_unlink(&name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens a named segment made by [`create_named`](Self::create_named) (in this or another
+    /// process), checking its header: the dtype must be `A::DTYPE` and the axes match `D`.
+    /// Dropping the opened array never removes the segment; its creator does.
+    ///
+    /// ```
+    /// use ndarray::Ix1;
+    /// use shmpar::{ErrorKind, SharedArray};
+    /// let err = SharedArray::<f32, Ix1>::open_named("shmpar-no-such-segment").unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Io);
+    /// ```
+    pub fn open_named(name: &str) -> Result<Self> {
+        let fd = sys::shm_open(name, false).map_err(|e| {
+            Error::io(
+                format!("could not open the shared memory segment '{name}'"),
+                e,
+            )
+        })?;
+        let mut file = File::from(fd);
+        let mut header = [0u8; NAMED_OFFSET];
+        file.read_exact(&mut header)
+            .map_err(|_| Error::invalid(format!("'{name}' is too short to be a shmpar segment")))?;
+        if &header[..8] != NAMED_MAGIC {
+            return Err(Error::invalid(format!(
+                "'{name}' is not a segment made by shmpar"
+            )));
+        }
+        let dtype = String::from_utf8_lossy(&header[8..16])
+            .trim_end_matches('\0')
+            .to_string();
+        if dtype != A::DTYPE {
+            return Err(Error::invalid(format!(
+                "'{name}' holds '{dtype}', not '{}'",
+                A::DTYPE
+            )));
+        }
+        let word =
+            |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().unwrap_or_default()) as usize;
+        let ndim = word(16);
+        if ndim > 8 {
+            return Err(Error::invalid(format!("'{name}' has a corrupt header")));
+        }
+        let shape: Vec<usize> = (0..ndim).map(|i| word(24 + 8 * i)).collect();
+        let dim: D = shape_dim(&shape, &format!("segment '{name}'"))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("could not stat the segment", e))?
+            .len() as usize;
+        let region = Region::from_file(file, len, Some(name.to_string()), false)?;
+        SharedArray::from_region(region, NAMED_OFFSET, dim)
+    }
+
+    /// The segment's name, for arrays made by [`create_named`](Self::create_named) or
+    /// [`open_named`](Self::open_named).
+    ///
+    /// ```
+    /// use ndarray::Ix1;
+    /// let a = shmpar::SharedArray::<u8, Ix1>::create_named(Some("shmpar-doc-name"), 4)?;
+    /// assert_eq!(a.name(), Some("shmpar-doc-name"));
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn name(&self) -> Option<&str> {
+        self.region().name()
+    }
+}
+
+/// Removes named segments left behind by creators that died before dropping them (SIGKILL,
+/// a crash): every segment in `/dev/shm` with shmpar's header whose owner process is gone.
+/// Returns how many were removed.
+///
+/// ```
+/// let removed = shmpar::cleanup_stale()?;
+/// # let _ = removed;
+/// # Ok::<(), shmpar::Error>(())
+/// ```
+pub fn cleanup_stale() -> Result<usize> {
+    let dir = match std::fs::read_dir("/dev/shm") {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io("could not list /dev/shm", e)),
+    };
+    let mut removed = 0;
+    for entry in dir.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let mut header = [0u8; 96];
+        let ok = File::open(entry.path())
+            .and_then(|mut f| f.read_exact(&mut header))
+            .is_ok();
+        if !ok || &header[..8] != NAMED_MAGIC {
+            continue;
+        }
+        let owner = u64::from_le_bytes(header[88..96].try_into().unwrap_or_default()) as i32;
+        if !sys::process_alive(owner) && sys::shm_unlink(&name).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_npy_header_is_what_numpy_writes() {
+        let h = npy_header_bytes::<f64>(&[3, 4]);
+        assert_eq!(h.len() % 64, 0);
+        let text = String::from_utf8_lossy(&h[10..]);
+        assert!(text.starts_with("{'descr': '<f8', 'fortran_order': False, 'shape': (3, 4), }"));
+        assert!(text.ends_with('\n'));
+        let one = npy_header_bytes::<u8>(&[5]);
+        assert!(String::from_utf8_lossy(&one).contains("'shape': (5,)"));
+    }
+}
