@@ -40,6 +40,8 @@
 mod error;
 pub mod logging;
 pub mod montecarlo;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 mod pool;
 mod process;
 mod queue;

@@ -369,7 +369,60 @@ impl Pool {
         self.shared().call(&spec)
     }
 
-    fn grid(&self, rows: usize, row_bytes: usize) -> Grid {
+    /// Every chunk's partial result, in chunk order, for a grid of `rows_per_chunk` rows (the
+    /// global grid of a distributed array; see `crate::mpi`). An empty array has no chunks.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub(crate) fn par_map_chunks<A, D, R>(
+        &self,
+        array: &SharedArray<A, D>,
+        map: MapFn<A, D, R>,
+        rows_per_chunk: usize,
+    ) -> Result<Vec<R>>
+    where
+        A: Element,
+        D: Dimension,
+        R: Serialize + DeserializeOwned,
+    {
+        let (rows, _) = rows_of(array);
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let rows_per_chunk = rows_per_chunk.max(1);
+        let grid = Grid {
+            nchunks: rows.div_ceil(rows_per_chunk),
+            rows_per_chunk,
+        };
+        if grid.nchunks > self.config().max_chunks_setting() {
+            return Err(Error::invalid(
+                "the block has more chunks than the pool's max_chunks",
+            ));
+        }
+        let desc = describe(array)?;
+        let spec = CallSpec {
+            trampoline: reduce_chunk::<A, D, R> as Trampoline,
+            user_fn: map as usize,
+            arrays: &[(array.region(), desc)],
+            rows,
+            grid,
+            params: &[],
+            keep_going: false,
+        };
+        let done = self.shared().call(&spec)?;
+        (0..done.nchunks())
+            .map(|i| {
+                postcard::from_bytes(done.result(i)).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Decode,
+                        format!("a chunk's result could not be decoded: {e}"),
+                    )
+                    .with_chunk(i)
+                })
+            })
+            .collect()
+    }
+
+    /// The chunk grid this pool uses for `rows` rows of `row_bytes` bytes.
+    pub(crate) fn grid(&self, rows: usize, row_bytes: usize) -> Grid {
         let c = self.config();
         Grid::new(
             rows,
