@@ -118,3 +118,36 @@ fn pools_start_and_heal_while_threads_hold_locks() {
         t.join().unwrap();
     }
 }
+
+#[test]
+fn children_make_arrays_while_another_thread_holds_the_registry() {
+    let _w = common::watchdog(300, "children make regions");
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    // Creates and drops regions as fast as it can: the registry's lock is held often.
+    let churn = std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            drop(SharedArray::<u8, Ix1>::zeros(4096).unwrap());
+        }
+    });
+    let npy = std::env::temp_dir().join(format!("shmpar-fork-{}.npy", std::process::id()));
+    for round in 0..50 {
+        let child = shmpar::Process::spawn(|| {
+            let a = SharedArray::<f64, Ix1>::zeros(1000).unwrap();
+            let b = SharedArray::<f32, Ix1>::create_npy(&npy, 10).unwrap();
+            let c = SharedArray::<u8, Ix1>::create_named(None, 10).unwrap();
+            drop((a, b, c));
+        })
+        .unwrap();
+        let mut child = child;
+        let exit = child.join_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!(
+            exit,
+            Some(shmpar::Exit::Ok),
+            "round {round}: a child hung or failed"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    let _ = std::fs::remove_file(&npy);
+}

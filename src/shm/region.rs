@@ -160,17 +160,20 @@ impl Region {
         if len == 0 {
             return Err(Error::invalid("cannot map an empty file"));
         }
-        let mut reg = registry();
+        // In a forked child the registry's lock may be held forever (copied locked at the
+        // fork): it is not touched there, and the region stays out of the registry.
+        let in_child = in_forked_child();
+        let mut reg = (!in_child).then(registry);
         let map = MmapOptions::new()
             .len(len)
             .map_raw(&file)
             .map_err(|e| Error::io(format!("could not map a {len}-byte file"), e))?;
-        let in_child = in_forked_child();
-        let id = if in_child {
-            0
-        } else {
-            reg.next_id += 1;
-            reg.next_id - 1
+        let id = match reg.as_mut() {
+            Some(reg) => {
+                reg.next_id += 1;
+                reg.next_id - 1
+            }
+            None => 0,
         };
         drop(reg);
         Ok(Region {
