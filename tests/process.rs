@@ -18,11 +18,10 @@ fn every_outcome_is_reported() {
         Exit::Panicked(m) => assert!(m.starts_with("bad 42 (at tests/process.rs:"), "{m}"),
         other => panic!("{other:?}"),
     }
+    // Process::exit, not std::process::exit: the latter flushes stdout, whose lock another
+    // test thread may hold at the fork.
     assert_eq!(
-        Process::spawn(|| std::process::exit(3))
-            .unwrap()
-            .join()
-            .unwrap(),
+        Process::spawn(|| Process::exit(3)).unwrap().join().unwrap(),
         Exit::Exited(3)
     );
     assert_eq!(
