@@ -132,20 +132,6 @@ impl Process {
         sys::exit_now(code)
     }
 
-    /// Ends the calling process at once with exit code `code`: no destructors, no atexit
-    /// handlers, no flush of stdio buffers. This is how a child should stop early:
-    /// `std::process::exit` flushes stdout, whose lock another thread of the parent may have
-    /// held at the fork (the child then hangs), and writes the parent's buffered output twice.
-    ///
-    /// ```
-    /// let child = shmpar::Process::spawn(|| shmpar::Process::exit(3))?;
-    /// assert_eq!(child.join()?, shmpar::Exit::Exited(3));
-    /// # Ok::<(), shmpar::Error>(())
-    /// ```
-    pub fn exit(code: i32) -> ! {
-        sys::exit_now(code)
-    }
-
     /// The child's process id.
     ///
     /// ```
