@@ -10,7 +10,6 @@
 use std::cell::RefCell;
 use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::control::{
@@ -98,7 +97,9 @@ pub(crate) type Trampoline =
     unsafe fn(input: &ChunkInput<'_>, out: &mut [u8]) -> Result<usize, ChunkFailure>;
 
 static IN_WORKER: AtomicBool = AtomicBool::new(false);
-static HOOK: Once = Once::new();
+/// Whether the panic hook is installed: 0 no, 1 being installed, 2 yes. Not a `Once`: a child
+/// forked while another thread was inside `call_once` would find it "running" forever.
+static HOOK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 thread_local! {
     static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
@@ -109,7 +110,15 @@ thread_local! {
 /// another thread of the parent may have held at fork time. In every other process the
 /// previous hook runs as before.
 pub(crate) fn install_panic_hook() {
-    HOOK.call_once(|| {
+    // ORDERING: AcqRel on the claim, Release when done; a thread that loses the race goes on
+    // without waiting (the hook only changes how worker panics are printed).
+    if HOOK
+        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
             // ORDERING: the flag is set by the worker's own thread before any user code runs.
@@ -122,7 +131,9 @@ pub(crate) fn install_panic_hook() {
                 previous(info);
             }
         }));
-    });
+    }
+    // ORDERING: see above.
+    HOOK.store(2, Ordering::Release);
 }
 
 /// Marks this process as a worker (see [`install_panic_hook`]).

@@ -212,6 +212,14 @@ impl Pool {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn global() -> Result<&'static Pool> {
+        if crate::shm::region::in_forked_child() {
+            // The parent's pool is not this process's to use (its workers are the parent's
+            // children), and its lazy initialisation may have been copied half-done.
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "the default pool cannot be used inside a worker or a forked child",
+            ));
+        }
         static GLOBAL: OnceLock<std::result::Result<Pool, (ErrorKind, String)>> = OnceLock::new();
         GLOBAL
             .get_or_init(|| {
