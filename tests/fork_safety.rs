@@ -131,6 +131,7 @@ fn children_make_arrays_while_another_thread_holds_the_registry() {
         }
     });
     let npy = std::env::temp_dir().join(format!("shmpar-fork-{}.npy", std::process::id()));
+    let shm_before = common::dev_shm();
     for round in 0..50 {
         let child = shmpar::Process::spawn(|| {
             let a = SharedArray::<f64, Ix1>::zeros(1000).unwrap();
@@ -150,4 +151,10 @@ fn children_make_arrays_while_another_thread_holds_the_registry() {
     stop.store(true, Ordering::Relaxed);
     churn.join().unwrap();
     let _ = std::fs::remove_file(&npy);
+    // A named segment made (and dropped) in a child is removed by that child.
+    let left: Vec<_> = common::dev_shm()
+        .into_iter()
+        .filter(|e| !shm_before.contains(e))
+        .collect();
+    assert!(left.is_empty(), "segments left behind: {left:?}");
 }

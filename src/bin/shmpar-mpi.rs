@@ -62,7 +62,9 @@ fn main() -> ExitCode {
     };
     if let Err(e) = result {
         eprintln!("rank {rank}/{size}: error: {e}");
-        // The other ranks may be waiting in a collective call: end them all.
+        // The other ranks may be waiting in a collective call: end them all, after giving the
+        // launcher a moment to forward the message (MPI_Abort tears the job down at once).
+        std::thread::sleep(Duration::from_millis(200));
         world.abort(2);
     }
     ExitCode::SUCCESS

@@ -94,8 +94,11 @@ pub(crate) struct Region {
     owner: i32,
     /// A named segment's name.
     name: Option<String>,
-    /// True in the process that created the named segment: it removes the name on drop.
+    /// True for the handle that created the named segment: the creating process removes the
+    /// name when it drops it.
     owns_name: bool,
+    /// The process that created the named segment (a forked child may create one too).
+    name_pid: i32,
 }
 
 // SAFETY: a Region is a file plus a mapping; the mapping's memory is shared between processes
@@ -125,6 +128,7 @@ impl Region {
                 owner: 0,
                 name: None,
                 owns_name: false,
+                name_pid: 0,
             });
         }
         // The mapping is made under the registry lock so that a concurrent fork either
@@ -145,6 +149,7 @@ impl Region {
             owner: sys::pid(),
             name: None,
             owns_name: false,
+            name_pid: 0,
         })
     }
 
@@ -183,7 +188,8 @@ impl Region {
             len,
             owner: if in_child { 0 } else { sys::pid() },
             name,
-            owns_name: owns_name && !in_child,
+            owns_name,
+            name_pid: sys::pid(),
         })
     }
 
@@ -228,6 +234,16 @@ impl std::fmt::Debug for Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        if let Some(name) = self
+            .name
+            .as_ref()
+            .filter(|_| self.owns_name && sys::pid() == self.name_pid)
+        {
+            // The creator removes the name (a process forked from it, dropping its copy, does
+            // not); a segment already removed (by cleanup_stale, or another program) is not an
+            // error worth reporting from a destructor.
+            let _ = sys::shm_unlink(name);
+        }
         let info = RegionInfo {
             id: self.id,
             addr: self.as_ptr() as usize,
@@ -239,11 +255,6 @@ impl Drop for Region {
             // SAFETY: we own the mapping and drop it once; the fd closes with `file`.
             unsafe { std::mem::ManuallyDrop::drop(&mut self.map) };
             return;
-        }
-        if let Some(name) = self.name.as_ref().filter(|_| self.owns_name) {
-            // The owner removes the name; a segment already removed (by cleanup_stale, or by
-            // another program) is not an error worth reporting from a destructor.
-            let _ = sys::shm_unlink(name);
         }
         let reg = registry();
         // SAFETY: `self` is being dropped, so no view into the mapping is alive (views borrow
