@@ -10,7 +10,7 @@
 //! let universe = shmpar::mpi::rsmpi::initialize().expect("MPI");
 //! let world = universe.world();
 //! abort_on_panic(&world);
-//! let mut a = DistArray::<f64>::zeros(&world, &pool, 1 << 28)?;
+//! let mut a = DistArray::<f64>::zeros(&world, &pool, [1 << 28])?;
 //! a.block_mut().view_mut().fill(1.0);
 //! let sum = par_reduce(&world, &pool, &a, |c| c.sum(), |x, y| x + y)?;
 //! if world.rank() == 0 {
