@@ -720,43 +720,21 @@ mod tests {
 
     #[test]
     fn grid_ignores_workers_and_covers_every_row() {
-        assert_eq!(
-            Grid::new(0, 8, 1024, 16),
-            Grid {
-                nchunks: 1,
-                rows_per_chunk: 0
-            }
-        );
-        assert_eq!(
-            Grid::new(1, 8, 1024, 16),
-            Grid {
-                nchunks: 1,
-                rows_per_chunk: 128
-            }
-        );
-        assert_eq!(
-            Grid::new(1000, 8, 1024, 16),
-            Grid {
-                nchunks: 8,
-                rows_per_chunk: 128
-            }
-        );
-        // Capped: chunks grow instead.
-        assert_eq!(
-            Grid::new(10_000, 8, 1024, 16),
-            Grid {
-                nchunks: 16,
-                rows_per_chunk: 625
-            }
-        );
-        // A row bigger than a chunk: one row each.
-        assert_eq!(
-            Grid::new(5, 4096, 1024, 16),
-            Grid {
-                nchunks: 5,
-                rows_per_chunk: 1
-            }
-        );
+        // (rows, row bytes, chunk bytes, max chunks) -> (chunks, rows per chunk)
+        let cases = [
+            ((0, 8, 1024, 16), (1, 0)), // empty: one empty chunk
+            ((1, 8, 1024, 16), (1, 128)),
+            ((1000, 8, 1024, 16), (8, 128)),
+            ((10_000, 8, 1024, 16), (16, 625)), // capped: chunks grow instead
+            ((5, 4096, 1024, 16), (5, 1)),      // a row bigger than a chunk: one row each
+        ];
+        for ((rows, row_bytes, chunk_bytes, max), (nchunks, rows_per_chunk)) in cases {
+            let want = Grid {
+                nchunks,
+                rows_per_chunk,
+            };
+            assert_eq!(Grid::new(rows, row_bytes, chunk_bytes, max), want);
+        }
         for rows in [1usize, 2, 7, 100, 12345] {
             for cb in [1usize, 64, 1000, 1 << 20] {
                 let g = Grid::new(rows, 8, cb, 64);
