@@ -3,7 +3,7 @@ multiprocessing.Pool over shared_memory (the attachment kept by each worker) and
 chunks. Prints one JSON object per line:
 {"workload": ..., "bytes": ..., "variant": ..., "median_s": ..., "gbps": ...}
 
-    python3 benches/peers/bench_numpy.py --sizes 1024,4096,... [--procs 2] [--rounds 5]
+    python3 benches/peers/bench_numpy.py --sizes 1024,4096,... [--workloads sum,dot] [--procs 2] [--rounds 5]
 """
 
 import argparse
@@ -85,7 +85,9 @@ def main():
     ap.add_argument("--sizes", default="1024,4096,65536,1048576,67108864")
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
     args = ap.parse_args()
+    workloads = [w for w in args.workloads.split(",") if w in WORKLOADS]
     sizes = [int(s) for s in args.sizes.split(",")]
     biggest = max(sizes) // 8
     rng = np.random.default_rng(7)
@@ -98,7 +100,7 @@ def main():
     ctx = mp.get_context("fork")
     try:
         with ctx.Pool(args.procs, initializer=attach, initargs=({k: (v[0].name, biggest) for k, v in shms.items()},)) as pool:
-            for workload in WORKLOADS:
+            for workload in workloads:
                 for size in sizes:
                     n = size // 8
                     a, b = shms["a"][1][:n], shms["b"][1][:n]

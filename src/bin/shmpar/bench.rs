@@ -257,15 +257,18 @@ pub(crate) fn measure(
 
 /// Python's figures for the same workloads, or why there are none.
 fn python_cells(
+    workloads: &[Workload],
     sizes: &[usize],
     procs: usize,
     progress: &ProgressBar,
 ) -> Result<Vec<Cell>, String> {
     progress.set_message("numpy and multiprocessing (Python)");
     let list: Vec<String> = sizes.iter().map(usize::to_string).collect();
+    let keys: Vec<&str> = workloads.iter().map(|w| w.key()).collect();
     let out = Command::new("python3")
         .arg(peers::script("bench_numpy.py"))
         .args(["--sizes", &list.join(","), "--procs", &procs.to_string()])
+        .args(["--workloads", &keys.join(",")])
         .output()
         .map_err(|_| "python3 is not installed".to_string())?;
     if !out.status.success() {
@@ -462,7 +465,7 @@ pub(crate) fn run(
         );
     }
     let cells = measure(&pool, &rayon_pool, workloads, &sizes, rounds, &progress)?;
-    let python = python_cells(&sizes, pool.workers(), &progress);
+    let python = python_cells(workloads, &sizes, pool.workers(), &progress);
     progress.finish_and_clear();
     report(&cells, &python, json);
     Ok(())
