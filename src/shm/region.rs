@@ -114,43 +114,7 @@ impl Region {
         let map_len = len.max(1).next_multiple_of(sys::page_size());
         let fd: OwnedFd = sys::memfd(name, map_len as u64)
             .map_err(|e| Error::io(format!("could not create a {len}-byte shared region"), e))?;
-        let file = File::from(fd);
-        if in_forked_child() {
-            let map = MmapOptions::new()
-                .len(map_len)
-                .map_raw(&file)
-                .map_err(|e| Error::io(format!("could not map a {len}-byte shared region"), e))?;
-            return Ok(Region {
-                id: 0,
-                file,
-                map: std::mem::ManuallyDrop::new(map),
-                len,
-                owner: 0,
-                name: None,
-                owns_name: false,
-                name_pid: 0,
-            });
-        }
-        // The mapping is made under the registry lock so that a concurrent fork either
-        // inherits it and counts it (id < fork_seq) or neither.
-        let mut reg = registry();
-        let map = MmapOptions::new()
-            .len(map_len)
-            .map_raw(&file)
-            .map_err(|e| Error::io(format!("could not map a {len}-byte shared region"), e))?;
-        let id = reg.next_id;
-        reg.next_id += 1;
-        drop(reg);
-        Ok(Region {
-            id,
-            file,
-            map: std::mem::ManuallyDrop::new(map),
-            len,
-            owner: sys::pid(),
-            name: None,
-            owns_name: false,
-            name_pid: 0,
-        })
+        Region::map(File::from(fd), map_len, len, None, false)
     }
 
     /// Maps all `len` bytes of `file` shared and writable (a `.npy` file, a named segment).
@@ -165,14 +129,27 @@ impl Region {
         if len == 0 {
             return Err(Error::invalid("cannot map an empty file"));
         }
-        // In a forked child the registry's lock may be held forever (copied locked at the
-        // fork): it is not touched there, and the region stays out of the registry.
+        Region::map(file, len, len, name, owns_name)
+    }
+
+    /// Maps `map_len` bytes of `file` and gives the region its id. In the parent the mapping
+    /// is made under the registry lock, so that a concurrent fork either inherits it and
+    /// counts it (id < fork_seq) or neither. In a forked child the registry's lock may be held
+    /// forever (copied locked at the fork): it is not touched, and the region stays out of the
+    /// registry (id 0, no owner).
+    fn map(
+        file: File,
+        map_len: usize,
+        len: usize,
+        name: Option<String>,
+        owns_name: bool,
+    ) -> Result<Region> {
         let in_child = in_forked_child();
         let mut reg = (!in_child).then(registry);
         let map = MmapOptions::new()
-            .len(len)
+            .len(map_len)
             .map_raw(&file)
-            .map_err(|e| Error::io(format!("could not map a {len}-byte file"), e))?;
+            .map_err(|e| Error::io(format!("could not map a {len}-byte shared region"), e))?;
         let id = match reg.as_mut() {
             Some(reg) => {
                 reg.next_id += 1;
