@@ -32,12 +32,15 @@ fn map_once(pool: &Pool, chunksize: Option<usize>) -> Duration {
 fn roundtrip_once() -> Duration {
     let ping = Queue::<u64>::new(16).unwrap();
     let pong = Queue::<u64>::new(16).unwrap();
-    let child = Process::spawn(|| {
-        for _ in 0..ROUNDTRIPS {
-            let m = ping.get().unwrap();
-            pong.put(&m).unwrap();
-        }
-    })
+    // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+    let child = unsafe {
+        Process::fork(|| {
+            for _ in 0..ROUNDTRIPS {
+                let m = ping.get().unwrap();
+                pong.put(&m).unwrap();
+            }
+        })
+    }
     .unwrap();
     ping.put(&0).unwrap();
     pong.get().unwrap(); // the child is running
@@ -55,11 +58,14 @@ fn roundtrip_once() -> Duration {
 fn throughput_once() -> f64 {
     let q = Queue::<u64>::new(1024).unwrap();
     let t = Instant::now();
-    let child = Process::spawn(|| {
-        for i in 0..MESSAGES {
-            q.put(&i).unwrap();
-        }
-    })
+    // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+    let child = unsafe {
+        Process::fork(|| {
+            for i in 0..MESSAGES {
+                q.put(&i).unwrap();
+            }
+        })
+    }
     .unwrap();
     for _ in 0..MESSAGES {
         q.get().unwrap();

@@ -25,22 +25,28 @@ fn main() -> shmpar::Result<()> {
         .into_iter()
         .map(|(lo, hi)| {
             let work = &work;
-            Process::spawn(move || {
-                for n in lo..hi {
-                    work.put(&Job::Test(n)).unwrap();
-                }
-            })
+            // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+            unsafe {
+                Process::fork(move || {
+                    for n in lo..hi {
+                        work.put(&Job::Test(n)).unwrap();
+                    }
+                })
+            }
         })
         .collect::<shmpar::Result<_>>()?;
     let consumers: Vec<Process> = (0..CONSUMERS)
         .map(|_| {
-            Process::spawn(|| {
-                while let Ok(Job::Test(n)) = work.get() {
-                    if is_prime(n) {
-                        primes.put(&n).unwrap();
+            // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+            unsafe {
+                Process::fork(|| {
+                    while let Ok(Job::Test(n)) = work.get() {
+                        if is_prime(n) {
+                            primes.put(&n).unwrap();
+                        }
                     }
-                }
-            })
+                })
+            }
         })
         .collect::<shmpar::Result<_>>()?;
 

@@ -38,6 +38,7 @@
 //! fails with [`ErrorKind::Unsupported`].
 
 mod error;
+mod lifecycle;
 pub mod logging;
 pub mod montecarlo;
 #[cfg(feature = "mpi")]
@@ -52,6 +53,7 @@ mod sys;
 mod tasks;
 
 pub use error::{Error, ErrorKind, Result};
+pub use lifecycle::StartMethod;
 pub use pool::{Pool, PoolBuilder};
 pub use process::{Exit, Process, pin_to_cpu};
 pub use queue::{Connection, Pipe, Queue};

@@ -304,7 +304,7 @@ pub fn abort_on_panic(world: &impl Communicator) {
     let rank = world.rank();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if crate::shm::region::in_forked_child() {
+        if crate::lifecycle::in_child() {
             // A pool worker: its panic is reported to the rank as an error; never abort here.
             return previous(info);
         }

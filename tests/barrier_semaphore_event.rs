@@ -18,19 +18,22 @@ fn barrier_releases_all_parties_together() {
     let kids: Vec<Process> = (0..n - 1)
         .map(|i| {
             let (barrier, arrived, seen, leaders) = (&barrier, &arrived, &seen, &leaders);
-            Process::spawn(move || {
-                // Three rounds: the barrier is reusable.
-                for round in 0..3 {
-                    std::thread::sleep(Duration::from_millis(u64::from(i) * 10));
-                    arrived.fetch_add(1, Ordering::SeqCst);
-                    if barrier.wait_timeout(Duration::from_secs(10)).unwrap() {
-                        leaders.fetch_add(1, Ordering::SeqCst);
+            // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+            unsafe {
+                Process::fork(move || {
+                    // Three rounds: the barrier is reusable.
+                    for round in 0..3 {
+                        std::thread::sleep(Duration::from_millis(u64::from(i) * 10));
+                        arrived.fetch_add(1, Ordering::SeqCst);
+                        if barrier.wait_timeout(Duration::from_secs(10)).unwrap() {
+                            leaders.fetch_add(1, Ordering::SeqCst);
+                        }
+                        // Everyone of this round arrived before anyone left.
+                        seen[round].fetch_max(arrived.load(Ordering::SeqCst), Ordering::SeqCst);
+                        assert!(arrived.load(Ordering::SeqCst) >= (round as u32 + 1) * n);
                     }
-                    // Everyone of this round arrived before anyone left.
-                    seen[round].fetch_max(arrived.load(Ordering::SeqCst), Ordering::SeqCst);
-                    assert!(arrived.load(Ordering::SeqCst) >= (round as u32 + 1) * n);
-                }
-            })
+                })
+            }
             .unwrap()
         })
         .collect();
@@ -51,12 +54,15 @@ fn barrier_releases_all_parties_together() {
 fn barrier_times_out_when_a_party_is_missing() {
     let _w = common::watchdog(60, "barrier timeout");
     let barrier = SharedValue::new(Barrier::new(3)).unwrap();
-    let child = Process::spawn(|| {
-        let err = barrier
-            .wait_timeout(Duration::from_millis(300))
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::TimedOut);
-    })
+    // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+    let child = unsafe {
+        Process::fork(|| {
+            let err = barrier
+                .wait_timeout(Duration::from_millis(300))
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::TimedOut);
+        })
+    }
     .unwrap();
     let t = Instant::now();
     let err = barrier
@@ -68,9 +74,12 @@ fn barrier_times_out_when_a_party_is_missing() {
     // Both took their arrivals back: a full set of three still opens it.
     let kids: Vec<Process> = (0..2)
         .map(|_| {
-            Process::spawn(|| {
-                barrier.wait_timeout(Duration::from_secs(10)).unwrap();
-            })
+            // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+            unsafe {
+                Process::fork(|| {
+                    barrier.wait_timeout(Duration::from_secs(10)).unwrap();
+                })
+            }
             .unwrap()
         })
         .collect();
@@ -88,16 +97,19 @@ fn semaphore_bounds_concurrency() {
     let most = SharedValue::new(AtomicU64::new(0)).unwrap();
     let kids: Vec<Process> = (0..5)
         .map(|_| {
-            Process::spawn(|| {
-                for _ in 0..20 {
-                    slots.acquire_timeout(Duration::from_secs(10)).unwrap();
-                    let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
-                    most.fetch_max(now, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_micros(200));
-                    inside.fetch_sub(1, Ordering::SeqCst);
-                    slots.release();
-                }
-            })
+            // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+            unsafe {
+                Process::fork(|| {
+                    for _ in 0..20 {
+                        slots.acquire_timeout(Duration::from_secs(10)).unwrap();
+                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_micros(200));
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        slots.release();
+                    }
+                })
+            }
             .unwrap()
         })
         .collect();
@@ -125,10 +137,13 @@ fn event_wakes_every_waiter() {
     let woke = SharedValue::new(AtomicU32::new(0)).unwrap();
     let kids: Vec<Process> = (0..3)
         .map(|_| {
-            Process::spawn(|| {
-                assert!(go.wait_timeout(Duration::from_secs(10)));
-                woke.fetch_add(1, Ordering::SeqCst);
-            })
+            // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+            unsafe {
+                Process::fork(|| {
+                    assert!(go.wait_timeout(Duration::from_secs(10)));
+                    woke.fetch_add(1, Ordering::SeqCst);
+                })
+            }
             .unwrap()
         })
         .collect();

@@ -133,12 +133,15 @@ fn children_make_arrays_while_another_thread_holds_the_registry() {
     let npy = std::env::temp_dir().join(format!("shmpar-fork-{}.npy", std::process::id()));
     let shm_before = common::dev_shm();
     for round in 0..50 {
-        let child = shmpar::Process::spawn(|| {
-            let a = SharedArray::<f64, Ix1>::zeros(1000).unwrap();
-            let b = SharedArray::<f32, Ix1>::create_npy(&npy, 10).unwrap();
-            let c = SharedArray::<u8, Ix1>::create_named(None, 10).unwrap();
-            drop((a, b, c));
-        })
+        // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+        let child = unsafe {
+            shmpar::Process::fork(|| {
+                let a = SharedArray::<f64, Ix1>::zeros(1000).unwrap();
+                let b = SharedArray::<f32, Ix1>::create_npy(&npy, 10).unwrap();
+                let c = SharedArray::<u8, Ix1>::create_named(None, 10).unwrap();
+                drop((a, b, c));
+            })
+        }
         .unwrap();
         let mut child = child;
         let exit = child.join_timeout(Duration::from_secs(20)).unwrap();

@@ -18,22 +18,26 @@ fn many_processes_one_file() {
     let guard = shmpar::logging::init(&path, log::LevelFilter::Info).unwrap();
     let writers: Vec<Process> = (0..4)
         .map(|k| {
-            Process::spawn(move || {
-                for i in 0..10_000 {
-                    log::info!(target: "writer", "{k} seq {i} {}", "x".repeat(i % 200));
-                }
-            })
+            // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+            unsafe {
+                Process::fork(move || {
+                    for i in 0..10_000 {
+                        log::info!(target: "writer", "{k} seq {i} {}", "x".repeat(i % 200));
+                    }
+                })
+            }
             .unwrap()
         })
         .collect();
     // Victims: killed while they write as fast as they can.
     let mut victims = 0;
     for round in 0..5u64 {
-        let mut v = Process::spawn(|| {
+        // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+        let mut v = unsafe { Process::fork(|| {
             for i in 0u64.. {
                 log::warn!(target: "victim", "victim seq {i} {}", "y".repeat((i % 3000) as usize));
             }
-        })
+        }) }
         .unwrap();
         std::thread::sleep(Duration::from_millis(20 + round * 7));
         v.kill().unwrap();

@@ -16,11 +16,14 @@ fn append_mode_keeps_records_whole() {
     let guard = shmpar::logging::init_with(&path, log::LevelFilter::Info, Mode::Append).unwrap();
     let writers: Vec<Process> = (0..4)
         .map(|k| {
-            Process::spawn(move || {
-                for i in 0..10_000 {
-                    log::info!("{k} seq {i} {}", "z".repeat(i % 300));
-                }
-            })
+            // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+            unsafe {
+                Process::fork(move || {
+                    for i in 0..10_000 {
+                        log::info!("{k} seq {i} {}", "z".repeat(i % 300));
+                    }
+                })
+            }
             .unwrap()
         })
         .collect();

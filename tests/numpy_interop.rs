@@ -175,12 +175,15 @@ fn name_collisions_and_stale_segments() {
     // An owner SIGKILLed before it could drop its segment leaves it behind...
     let made = SharedValue::new(shmpar::Event::new()).unwrap();
     let stale = format!("shmpar-stale-{}", std::process::id());
-    let mut owner = Process::spawn(|| {
-        let seg = SharedArray::<f64, Ix1>::create_named(Some(&stale), 100).unwrap();
-        made.set();
-        std::thread::sleep(Duration::from_secs(60));
-        drop(seg);
-    })
+    // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+    let mut owner = unsafe {
+        Process::fork(|| {
+            let seg = SharedArray::<f64, Ix1>::create_named(Some(&stale), 100).unwrap();
+            made.set();
+            std::thread::sleep(Duration::from_secs(60));
+            drop(seg);
+        })
+    }
     .unwrap();
     assert!(made.wait_timeout(Duration::from_secs(10)));
     owner.kill().unwrap();

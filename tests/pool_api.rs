@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use shmpar::{ErrorKind, MapOptions, Pool, SharedValue};
+use shmpar::{ErrorKind, MapOptions, Pool, SharedValue, StartMethod};
 
 fn pool(workers: usize) -> Pool {
     Pool::new(workers).unwrap()
@@ -142,8 +142,11 @@ static WORKER_TAG: AtomicU64 = AtomicU64::new(0);
 fn the_initializer_runs_once_per_worker_before_its_tasks() {
     let _w = common::watchdog(60, "initializer");
     INIT_RUNS.get_or_init(|| SharedValue::new(AtomicU64::new(0)).unwrap());
+    // The counter reaches the workers through a static filled before the pool: that needs
+    // StartMethod::Fork (copy-on-write inheritance).
     let p = Pool::builder()
         .workers(3)
+        .start_method(StartMethod::Fork)
         .worker_init(|index| {
             INIT_RUNS.get().unwrap().fetch_add(1, Ordering::SeqCst);
             WORKER_TAG.store(index as u64 + 1, Ordering::SeqCst);
@@ -239,7 +242,12 @@ static ATTEMPTS: OnceLock<SharedValue<AtomicU64>> = OnceLock::new();
 fn retries_rerun_idempotent_tasks_whose_worker_died() {
     let _w = common::watchdog(120, "retries");
     ATTEMPTS.get_or_init(|| SharedValue::new(AtomicU64::new(0)).unwrap());
-    let p = pool(2);
+    // The attempt counter reaches the workers through a static: StartMethod::Fork.
+    let p = Pool::builder()
+        .workers(2)
+        .start_method(StartMethod::Fork)
+        .build()
+        .unwrap();
     let flaky = |x: u32| {
         // Dies on its first two attempts, then succeeds.
         if x == 1 && ATTEMPTS.get().unwrap().fetch_add(1, Ordering::SeqCst) < 2 {

@@ -13,11 +13,14 @@ use shmpar::{CachePadded, ErrorKind, Pipe, Process, Queue, SharedValue};
 fn fifo_with_one_producer() {
     let _w = common::watchdog(60, "fifo");
     let q = Queue::<u64>::new(8).unwrap();
-    let producer = Process::spawn(|| {
-        for i in 0..10_000u64 {
-            q.put(&i).unwrap();
-        }
-    })
+    // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+    let producer = unsafe {
+        Process::fork(|| {
+            for i in 0..10_000u64 {
+                q.put(&i).unwrap();
+            }
+        })
+    }
     .unwrap();
     for i in 0..10_000u64 {
         assert_eq!(q.get_timeout(Duration::from_secs(10)).unwrap(), i);
@@ -67,9 +70,11 @@ fn consume(q: &Queue<u64>, t: &Tally) {
                     t.disorder.fetch_add(1, Ordering::Relaxed);
                 }
                 last[p] = Some(seq);
-                t.count.fetch_add(1, Ordering::Relaxed);
+                // `count` last: a consumer killed between these adds leaves `count` short, so
+                // the sums are compared only when every message was counted whole.
                 t.sum.fetch_add(m, Ordering::Relaxed);
                 t.squares.fetch_add(m.wrapping_mul(m), Ordering::Relaxed);
+                t.count.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) if e.kind() == ErrorKind::Closed => return,
             Err(e) => panic!("{e}"),
@@ -81,11 +86,14 @@ fn consume(q: &Queue<u64>, t: &Tally) {
 fn spawn_producers(q: &Queue<u64>) -> Vec<Process> {
     (0..PRODUCERS)
         .map(|p| {
-            Process::spawn(move || {
-                for s in 0..EACH {
-                    q.put(&id(p, s)).unwrap();
-                }
-            })
+            // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+            unsafe {
+                Process::fork(move || {
+                    for s in 0..EACH {
+                        q.put(&id(p, s)).unwrap();
+                    }
+                })
+            }
             .unwrap()
         })
         .collect()
@@ -111,7 +119,8 @@ fn four_producers_four_consumers_no_loss_no_duplicate() {
     let t = tally();
     let producers = spawn_producers(&q);
     let consumers: Vec<Process> = (0..4)
-        .map(|_| Process::spawn(|| consume(&q, &t)).unwrap())
+        // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+        .map(|_| unsafe { Process::fork(|| consume(&q, &t)) }.unwrap())
         .collect();
     for p in producers {
         p.join().unwrap().into_result().unwrap();
@@ -141,11 +150,14 @@ fn close_wakes_blocked_readers() {
     let q = Queue::<u8>::new(4).unwrap();
     let readers: Vec<Process> = (0..3)
         .map(|_| {
-            Process::spawn(|| {
-                let t = Instant::now();
-                assert_eq!(q.get().unwrap_err().kind(), ErrorKind::Closed);
-                assert!(t.elapsed() < Duration::from_secs(5));
-            })
+            // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+            unsafe {
+                Process::fork(|| {
+                    let t = Instant::now();
+                    assert_eq!(q.get().unwrap_err().kind(), ErrorKind::Closed);
+                    assert!(t.elapsed() < Duration::from_secs(5));
+                })
+            }
             .unwrap()
         })
         .collect();
@@ -164,11 +176,13 @@ fn a_killed_consumer_loses_nothing_for_the_others() {
     let t = tally();
     let producers = spawn_producers(&q);
     let survivors: Vec<Process> = (0..2)
-        .map(|_| Process::spawn(|| consume(&q, &t)).unwrap())
+        // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+        .map(|_| unsafe { Process::fork(|| consume(&q, &t)) }.unwrap())
         .collect();
     // Victims: consumers killed at random moments (inside get, holding the lock, or between).
     for round in 0..20u64 {
-        let mut victim = Process::spawn(|| consume(&q, &t)).unwrap();
+        // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+        let mut victim = unsafe { Process::fork(|| consume(&q, &t)) }.unwrap();
         std::thread::sleep(Duration::from_micros(500 + round * 377 % 3000));
         victim.kill().unwrap();
         victim.join().unwrap();
@@ -204,12 +218,15 @@ fn a_killed_consumer_loses_nothing_for_the_others() {
 fn pipe_round_trips_and_closes() {
     let _w = common::watchdog(60, "pipe");
     let (parent, child) = Pipe::<Vec<u32>>::new().unwrap();
-    let kid = Process::spawn(|| {
-        while let Ok(mut v) = child.recv() {
-            v.reverse();
-            child.send(&v).unwrap();
-        }
-    })
+    // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+    let kid = unsafe {
+        Process::fork(|| {
+            while let Ok(mut v) = child.recv() {
+                v.reverse();
+                child.send(&v).unwrap();
+            }
+        })
+    }
     .unwrap();
     for n in 0..100u32 {
         parent.send(&(0..n).collect()).unwrap();

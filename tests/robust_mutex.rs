@@ -10,12 +10,15 @@ use shmpar::{ErrorKind, Event, LockError, Process, SharedValue, ShmMutex};
 
 /// A `#[repr(C)]` pair in shared memory: the lock and an event saying "I hold it".
 fn holder_dies(m: &SharedValue<ShmMutex<[u64; 2]>>, held: &SharedValue<Event>) {
-    let mut child = Process::spawn(|| {
-        let mut g = m.lock().unwrap();
-        g[0] += 1; // half an update: g[1] is not incremented
-        held.set();
-        std::thread::sleep(Duration::from_secs(60));
-    })
+    // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+    let mut child = unsafe {
+        Process::fork(|| {
+            let mut g = m.lock().unwrap();
+            g[0] += 1; // half an update: g[1] is not incremented
+            held.set();
+            std::thread::sleep(Duration::from_secs(60));
+        })
+    }
     .unwrap();
     assert!(
         held.wait_timeout(Duration::from_secs(10)),
@@ -48,13 +51,16 @@ fn dead_holder_is_reported_and_repairable() {
     // Works again, across processes.
     let kids: Vec<Process> = (0..2)
         .map(|_| {
-            Process::spawn(|| {
-                for _ in 0..1000 {
-                    let mut g = m.lock().unwrap();
-                    g[0] += 1;
-                    g[1] += 1;
-                }
-            })
+            // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+            unsafe {
+                Process::fork(|| {
+                    for _ in 0..1000 {
+                        let mut g = m.lock().unwrap();
+                        g[0] += 1;
+                        g[1] += 1;
+                    }
+                })
+            }
             .unwrap()
         })
         .collect();
@@ -81,9 +87,12 @@ fn unrepaired_lock_is_unrecoverable_never_a_hang() {
         assert!(t.elapsed() < Duration::from_millis(100));
     }
     // In another process too.
-    let child = Process::spawn(|| {
-        assert_eq!(m.lock().unwrap_err().kind(), ErrorKind::Unrecoverable);
-    })
+    // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+    let child = unsafe {
+        Process::fork(|| {
+            assert_eq!(m.lock().unwrap_err().kind(), ErrorKind::Unrecoverable);
+        })
+    }
     .unwrap();
     child.join().unwrap().into_result().unwrap();
 }
@@ -94,11 +103,14 @@ fn sub_second_timeouts_and_try_lock() {
     let m = SharedValue::new(ShmMutex::new(0u32)).unwrap();
     let held = SharedValue::new(Event::new()).unwrap();
     let release = SharedValue::new(Event::new()).unwrap();
-    let child = Process::spawn(|| {
-        let _g = m.lock().unwrap();
-        held.set();
-        release.wait_timeout(Duration::from_secs(30));
-    })
+    // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+    let child = unsafe {
+        Process::fork(|| {
+            let _g = m.lock().unwrap();
+            held.set();
+            release.wait_timeout(Duration::from_secs(30));
+        })
+    }
     .unwrap();
     assert!(held.wait_timeout(Duration::from_secs(10)));
     for ms in [1u64, 30, 250, 600] {

@@ -23,15 +23,16 @@
 //! whole when writers are killed.
 //!
 //! # Set-up order
-//! Call [`init`] before creating pools and processes: they inherit the logger (and its queue)
-//! when they are forked. Keep the returned [`LogGuard`] alive; dropping it writes what is still
-//! queued and stops the writer.
+//! Call [`init`] whenever you like, before or after creating pools and processes: workers and
+//! children started later get the logger with their start, and workers already running get it
+//! with the next call on their pool. Keep the returned [`LogGuard`] alive; dropping it writes
+//! what is still queued and stops the writer.
 //!
 //! ```
 //! # fn main() -> shmpar::Result<()> {
 //! let path = std::env::temp_dir().join(format!("shmpar-doc-{}.log", std::process::id()));
+//! let pool = shmpar::Pool::new(2)?; // before the logger: fine
 //! let guard = shmpar::logging::init(&path, log::LevelFilter::Info)?;
-//! let pool = shmpar::Pool::new(2)?;
 //! log::info!("starting");
 //! pool.map(0..4u32, |i| log::info!("task {i} in a worker"))?;
 //! drop(pool);
@@ -48,13 +49,15 @@ mod time;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, ErrorKind, Result};
-use crate::pool::chunk;
 use crate::queue::Queue;
 
 /// How records reach the file (see the module docs).
@@ -75,8 +78,13 @@ pub const MAX_RECORD: usize = 4000;
 struct Logger {
     level: log::LevelFilter,
     mode: Mode,
-    path: PathBuf,
-    queue: Arc<Queue<Vec<u8>>>,
+    /// The file, for [`Mode::Append`] in the process that called [`init`] and the processes it
+    /// forked directly (each opens it once itself).
+    path: Option<PathBuf>,
+    /// The file, for [`Mode::Append`] in a process that adopted the logger (see [`adopt`]).
+    file: Option<File>,
+    /// The funnel, for [`Mode::Funnel`].
+    queue: Option<Arc<Queue<Vec<u8>>>>,
     /// Records that could not be queued because the writer was stalled for 5 s.
     dropped: AtomicU64,
 }
@@ -90,8 +98,9 @@ pub struct LogGuard {
     stop: Arc<AtomicBool>,
 }
 
-/// Installs the logger for this process and every process forked from it afterwards, writing
-/// to `path` (appended to, created if missing) in [`Mode::Funnel`].
+/// Installs the logger for this process and every process shmpar starts (pool workers and
+/// [`Process`](crate::Process) children, whether they started before or after this call),
+/// writing to `path` (appended to, created if missing) in [`Mode::Funnel`].
 ///
 /// Fails with [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) if a logger is
 /// already installed, and [`ErrorKind::Io`](crate::ErrorKind::Io) if the file cannot be opened.
@@ -125,8 +134,9 @@ pub fn init_with(path: impl AsRef<Path>, level: log::LevelFilter, mode: Mode) ->
     let logger: &'static Logger = Box::leak(Box::new(Logger {
         level,
         mode,
-        path,
-        queue: Arc::clone(&queue),
+        path: Some(path),
+        file: None,
+        queue: Some(Arc::clone(&queue)),
         dropped: AtomicU64::new(0),
     }));
     if LOGGER.set(logger).is_err() || log::set_logger(logger).is_err() {
@@ -214,22 +224,115 @@ impl log::Log for Logger {
             return;
         }
         let line = format_record(record);
-        match self.mode {
-            Mode::Funnel => {
-                if self
-                    .queue
-                    .put_timeout(&line, Duration::from_secs(5))
-                    .is_err()
-                {
+        match (self.mode, &self.queue, &self.file, &self.path) {
+            (Mode::Funnel, Some(queue), _, _) => {
+                let queued = queue.put_timeout(&line, Duration::from_secs(5));
+                if queued.is_err() {
                     // ORDERING: a counter for reporting.
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Mode::Append => append(&self.path, &line),
+            // `write`, not `write_all`: a second write could land after another process's.
+            (_, _, Some(file), _) => drop((&*file).write(&line)),
+            (_, _, _, Some(path)) => append(path, &line),
+            _ => {}
         }
     }
 
     fn flush(&self) {}
+}
+
+/// How a process that shmpar starts logs like the one that called [`init`]: sent along with a
+/// descriptor (the funnel's region, or the file opened for appending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LogSetup {
+    level: usize,
+    append: bool,
+    /// The funnel region's length.
+    len: u64,
+}
+
+impl LogSetup {
+    /// Three numbers, for a fixed-size message.
+    pub(crate) fn to_words(self) -> [u64; 3] {
+        [self.level as u64, u64::from(self.append), self.len]
+    }
+
+    pub(crate) fn from_words([level, append, len]: [u64; 3]) -> LogSetup {
+        LogSetup {
+            level: level as usize,
+            append: append != 0,
+            len,
+        }
+    }
+}
+
+/// True once [`init`] has installed the logger in this process.
+pub(crate) fn active() -> bool {
+    LOGGER.get().is_some()
+}
+
+/// What a process started from this one needs to log into the same file, if a logger is
+/// installed: the setup and a new descriptor for it.
+pub(crate) fn inheritance() -> Option<(LogSetup, OwnedFd)> {
+    let logger = LOGGER.get()?;
+    let fd = match (&logger.queue, &logger.path, logger.mode) {
+        (Some(q), _, Mode::Funnel) => q.region().fd().try_clone_to_owned().ok()?,
+        (_, Some(path), Mode::Append) => OwnedFd::from(open(path).ok()?),
+        _ => return None,
+    };
+    let len = logger.queue.as_ref().map_or(0, |q| q.region().len() as u64);
+    let level = logger.level as usize;
+    Some((
+        LogSetup {
+            level,
+            append: logger.mode == Mode::Append,
+            len,
+        },
+        fd,
+    ))
+}
+
+/// In a process started by shmpar: installs a logger that writes where the parent's does
+/// (see [`inheritance`]). Nothing happens if this process already has one (a worker forked
+/// directly after [`init`] inherited it).
+pub(crate) fn adopt(setup: LogSetup, fd: OwnedFd) {
+    if active() {
+        return;
+    }
+    let level = [
+        log::LevelFilter::Off,
+        log::LevelFilter::Error,
+        log::LevelFilter::Warn,
+        log::LevelFilter::Info,
+        log::LevelFilter::Debug,
+        log::LevelFilter::Trace,
+    ]
+    .get(setup.level)
+    .copied()
+    .unwrap_or(log::LevelFilter::Info);
+    let (mode, queue, file) = if setup.append {
+        (Mode::Append, None, Some(File::from(fd)))
+    } else {
+        let queue = crate::shm::Region::from_file(File::from(fd), setup.len as usize, None, false)
+            .and_then(Queue::attach);
+        match queue {
+            Ok(q) => (Mode::Funnel, Some(Arc::new(q)), None),
+            // A region that is not the funnel: this process logs nothing rather than guess.
+            Err(_) => return,
+        }
+    };
+    let logger: &'static Logger = Box::leak(Box::new(Logger {
+        level,
+        mode,
+        path: None,
+        file,
+        queue,
+        dropped: AtomicU64::new(0),
+    }));
+    if LOGGER.set(logger).is_ok() && log::set_logger(logger).is_ok() {
+        log::set_max_level(level);
+    }
 }
 
 /// One `write(2)` of the whole record on this process's own `O_APPEND` descriptor (a pool
@@ -257,7 +360,7 @@ fn format_record(record: &log::Record<'_>) -> Vec<u8> {
         "{} {} {} {} {}: {}",
         time::now_utc(),
         std::process::id(),
-        chunk::role(),
+        crate::lifecycle::role().label(),
         record.level(),
         record.target(),
         record.args()

@@ -2,9 +2,14 @@
 
 use std::time::Duration;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use super::Pool;
 use super::control::MAX_CHUNKS;
+use super::worker::{InitCode, InitTrampoline};
 use crate::error::{Error, ErrorKind, Result};
+use crate::lifecycle::{StartMethod, code};
 
 /// Settings for a [`Pool`]. Every setting has a default; `build` checks them all.
 ///
@@ -24,9 +29,14 @@ pub struct PoolBuilder {
     max_chunks: usize,
     result_bytes: usize,
     call_timeout: Option<Duration>,
-    init: Option<fn(usize)>,
+    init: Option<Init>,
     max_tasks_per_worker: Option<u64>,
+    start_method: StartMethod,
 }
+
+/// A worker initializer as the builder holds it: encoded, or why it could not be.
+#[derive(Debug, Clone)]
+struct Init(std::result::Result<InitCode, String>);
 
 impl Default for PoolBuilder {
     fn default() -> Self {
@@ -52,6 +62,7 @@ impl PoolBuilder {
             call_timeout: None,
             init: None,
             max_tasks_per_worker: None,
+            start_method: StartMethod::default(),
         }
     }
 
@@ -148,15 +159,73 @@ impl PoolBuilder {
     }
 
     /// A function each worker runs once, with its index, before its first chunk (and again in
-    /// a replacement worker). A panic in it ends that worker. Default: none.
+    /// a replacement worker). Default: none.
+    ///
+    /// `build` waits until every worker has run it. If it panics, `build` fails with
+    /// [`ErrorKind::WorkerPanicked`](crate::ErrorKind::WorkerPanicked) and its message; if a
+    /// replacement's initializer keeps failing later, the pool stops starting workers after a
+    /// few tries (with a growing pause between them) and its calls fail with that error.
     ///
     /// ```
     /// let pool = shmpar::Pool::builder().worker_init(|_index| { /* set up a C library */ }).build()?;
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn worker_init(mut self, init: fn(usize)) -> Self {
-        self.init = Some(init);
+        self.init = Some(Init(encode_init(
+            init_plain as InitTrampoline,
+            init as usize,
+            Vec::new(),
+        )));
         self
+    }
+
+    /// Like [`worker_init`](Self::worker_init), with arguments (Python's `initializer` and
+    /// `initargs`): `args` is serialised once and each worker gets its own copy. A worker
+    /// started by the fork server has none of the parent's state, so this is how it learns a
+    /// path, a seed or a setting.
+    ///
+    /// ```
+    /// let pool = shmpar::Pool::builder()
+    ///     .workers(2)
+    ///     .worker_init_with(String::from("model.bin"), |path, index| {
+    ///         assert_eq!(path, "model.bin");
+    ///         let _ = index; // load `path` into a static of this worker, say
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn worker_init_with<A>(mut self, args: A, init: fn(&A, usize)) -> Self
+    where
+        A: Serialize + DeserializeOwned,
+    {
+        let encoded = postcard::to_stdvec(&args)
+            .map_err(|e| format!("the worker_init arguments could not be serialised: {e}"))
+            .and_then(|bytes| encode_init(init_with::<A> as InitTrampoline, init as usize, bytes));
+        self.init = Some(Init(encoded));
+        self
+    }
+
+    /// How workers are started: [`StartMethod::ForkServer`] (the default) or
+    /// [`StartMethod::Fork`]; see [`StartMethod`] for what each means for the code in tasks.
+    ///
+    /// ```
+    /// use shmpar::{Pool, StartMethod};
+    /// let pool = Pool::builder().workers(1).start_method(StartMethod::Fork).build()?;
+    /// assert_eq!(pool.map(1..4u32, |x| x * 2)?.into_iter().collect::<Result<Vec<_>, _>>()?, [2, 4, 6]);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.start_method = method;
+        self
+    }
+
+    /// The start method setting (see [`start_method`](Self::start_method)).
+    ///
+    /// ```
+    /// assert_eq!(shmpar::PoolBuilder::new().start_method_setting(), shmpar::StartMethod::ForkServer);
+    /// ```
+    pub fn start_method_setting(&self) -> StartMethod {
+        self.start_method
     }
 
     /// Replace each worker after it has run this many chunks (Python's `maxtasksperchild`):
@@ -198,7 +267,10 @@ impl PoolBuilder {
         if self.result_bytes < 64 {
             return Err(Error::invalid("result_bytes must be at least 64"));
         }
-        if crate::shm::region::in_forked_child() {
+        if let Some(Init(Err(msg))) = &self.init {
+            return Err(Error::invalid(msg.clone()));
+        }
+        if crate::lifecycle::in_child() {
             return Err(Error::new(
                 ErrorKind::Unsupported,
                 "a pool cannot be created inside a worker or a forked child",
@@ -252,11 +324,39 @@ impl PoolBuilder {
         self.call_timeout
     }
 
-    pub(crate) fn init_setting(&self) -> Option<fn(usize)> {
-        self.init
+    pub(crate) fn init_setting(&self) -> Option<InitCode> {
+        self.init.as_ref().and_then(|i| i.0.as_ref().ok()).cloned()
     }
 
     pub(crate) fn max_tasks_setting(&self) -> Option<u64> {
         self.max_tasks_per_worker
     }
+}
+
+fn encode_init(
+    trampoline: InitTrampoline,
+    user_fn: usize,
+    args: Vec<u8>,
+) -> std::result::Result<InitCode, String> {
+    Ok(InitCode {
+        trampoline: code::offset(trampoline as usize).map_err(|e| e.to_string())?,
+        user_fn: code::offset(user_fn).map_err(|e| e.to_string())?,
+        args,
+    })
+}
+
+/// See [`InitTrampoline`]: `user_fn` is a `fn(usize)`.
+unsafe fn init_plain(user_fn: usize, _args: &[u8], index: usize) {
+    // SAFETY: `worker_init` encoded a `fn(usize)` with this trampoline.
+    let f: fn(usize) = unsafe { std::mem::transmute(user_fn) };
+    f(index)
+}
+
+/// See [`InitTrampoline`]: `user_fn` is a `fn(&A, usize)`, `args` a serialised `A`.
+unsafe fn init_with<A: DeserializeOwned>(user_fn: usize, args: &[u8], index: usize) {
+    // SAFETY: `worker_init_with` encoded a `fn(&A, usize)` with this trampoline.
+    let f: fn(&A, usize) = unsafe { std::mem::transmute(user_fn) };
+    let args: A = postcard::from_bytes(args)
+        .unwrap_or_else(|e| panic!("the worker_init arguments could not be read back: {e}"));
+    f(&args, index)
 }

@@ -15,6 +15,7 @@ use super::control::{
 };
 use super::{CallState, PoolShared};
 use crate::error::{Error, ErrorKind, Result};
+use crate::lifecycle::code;
 use crate::shm::Region;
 use crate::sys::{self, ExitStatus};
 
@@ -161,14 +162,15 @@ impl PoolShared {
             // Recycled workers leave between calls: replace them before publishing.
             self.replace_exited();
         }
+        self.start_missing()?;
         self.share_regions(&regions)?;
         calls.seq = calls.seq.wrapping_add(1).max(1);
         let seq = calls.seq;
 
         let mut desc = JobDesc {
-            trampoline: spec.trampoline as usize as u64,
+            trampoline: code::offset(spec.trampoline as usize)?,
             flags: if spec.keep_going { KEEP_GOING } else { 0 },
-            user_fn: spec.user_fn as u64,
+            user_fn: code::offset(spec.user_fn)?,
             rows_per_chunk: spec.grid.rows_per_chunk as u64,
             total_rows: spec.rows as u64,
             n_arrays: spec.arrays.len() as u64,
@@ -220,7 +222,7 @@ impl PoolShared {
         if self.config.caller_runs_setting() {
             self.help(seq, &mut calls);
         }
-        let waited = self.wait(seq, n, spec.keep_going);
+        let waited = self.wait(seq, n, spec.keep_going, &regions);
         Ok((seq, n, waited, calls))
     }
 
@@ -311,7 +313,7 @@ impl PoolShared {
 
     /// Waits for the call to finish: spins for the pool's spin time, then sleeps on `done`,
     /// checking every `CHECK_EVERY` that every worker lives and replacing the dead.
-    fn wait(self: &Arc<Self>, seq: u32, n: usize, keep_going: bool) -> Waited {
+    fn wait(self: &Arc<Self>, seq: u32, n: usize, keep_going: bool, regions: &[&Region]) -> Waited {
         let hdr = self.control.header();
         let spin = self.config.spin_setting();
         let timeout = self.config.call_timeout_setting();
@@ -333,7 +335,7 @@ impl PoolShared {
             }
             let now = Instant::now();
             if now - last_check >= CHECK_EVERY {
-                self.check_workers(seq, &mut out);
+                self.check_workers(seq, &mut out, regions);
                 last_check = now;
             }
             if let Some(limit) = timeout {
@@ -360,12 +362,13 @@ impl PoolShared {
     }
 
     /// Reaps dead workers, fails the chunks they held, and starts replacements.
-    fn check_workers(self: &Arc<Self>, seq: u32, out: &mut Waited) {
+    /// `regions`: the call's, which a replacement joining it must map.
+    fn check_workers(self: &Arc<Self>, seq: u32, out: &mut Waited, regions: &[&Region]) {
         let mut dead = Vec::new();
         {
             let mut workers = self.workers.lock();
             for (i, w) in workers.iter_mut().enumerate().filter(|(_, w)| w.alive) {
-                let status = match sys::try_wait(w.pid) {
+                let status = match w.child.try_wait() {
                     Ok(None) => continue,
                     Ok(Some(status)) => status,
                     // ECHILD: someone else reaped it (a stray `waitpid(-1)`): it is gone.
@@ -374,6 +377,7 @@ impl PoolShared {
                 w.alive = false;
                 w.queue.clear();
                 dead.push(i);
+                self.note_exit(i, status);
                 self.hand_over_arena(i);
                 // ORDERING: SeqCst, paired with the worker's SeqCst stores of `current`.
                 let (s, state) = unpack(self.control.worker(i).current.load(Ordering::SeqCst));
@@ -404,14 +408,14 @@ impl PoolShared {
                     }
                 }
                 out.deaths.push(Death {
-                    pid: w.pid,
+                    pid: w.child.pid(),
                     status,
                     chunk,
                 });
             }
         }
         for i in dead {
-            if let Err(e) = self.spawn(self, i) {
+            if let Err(e) = self.spawn(self, i, regions) {
                 out.spawn_error.get_or_insert(e);
             }
         }
@@ -441,6 +445,25 @@ impl PoolShared {
         slot.arena_used.store(end, Ordering::Release);
     }
 
+    /// Starts a worker in every slot left empty by a failed start. An error only when no worker
+    /// is left to run the call (a pool whose workers keep failing to start says why).
+    fn start_missing(self: &Arc<Self>) -> Result<()> {
+        let missing: Vec<usize> = (self.workers.lock().iter().enumerate())
+            .filter(|(_, w)| !w.alive)
+            .map(|(i, _)| i)
+            .collect();
+        let mut failed = None;
+        for i in missing {
+            if let Err(e) = self.spawn(self, i, &[]) {
+                failed.get_or_insert(e);
+            }
+        }
+        match failed {
+            Some(e) if self.workers.lock().iter().all(|w| !w.alive) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Reaps workers that exited between calls (recycled) and starts their replacements.
     fn replace_exited(self: &Arc<Self>) {
         let mut dead = Vec::new();
@@ -451,16 +474,19 @@ impl PoolShared {
             .enumerate()
             .filter(|(_, w)| w.alive)
         {
-            if !matches!(sys::try_wait(w.pid), Ok(None)) {
-                w.alive = false;
-                w.queue.clear();
-                dead.push(i);
+            match w.child.try_wait() {
+                Ok(None) => continue,
+                Ok(Some(status)) => self.note_exit(i, status),
+                Err(_) => {}
             }
+            w.alive = false;
+            w.queue.clear();
+            dead.push(i);
         }
         for i in dead {
             // A failed start leaves the slot empty; the call then runs on the others, or fails
             // cleanly when none is left.
-            let _ = self.spawn(self, i);
+            let _ = self.spawn(self, i, &[]);
         }
     }
 
@@ -470,7 +496,7 @@ impl PoolShared {
             // ORDERING: SeqCst, as in `no_live_worker_in`.
             let (s, state) = unpack(self.control.worker(i).current.load(Ordering::SeqCst));
             if s == seq && state != IDLE {
-                let _ = sys::kill(w.pid, sys::SIGKILL);
+                let _ = w.child.kill();
             }
         }
     }
@@ -603,7 +629,10 @@ impl PoolShared {
         if who == CALLER {
             return sys::pid();
         }
-        self.workers.lock().get(who as usize).map_or(0, |w| w.pid)
+        self.workers
+            .lock()
+            .get(who as usize)
+            .map_or(0, |w| w.child.pid())
     }
 }
 

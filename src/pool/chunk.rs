@@ -1,16 +1,16 @@
 //! Running one chunk: the code shared by workers and by a caller that helps.
 //!
 //! A call is described by a *trampoline*, a monomorphised `unsafe fn` that knows the element
-//! types and the user's function type, plus the user's function pointer. Both are plain
-//! addresses that mean the same thing in every worker, because workers are forks of this
-//! binary. This is why the user's `map` must be a function pointer (a closure that captures
-//! nothing): captured data would point into the parent's memory as it is *now*, which a worker
-//! forked earlier has never seen.
+//! types and the user's function type, plus the user's function pointer. Both travel as
+//! offsets in the executable (`lifecycle::code`), which mean the same function in every process
+//! running this program, however it was started. This is why the user's `map` must be a
+//! function pointer (a closure that captures nothing): captured data would point into the
+//! parent's memory, which a worker does not have.
 
 use std::cell::RefCell;
 use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use super::control::{
     CALLER, ChunkSlot, Control, JobDesc, KEEP_GOING, MAX_ARRAYS, MAX_DIMS, OK, PANICKED, TOO_LARGE,
@@ -96,7 +96,6 @@ pub(crate) enum ChunkFailure {
 pub(crate) type Trampoline =
     unsafe fn(input: &ChunkInput<'_>, out: &mut [u8]) -> Result<usize, ChunkFailure>;
 
-static IN_WORKER: AtomicBool = AtomicBool::new(false);
 /// Whether the panic hook is installed: 0 no, 1 being installed, 2 yes. Not a `Once`: a child
 /// forked while another thread was inside `call_once` would find it "running" forever.
 static HOOK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
@@ -121,8 +120,7 @@ pub(crate) fn install_panic_hook() {
     {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            // ORDERING: the flag is set by the worker's own thread before any user code runs.
-            if IN_WORKER.load(Ordering::Relaxed) {
+            if crate::lifecycle::in_child() {
                 let at = info
                     .location()
                     .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
@@ -134,33 +132,6 @@ pub(crate) fn install_panic_hook() {
     }
     // ORDERING: see above.
     HOOK.store(2, Ordering::Release);
-}
-
-/// Marks this process as a worker (see [`install_panic_hook`]).
-/// This process's role, for log records: `usize::MAX` for the parent, `usize::MAX - 1` for a
-/// `Process` child, else a pool worker's index.
-static ROLE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(usize::MAX);
-
-/// Who this process is, for log records: "main", "child", or "w3" for worker 3.
-pub(crate) fn role() -> String {
-    // ORDERING: set once by this process's only thread right after fork.
-    match ROLE.load(Ordering::Relaxed) {
-        usize::MAX => "main".to_string(),
-        r if r == usize::MAX - 1 => "child".to_string(),
-        i => format!("w{i}"),
-    }
-}
-
-/// Records this process's role (see [`role`]); `None` for a `Process` child.
-pub(crate) fn set_role(worker: Option<usize>) {
-    // ORDERING: see `role`.
-    ROLE.store(worker.unwrap_or(usize::MAX - 1), Ordering::Relaxed);
-}
-
-pub(crate) fn mark_worker() {
-    crate::shm::region::mark_forked_child();
-    // ORDERING: read on this same thread only.
-    IN_WORKER.store(true, Ordering::Relaxed);
 }
 
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -230,11 +201,12 @@ pub(crate) unsafe fn run_chunk(
         rows: start..end,
         index,
         params,
-        user_fn: job.user_fn as usize,
+        user_fn: crate::lifecycle::code::address(job.user_fn),
         slot,
     };
-    // SAFETY: the parent stored the address of a `Trampoline` of this very binary.
-    let trampoline: Trampoline = unsafe { std::mem::transmute(job.trampoline as usize) };
+    // SAFETY: the parent stored the offset of a `Trampoline` of this very executable.
+    let trampoline: Trampoline =
+        unsafe { std::mem::transmute(crate::lifecycle::code::address(job.trampoline)) };
     let out = &mut arena[*used..];
     // SAFETY: the caller guarantees the input describes the call's live arrays and that the
     // chunk is ours alone.

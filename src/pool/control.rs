@@ -55,6 +55,11 @@ pub(crate) const CLAIMING: u32 = u32::MAX - 1;
 /// The largest number of chunks a call may have.
 pub(crate) const MAX_CHUNKS: u32 = u32::MAX - 2;
 
+/// Worker start states (`WorkerSlot::ready`).
+pub(crate) const STARTING: u32 = 0;
+pub(crate) const READY: u32 = 1;
+pub(crate) const INIT_FAILED: u32 = 2;
+
 /// Who ran a chunk: a worker index, or the calling thread.
 pub(crate) const CALLER: u32 = u32::MAX;
 
@@ -92,11 +97,12 @@ pub(crate) struct ArrayDesc {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct JobDesc {
-    /// `Trampoline` as an address: valid in the workers because they are forks of this binary.
+    /// `Trampoline` as a `lifecycle::code` offset: the same function in every process that runs
+    /// this executable, wherever it is loaded.
     pub(crate) trampoline: u64,
     /// `KEEP_GOING` or 0.
     pub(crate) flags: u64,
-    /// The user's function pointer, passed to the trampoline.
+    /// The user's function, as a `lifecycle::code` offset, passed to the trampoline.
     pub(crate) user_fn: u64,
     pub(crate) rows_per_chunk: u64,
     pub(crate) total_rows: u64,
@@ -155,6 +161,9 @@ pub(crate) struct WorkerSlot {
     /// Bytes of this slot's result arena used by the current call: reset by the parent for
     /// each call, so that a replacement worker continues after its predecessor's results.
     pub(crate) arena_used: AtomicU64,
+    /// `STARTING` until the worker has run its initializer: then `READY`, or `INIT_FAILED`
+    /// (the panic message fills the first `arena_used` bytes of its arena).
+    pub(crate) ready: AtomicU32,
 }
 
 #[repr(C)]

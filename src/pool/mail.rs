@@ -9,6 +9,8 @@ pub(crate) enum Mail {
     ForgetMapped { id: u64 },
     /// Unmap the mapping you inherited at fork.
     ForgetInherited { addr: u64, len: u64 },
+    /// Log through the attached descriptor (`logging::LogSetup` as three words).
+    Log { setup: [u64; 3] },
 }
 
 impl Mail {
@@ -19,6 +21,7 @@ impl Mail {
             Mail::Map { id, len } => [1, id, 0, len],
             Mail::ForgetMapped { id } => [2, id, 0, 0],
             Mail::ForgetInherited { addr, len } => [3, 0, addr, len],
+            Mail::Log { setup: [a, b, c] } => [4, a, b, c],
         };
         bytemuck::cast(words)
     }
@@ -29,6 +32,9 @@ impl Mail {
             1 => Some(Mail::Map { id, len }),
             2 => Some(Mail::ForgetMapped { id }),
             3 => Some(Mail::ForgetInherited { addr, len }),
+            4 => Some(Mail::Log {
+                setup: [id, addr, len],
+            }),
             _ => None,
         }
     }
@@ -47,6 +53,7 @@ mod tests {
                 addr: 0x7f00_0000_0000,
                 len: 8192,
             },
+            Mail::Log { setup: [3, 1, 0] },
         ] {
             assert_eq!(Mail::decode(&m.encode()), Some(m));
         }

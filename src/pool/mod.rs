@@ -4,7 +4,6 @@ mod builder;
 mod call;
 pub(crate) mod chunk;
 pub(crate) mod control;
-mod forker;
 mod mail;
 mod worker;
 
@@ -19,13 +18,17 @@ use parking_lot::Mutex;
 
 pub use builder::PoolBuilder;
 pub(crate) use call::{CallSpec, ChunkReport, ChunkState, Finished, Grid};
-use control::{Control, IDLE, Layout, pack};
+use control::{Control, IDLE, INIT_FAILED, Layout, READY, STARTING, pack};
 use mail::Mail;
-use worker::WorkerStart;
+use worker::{Boot, WorkerStart};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::lifecycle::{self, Child, StartMethod};
 use crate::shm::{Region, RegionInfo, RegionWatcher, registry};
 use crate::sys;
+
+/// Workers that die before they are ready, in a row, after which the pool stops starting them.
+const MAX_START_FAILURES: u32 = 5;
 
 /// A pool of persistent worker processes, forked once and kept, that run the chunks of
 /// [`par_reduce`](Pool::par_reduce) and friends over [`SharedArray`](crate::SharedArray)s.
@@ -74,10 +77,18 @@ pub(crate) struct PoolShared {
     /// The serialised inputs of task-style calls (`map` and friends), reused between calls;
     /// held from filling it to the end of the call.
     pub(crate) task_input: Mutex<Option<Region>>,
+    /// Workers that failed to start, in a row, and the last failure: a replacement storm ends
+    /// with an error instead of forking forever.
+    start_failures: Mutex<StartFailures>,
     /// Owns the block `control` points into; kept last so that it is unmapped after
     /// everything that uses it.
-    #[expect(dead_code, reason = "held for ownership only")]
     control_region: Region,
+}
+
+#[derive(Default)]
+struct StartFailures {
+    in_a_row: u32,
+    last: Option<(ErrorKind, String)>,
 }
 
 struct CallState {
@@ -87,13 +98,15 @@ struct CallState {
 
 /// The parent's record of one worker process.
 struct Worker {
-    pid: i32,
+    child: Child,
     alive: bool,
     /// The first region id this worker did not inherit at fork.
     fork_seq: u64,
     sock: OwnedFd,
     /// Regions sent to it as descriptors.
     received: HashSet<u64>,
+    /// Its logger writes where this process's does (inherited, or sent as mail).
+    log_synced: bool,
     /// Mail not yet written because the socket was full.
     queue: VecDeque<(Mail, Option<OwnedFd>)>,
     mail_seq: u64,
@@ -188,7 +201,7 @@ impl Pool {
             .lock()
             .iter()
             .filter(|w| w.alive)
-            .map(|w| w.pid as u32)
+            .map(|w| w.child.pid() as u32)
             .collect()
     }
 
@@ -212,7 +225,7 @@ impl Pool {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn global() -> Result<&'static Pool> {
-        if crate::shm::region::in_forked_child() {
+        if crate::lifecycle::in_child() {
             // The parent's pool is not this process's to use (its workers are the parent's
             // children), and its lazy initialisation may have been copied half-done.
             return Err(Error::new(
@@ -264,6 +277,7 @@ impl Pool {
             }),
             workers: Mutex::new(Vec::with_capacity(workers)),
             task_input: Mutex::new(None),
+            start_failures: Mutex::new(StartFailures::default()),
             control_region,
         });
         let weak: std::sync::Weak<dyn RegionWatcher> = Arc::downgrade(&shared) as _;
@@ -271,7 +285,10 @@ impl Pool {
         let pool = Pool { shared };
         for i in 0..workers {
             // On failure `pool` drops here and reaps the workers already started.
-            pool.shared.spawn(&pool.shared, i)?;
+            pool.shared.spawn(&pool.shared, i, &[])?;
+        }
+        for i in 0..workers {
+            pool.shared.wait_started(i)?;
         }
         Ok(pool)
     }
@@ -283,8 +300,11 @@ impl PoolShared {
         &self.config
     }
 
-    /// Forks worker `index` (a first start, or a replacement in the same slot).
-    fn spawn(&self, this: &Arc<PoolShared>, index: usize) -> Result<()> {
+    /// Starts worker `index` (a first start, or a replacement in the same slot), by the pool's
+    /// start method. It is registered (alive) when this returns; it may still be running its
+    /// initializer (see [`wait_started`](Self::wait_started)). `regions`: those of a call in
+    /// progress, which a replacement joins at once (a worker forked directly inherits them).
+    fn spawn(&self, this: &Arc<PoolShared>, index: usize, regions: &[&Region]) -> Result<()> {
         // ORDERING: Relaxed: set once, before the shutdown's wake-up.
         if self.control.header().wake.shutdown.load(Ordering::Relaxed) != 0 {
             return Err(Error::new(
@@ -292,55 +312,239 @@ impl PoolShared {
                 "the pool is shutting down",
             ));
         }
+        self.pause_before_start()?;
         let (parent_end, child_end) =
             sys::socket_pair().map_err(|e| Error::io("could not create a worker's socket", e))?;
         let slot = self.control.worker(index);
-        // ORDERING: the fork that follows publishes these to the child. `arena_used` is left
-        // as the parent set it: a replacement continues after its predecessor's results.
+        // ORDERING: the fork (or the server's request) that follows publishes these to the
+        // child. `arena_used` is left as the parent set it: a replacement continues after its
+        // predecessor's results.
         slot.current.store(pack(0, IDLE), Ordering::SeqCst);
         slot.mail_seq.store(0, Ordering::SeqCst);
+        slot.ready.store(STARTING, Ordering::SeqCst);
         let arena = &self.arenas[index];
-        let start = WorkerStart {
-            control: self.control,
-            index: index as u32,
-            arena: arena.as_ptr(),
-            arena_len: arena.len(),
-            sock: child_end.as_raw_fd(),
-            parent: 0,   // filled in by the forker
-            fork_seq: 0, // filled in by the forker
-            spin: self.config.spin_setting(),
-            init: self.config.init_setting(),
-            max_tasks: self.config.max_tasks_setting(),
-        };
-        let shared = Arc::clone(this);
-        let on_forked: forker::OnForked = Box::new(move |pid, fork_seq| {
-            let mut workers = shared.workers.lock();
-            let w = Worker {
-                pid,
-                alive: true,
-                fork_seq,
-                sock: parent_end,
-                received: HashSet::new(),
-                queue: VecDeque::new(),
-                mail_seq: 0,
-            };
-            if index < workers.len() {
-                workers[index] = w;
-            } else {
-                workers.push(w);
+        let register = {
+            let shared = Arc::clone(this);
+            move |child: Child, fork_seq: u64, received: HashSet<u64>, log_synced: bool| {
+                let mut workers = shared.workers.lock();
+                let w = Worker {
+                    child,
+                    alive: true,
+                    fork_seq,
+                    sock: parent_end,
+                    received,
+                    log_synced,
+                    queue: VecDeque::new(),
+                    mail_seq: 0,
+                };
+                if index < workers.len() {
+                    workers[index] = w;
+                } else {
+                    workers.push(w);
+                }
             }
-        });
-        let result = forker::spawn_worker(start, on_forked);
-        drop(child_end);
-        result
-            .map(drop)
-            .map_err(|e| Error::io("could not fork a worker process", e))
+        };
+        match self.config.start_method_setting() {
+            StartMethod::Fork => {
+                let start = WorkerStart {
+                    control: self.control,
+                    index: index as u32,
+                    arena: arena.as_ptr(),
+                    arena_len: arena.len(),
+                    sock: child_end.as_raw_fd(),
+                    parent: 0,   // filled in at the fork
+                    fork_seq: 0, // filled in at the fork
+                    spin: self.config.spin_setting(),
+                    init: self.config.init_setting(),
+                    max_tasks: self.config.max_tasks_setting(),
+                    mapped: Vec::new(),
+                };
+                let result = lifecycle::fork_worker(
+                    move |parent, fork_seq| {
+                        // Moved whole: the struct, not its fields, is `Send`.
+                        let start = start;
+                        worker::worker_main(WorkerStart {
+                            parent,
+                            fork_seq,
+                            ..start
+                        })
+                    },
+                    move |child, fork_seq| {
+                        // A worker forked after `logging::init` inherited the logger.
+                        let log_synced = crate::logging::active();
+                        register(child, fork_seq, HashSet::new(), log_synced)
+                    },
+                );
+                drop(child_end);
+                result.map_err(|e| Error::io("could not fork a worker process", e))
+            }
+            StartMethod::ForkServer => {
+                let layout = self.control.layout();
+                let mut boot = Boot {
+                    index: index as u32,
+                    max_workers: layout.max_workers as u64,
+                    max_chunks: layout.max_chunks as u64,
+                    arena_len: arena.len() as u64,
+                    spin_ns: self.config.spin_setting().as_nanos().min(u64::MAX as u128) as u64,
+                    init: self.config.init_setting(),
+                    max_tasks: self.config.max_tasks_setting(),
+                    regions: regions
+                        .iter()
+                        .map(|r| (r.id(), r.map_len() as u64))
+                        .collect(),
+                    log: None,
+                };
+                let log = crate::logging::inheritance();
+                boot.log = log.as_ref().map(|(setup, _)| *setup);
+                let payload = postcard::to_stdvec(&boot).map_err(|e| {
+                    Error::invalid(format!("could not encode a worker's start: {e}"))
+                })?;
+                let mut fds = vec![self.control_region.fd(), arena.fd(), child_end.as_fd()];
+                fds.extend(log.as_ref().map(|(_, fd)| fd.as_fd()));
+                fds.extend(regions.iter().map(|r| r.fd()));
+                let child = lifecycle::server::spawn(worker::served_main, &payload, &fds)?;
+                drop(child_end);
+                let received = regions.iter().map(|r| r.id()).collect();
+                register(child, 0, received, log.is_some());
+                Ok(())
+            }
+        }
+    }
+
+    /// Refuses to start another worker once `MAX_START_FAILURES` in a row failed to start, and
+    /// pauses (10 ms, doubling) after each such failure: a broken initializer costs a few
+    /// forks and a clear error, not a storm.
+    fn pause_before_start(&self) -> Result<()> {
+        let failures = self.start_failures.lock();
+        if failures.in_a_row >= MAX_START_FAILURES {
+            let (kind, msg) = failures
+                .last
+                .clone()
+                .unwrap_or((ErrorKind::WorkerDied, "no reason recorded".into()));
+            return Err(Error::new(
+                kind,
+                format!(
+                    "the pool stopped starting workers: {} in a row failed to start; the last: \
+                     {msg}",
+                    failures.in_a_row
+                ),
+            ));
+        }
+        let pause = match failures.in_a_row {
+            0 => Duration::ZERO,
+            n => Duration::from_millis(10 << (n - 1)),
+        };
+        drop(failures);
+        std::thread::sleep(pause);
+        Ok(())
+    }
+
+    /// Records how worker `index`, which has just been reaped with `status`, ended: one that
+    /// never became ready counts towards `MAX_START_FAILURES`; one that did resets the count.
+    fn note_exit(&self, index: usize, status: sys::ExitStatus) {
+        let slot = self.control.worker(index);
+        // ORDERING: Acquire, paired with the worker's Release store (it is dead now).
+        let ready = slot.ready.load(Ordering::Acquire);
+        let mut failures = self.start_failures.lock();
+        if ready == READY {
+            failures.in_a_row = 0;
+            return;
+        }
+        failures.in_a_row += 1;
+        failures.last = Some(self.start_failure(index, ready, status));
+    }
+
+    /// Why worker `index` did not start: its initializer's panic, or how it ended.
+    fn start_failure(
+        &self,
+        index: usize,
+        ready: u32,
+        status: sys::ExitStatus,
+    ) -> (ErrorKind, String) {
+        if ready == INIT_FAILED {
+            // ORDERING: published by the Acquire load of `ready` in the caller.
+            let len = self
+                .control
+                .worker(index)
+                .arena_used
+                .load(Ordering::Relaxed) as usize;
+            let arena = &self.arenas[index];
+            // SAFETY: the worker wrote `len` bytes (at most the arena's length) at the start of
+            // its arena before it published INIT_FAILED, and it is gone now.
+            let bytes = unsafe { std::slice::from_raw_parts(arena.as_ptr(), len.min(arena.len())) };
+            (
+                ErrorKind::WorkerPanicked,
+                format!(
+                    "worker_init panicked in worker {index}: {}",
+                    String::from_utf8_lossy(bytes)
+                ),
+            )
+        } else {
+            (
+                ErrorKind::WorkerDied,
+                format!("worker {index} {status} before it was ready"),
+            )
+        }
+    }
+
+    /// Waits until worker `index` has run its initializer: an error if the initializer
+    /// panicked or the worker died first, or (with a call timeout) after that long.
+    fn wait_started(&self, index: usize) -> Result<()> {
+        let started = Instant::now();
+        let limit = self.config.call_timeout_setting();
+        let mut nap = Duration::from_micros(20);
+        loop {
+            // ORDERING: Acquire, paired with the worker's Release store.
+            if self.control.worker(index).ready.load(Ordering::Acquire) == READY {
+                return Ok(());
+            }
+            let ended = {
+                let mut workers = self.workers.lock();
+                let w = &mut workers[index];
+                match w.child.try_wait() {
+                    Ok(None) => None,
+                    Ok(Some(status)) => Some(status),
+                    Err(_) => Some(sys::ExitStatus::Exited(-1)),
+                }
+                .inspect(|_| w.alive = false)
+            };
+            if let Some(status) = ended {
+                self.note_exit(index, status);
+                // ORDERING: Acquire, as above.
+                let ready = self.control.worker(index).ready.load(Ordering::Acquire);
+                let (kind, msg) = self.start_failure(index, ready, status);
+                return Err(Error::new(kind, msg));
+            }
+            if limit.is_some_and(|l| started.elapsed() > l) {
+                return Err(Error::new(
+                    ErrorKind::TimedOut,
+                    format!("worker {index} did not finish starting within the call timeout"),
+                ));
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(1));
+        }
     }
 
     /// Makes sure every live worker maps each of `regions` before a call uses them.
     fn share_regions(&self, regions: &[&Region]) -> Result<()> {
         let mut workers = self.workers.lock();
         let mut sent = false;
+        if crate::logging::active() {
+            // `logging::init` came after these workers started: tell them.
+            for w in workers.iter_mut().filter(|w| w.alive && !w.log_synced) {
+                if let Some((setup, fd)) = crate::logging::inheritance() {
+                    w.post(
+                        Mail::Log {
+                            setup: setup.to_words(),
+                        },
+                        Some(fd),
+                    );
+                    w.log_synced = true;
+                    sent = true;
+                }
+            }
+        }
         for w in workers.iter_mut().filter(|w| w.alive) {
             for r in regions {
                 if !w.has(r.id()) {
@@ -390,7 +594,7 @@ impl PoolShared {
                 ));
             }
             for w in workers.iter_mut().filter(|w| w.alive) {
-                if let Ok(Some(_)) = sys::try_wait(w.pid) {
+                if let Ok(Some(_)) = w.child.try_wait() {
                     w.alive = false;
                     w.queue.clear();
                 }
@@ -426,14 +630,14 @@ impl PoolShared {
         let deadline = Instant::now() + Duration::from_secs(2);
         for w in workers.iter_mut().filter(|w| w.alive) {
             loop {
-                match sys::try_wait(w.pid) {
+                match w.child.try_wait() {
                     Ok(None) if Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_micros(200))
                     }
                     Ok(None) => {
                         // Busy in a long chunk, or stuck: it has no more work to do.
-                        let _ = sys::kill(w.pid, sys::SIGKILL);
-                        let _ = sys::wait(w.pid);
+                        let _ = w.child.kill();
+                        let _ = w.child.wait();
                         break;
                     }
                     // Reaped now, or already reaped by someone else (ECHILD).

@@ -5,60 +5,159 @@
 //! could have held at fork time, and leaves only through `_exit`.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, RawFd};
+use std::os::fd::{AsFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::chunk::{self, ArrayPtr};
-use super::control::{CLAIMING, Control, IDLE, JobDesc, MAX_ARRAYS, pack};
+use serde::{Deserialize, Serialize};
+
+use super::control::{
+    CLAIMING, Control, IDLE, INIT_FAILED, JobDesc, Layout, MAX_ARRAYS, READY, WorkerSlot, pack,
+};
 use super::mail::Mail;
 use crate::sys;
 
-/// Everything a worker needs, prepared by the parent before fork.
-#[derive(Debug, Clone, Copy)]
+/// Everything a worker needs: prepared by the parent before a direct fork, or rebuilt by a
+/// worker started by the fork server from its [`Boot`] and descriptors.
+#[derive(Debug, Clone)]
 pub(crate) struct WorkerStart {
     pub(crate) control: Control,
     pub(crate) index: u32,
     pub(crate) arena: *mut u8,
     pub(crate) arena_len: usize,
     pub(crate) sock: RawFd,
+    /// The process that forked this worker (the user's process, or the fork server).
     pub(crate) parent: i32,
-    /// The first region id this worker did not inherit (filled in by the forker).
+    /// The first region id this worker did not inherit (filled in at a direct fork; 0 for a
+    /// worker started by the fork server, which inherits nothing).
     pub(crate) fork_seq: u64,
     pub(crate) spin: Duration,
     /// Runs once in the worker before its first chunk, if set.
-    pub(crate) init: Option<fn(usize)>,
+    pub(crate) init: Option<InitCode>,
     /// After this many chunks the worker exits (between chunks) and is replaced.
     pub(crate) max_tasks: Option<u64>,
+    /// Regions already mapped at start: (id, address, length).
+    pub(crate) mapped: Vec<(u64, usize, usize)>,
 }
 
-// SAFETY: the pointers are addresses in shared mappings that the worker inherits at fork.
+// SAFETY: the pointers are addresses of shared mappings that stay mapped while the pool lives;
+// the struct only carries them to the worker.
 unsafe impl Send for WorkerStart {}
+
+/// A worker initializer, in the portable form that crosses to a fresh exec: a trampoline that
+/// knows the argument type, the user's function, and the serialised arguments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InitCode {
+    /// `code::offset` of an [`InitTrampoline`].
+    pub(crate) trampoline: u64,
+    /// `code::offset` of the user's function.
+    pub(crate) user_fn: u64,
+    pub(crate) args: Vec<u8>,
+}
+
+/// Runs the user's initializer `user_fn` (an address in this process) on `args` for worker
+/// `index`.
+///
+/// # Safety
+/// `user_fn` must be the function type this trampoline was instantiated for.
+pub(crate) type InitTrampoline = unsafe fn(user_fn: usize, args: &[u8], index: usize);
+
+/// What a worker started by the fork server receives as its payload; its descriptors are the
+/// control block, its result arena and its socket, in that order.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Boot {
+    pub(crate) index: u32,
+    pub(crate) max_workers: u64,
+    pub(crate) max_chunks: u64,
+    pub(crate) arena_len: u64,
+    pub(crate) spin_ns: u64,
+    pub(crate) init: Option<InitCode>,
+    pub(crate) max_tasks: Option<u64>,
+    /// The regions of the call in progress, for a replacement that joins it: (id, length),
+    /// their descriptors following the first three.
+    pub(crate) regions: Vec<(u64, u64)>,
+    /// The parent's logger, if it has one: its descriptor follows the first three.
+    pub(crate) log: Option<crate::logging::LogSetup>,
+}
 
 /// How long a sleeping worker waits before it checks that its parent is alive.
 const PARENT_CHECK: Duration = Duration::from_millis(100);
+
+/// The entry of a worker started by the fork server: map the control block and the arena from
+/// the descriptors, then run [`worker_main`].
+pub(crate) fn served_main(payload: Vec<u8>, fds: Vec<OwnedFd>) {
+    crate::lifecycle::set_role(crate::lifecycle::Role::Worker(0));
+    chunk::install_panic_hook();
+    let Ok(boot) = postcard::from_bytes::<Boot>(&payload) else {
+        sys::exit_now(1)
+    };
+    crate::lifecycle::set_role(crate::lifecycle::Role::Worker(boot.index as usize));
+    let mut fds = fds.into_iter();
+    let (Some(control_fd), Some(arena_fd), Some(sock)) = (fds.next(), fds.next(), fds.next())
+    else {
+        sys::exit_now(1)
+    };
+    if let (Some(setup), Some(fd)) = (boot.log, boot.log.and_then(|_| fds.next())) {
+        crate::logging::adopt(setup, fd);
+    }
+    let mut mapped = Vec::with_capacity(boot.regions.len());
+    for (&(id, len), fd) in boot.regions.iter().zip(fds) {
+        // A region that cannot be mapped is reported when a chunk needs it.
+        if let Ok(addr) = sys::map_shared(fd.as_fd(), len as usize) {
+            mapped.push((id, addr as usize, len as usize));
+        }
+    }
+    let Some(layout) = Layout::new(boot.max_workers as usize, boot.max_chunks as usize) else {
+        sys::exit_now(1)
+    };
+    let (Ok(control), Ok(arena)) = (
+        sys::map_shared(control_fd.as_fd(), layout.total),
+        sys::map_shared(arena_fd.as_fd(), boot.arena_len as usize),
+    ) else {
+        sys::exit_now(1)
+    };
+    // The mappings stay; the descriptors are not needed any more (and nothing may be left to
+    // drop if a panic unwinds out of the worker's loop).
+    drop((control_fd, arena_fd));
+    worker_main(WorkerStart {
+        // SAFETY: the parent's control block of `layout.total` bytes, mapped (page-aligned)
+        // for the rest of this process's life.
+        control: unsafe { Control::new(control, layout) },
+        index: boot.index,
+        arena,
+        arena_len: boot.arena_len as usize,
+        sock: sock.into_raw_fd(),
+        parent: sys::parent_pid(),
+        fork_seq: 0,
+        spin: Duration::from_nanos(boot.spin_ns),
+        init: boot.init,
+        max_tasks: boot.max_tasks,
+        mapped,
+    })
+}
 
 /// The worker's main loop. Never returns.
 pub(crate) fn worker_main(start: WorkerStart) -> ! {
     if !sys::die_with_parent(start.parent) {
         sys::exit_now(0);
     }
-    chunk::mark_worker();
-    chunk::set_role(Some(start.index as usize));
+    crate::lifecycle::set_role(crate::lifecycle::Role::Worker(start.index as usize));
     let sock = sys::keep_only_fd(start.sock);
-    if let Some(init) = start.init {
-        // A panicking initializer ends the worker; the parent sees it die and reports it.
-        if std::panic::catch_unwind(|| init(start.index as usize)).is_err() {
-            sys::exit_now(101);
-        }
-    }
     let control = start.control;
-    let hdr = control.header();
     let slot = control.worker(start.index as usize);
     // SAFETY: the parent created the arena for this worker index only and keeps it mapped
     // while the pool lives; it reads a result only after the worker published it.
     let arena = unsafe { std::slice::from_raw_parts_mut(start.arena, start.arena_len) };
-    let mut mapped: HashMap<u64, (usize, usize)> = HashMap::new();
+    if let Some(init) = &start.init {
+        run_init(init, start.index, slot, arena);
+    }
+    // ORDERING: Release, paired with the parent's Acquire load while it waits for the start.
+    slot.ready.store(READY, Ordering::Release);
+    let hdr = control.header();
+    let mut mapped: HashMap<u64, (usize, usize)> = (start.mapped.iter())
+        .map(|&(id, addr, len)| (id, (addr, len)))
+        .collect();
     // Mail sent before this worker existed was for its predecessor; its socket is new.
     let mut mail_seen = 0;
     let mut last_call = 0u32;
@@ -94,6 +193,29 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
             unsafe { work_on_call(&control, call, start.index, arena, &regions, budget) };
         }
         wait_for_change(&control, epoch, start.spin, start.parent);
+    }
+}
+
+/// Runs the initializer; a panic in it is published (message in the arena, `INIT_FAILED`) and
+/// ends the worker, so the parent reports it instead of starting the next one blindly.
+fn run_init(init: &InitCode, index: u32, slot: &WorkerSlot, arena: &mut [u8]) {
+    let trampoline = crate::lifecycle::code::address(init.trampoline);
+    let user_fn = crate::lifecycle::code::address(init.user_fn);
+    // SAFETY: the parent encoded an `InitTrampoline` instantiated for the user's function
+    // type, from this same executable.
+    let trampoline: InitTrampoline = unsafe { std::mem::transmute(trampoline) };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: see above: `user_fn` has the type the trampoline expects.
+        unsafe { trampoline(user_fn, &init.args, index as usize) }
+    }));
+    if let Err(payload) = outcome {
+        let msg = chunk::panic_message(&*payload);
+        let n = msg.len().min(arena.len());
+        arena[..n].copy_from_slice(&msg.as_bytes()[..n]);
+        // ORDERING: the message and its length before the Release store of the state.
+        slot.arena_used.store(n as u64, Ordering::Relaxed);
+        slot.ready.store(INIT_FAILED, Ordering::Release);
+        sys::exit_now(101);
     }
 }
 
@@ -228,6 +350,11 @@ fn read_mail(sock: RawFd, mapped: &mut HashMap<u64, (usize, usize)>) {
                     if let Some((addr, len)) = mapped.remove(&id) {
                         // SAFETY: the parent dropped the region, so no call uses it.
                         unsafe { sys::unmap(addr as *mut u8, len) };
+                    }
+                }
+                Some(Mail::Log { setup }) => {
+                    if let Some(fd) = fd {
+                        crate::logging::adopt(crate::logging::LogSetup::from_words(setup), fd);
                     }
                 }
                 Some(Mail::ForgetInherited { addr, len }) => {

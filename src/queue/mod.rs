@@ -60,11 +60,12 @@ const HEADER: usize = size_of::<Header>().next_multiple_of(64);
 ///
 /// # fn main() -> shmpar::Result<()> {
 /// let q = Queue::<(u32, String)>::new(16)?;
-/// let producer = Process::spawn(|| {
+/// // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+/// let producer = unsafe { Process::fork(|| {
 ///     for i in 0..3 {
 ///         q.put(&(i, format!("item {i}"))).unwrap();
 ///     }
-/// })?;
+/// }) }?;
 /// for i in 0..3 {
 ///     assert_eq!(q.get()?, (i, format!("item {i}")));
 /// }
@@ -142,6 +143,35 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             region,
             marker: PhantomData,
         })
+    }
+
+    /// The queue that `region` holds (made by [`with_message_bytes`](Self::with_message_bytes)
+    /// in another process, whose descriptor reached this one). Fails if the region is too
+    /// small for the queue its header describes.
+    pub(crate) fn attach(region: Region) -> Result<Self> {
+        let bad = || Error::invalid("the region does not hold a queue");
+        if region.len() < HEADER {
+            return Err(bad());
+        }
+        // SAFETY: at least HEADER bytes, page-aligned; the plain fields are only read here.
+        let h = unsafe { &*region.as_ptr().cast::<Header>() };
+        let slot = h.slot_bytes as usize;
+        let fits = (h.capacity as usize)
+            .checked_mul(slot)
+            .and_then(|b| b.checked_add(HEADER))
+            .is_some_and(|end| end <= region.len());
+        if h.capacity == 0 || !fits || h.max_message as usize + 8 > slot {
+            return Err(bad());
+        }
+        Ok(Queue {
+            region,
+            marker: PhantomData,
+        })
+    }
+
+    /// The region the queue lives in.
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
     }
 
     fn header(&self) -> &Header {

@@ -17,10 +17,11 @@ use crate::error::Result;
 ///
 /// # fn main() -> shmpar::Result<()> {
 /// let (parent, child) = Pipe::<String>::new()?;
-/// let kid = Process::spawn(|| {
+/// // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+/// let kid = unsafe { Process::fork(|| {
 ///     let question = child.recv().unwrap();
 ///     child.send(&format!("{question}? 42")).unwrap();
-/// })?;
+/// }) }?;
 /// parent.send(&"the answer".to_string())?;
 /// assert_eq!(parent.recv()?, "the answer? 42");
 /// kid.join()?.into_result()?;

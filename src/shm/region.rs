@@ -16,7 +16,6 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -55,22 +54,6 @@ impl Registry {
         self.watchers.retain(|w| w.strong_count() > 0);
         self.watchers.push(watcher);
     }
-}
-
-static FORKED_CHILD: AtomicBool = AtomicBool::new(false);
-
-/// Marks this process as a forked child (a worker, or a `Process`): its copy of the registry's
-/// lock may be held forever (the fork happened with it locked), so regions made or dropped here
-/// stay out of the registry.
-pub(crate) fn mark_forked_child() {
-    // ORDERING: set and read by the child's only thread.
-    FORKED_CHILD.store(true, Ordering::Relaxed);
-}
-
-/// True in a forked worker or child process.
-pub(crate) fn in_forked_child() -> bool {
-    // ORDERING: see `mark_forked_child`.
-    FORKED_CHILD.load(Ordering::Relaxed)
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
@@ -144,7 +127,7 @@ impl Region {
         name: Option<String>,
         owns_name: bool,
     ) -> Result<Region> {
-        let in_child = in_forked_child();
+        let in_child = crate::lifecycle::in_child();
         let mut reg = (!in_child).then(registry);
         let map = MmapOptions::new()
             .len(map_len)
@@ -226,7 +209,7 @@ impl Drop for Region {
             addr: self.as_ptr() as usize,
             len: self.map_len(),
         };
-        if self.owner == 0 || in_forked_child() || sys::pid() != self.owner {
+        if self.owner == 0 || crate::lifecycle::in_child() || sys::pid() != self.owner {
             // A forked child dropping an inherited handle: unmap our copy only. The registry's
             // lock may have been held by another thread at fork time, so it is not touched.
             // SAFETY: we own the mapping and drop it once; the fd closes with `file`.

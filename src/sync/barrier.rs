@@ -23,7 +23,8 @@ use crate::sys;
 /// # fn main() -> shmpar::Result<()> {
 /// let barrier = SharedValue::new(Barrier::new(3))?;
 /// let kids: Vec<Process> = (0..2)
-///     .map(|_| Process::spawn(|| { barrier.wait_timeout(Duration::from_secs(10)).unwrap(); }))
+///     // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+///     .map(|_| unsafe { Process::fork(|| { barrier.wait_timeout(Duration::from_secs(10)).unwrap(); }) })
 ///     .collect::<Result<_, _>>()?;
 /// barrier.wait_timeout(Duration::from_secs(10))?;
 /// for k in kids {

@@ -16,7 +16,8 @@ use crate::sys;
 ///
 /// # fn main() -> shmpar::Result<()> {
 /// let go = SharedValue::new(Event::new())?;
-/// let child = Process::spawn(|| assert!(go.wait_timeout(Duration::from_secs(10))))?;
+/// // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+/// let child = unsafe { Process::fork(|| assert!(go.wait_timeout(Duration::from_secs(10)))) }?;
 /// go.set();
 /// child.join()?.into_result()?;
 /// # Ok(())

@@ -129,11 +129,12 @@ fn current_tid() -> u32 {
 /// # fn main() -> shmpar::Result<()> {
 /// let total = SharedValue::new(ShmMutex::new(0u64))?;
 /// let kids: Vec<Process> = (0..3)
-///     .map(|_| Process::spawn(|| {
+///     // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+///     .map(|_| unsafe { Process::fork(|| {
 ///         for _ in 0..1000 {
 ///             *total.lock().unwrap() += 1;
 ///         }
-///     }))
+///     }) })
 ///     .collect::<Result<_, _>>()?;
 /// for k in kids {
 ///     k.join()?.into_result()?;

@@ -109,9 +109,10 @@ unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {
 ///
 /// # fn main() -> shmpar::Result<()> {
 /// let counter = SharedValue::new(AtomicU64::new(0))?;
-/// let child = Process::spawn(|| {
+/// // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+/// let child = unsafe { Process::fork(|| {
 ///     counter.fetch_add(5, Ordering::Relaxed);
-/// })?;
+/// }) }?;
 /// child.join()?.into_result()?;
 /// assert_eq!(counter.load(Ordering::Relaxed), 5);
 /// # Ok(())

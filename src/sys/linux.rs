@@ -472,43 +472,6 @@ fn monotonic_after(d: Duration) -> libc::timespec {
     }
 }
 
-/// A pipe whose two ends are close-on-exec: (read, write).
-pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for two descriptors.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Writes all of `bytes` to `fd`, ignoring errors (in a child about to exit there is no one to
-/// tell). Async-signal-safe.
-pub(crate) fn write_all_raw(fd: RawFd, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        // SAFETY: `bytes` is a valid buffer of its length.
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-        if n <= 0 {
-            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return;
-        }
-        bytes = &bytes[n as usize..];
-    }
-}
-
-/// Sets O_NONBLOCK on a descriptor.
-pub(crate) fn set_nonblocking(fd: RawFd) {
-    // SAFETY: fcntl on a descriptor the caller owns; failure leaves it blocking, which only
-    // matters for a later read, and is not reported.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags >= 0 {
-            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-        }
-    }
-}
-
 /// Restricts the calling thread (in a single-threaded child: the process) to one CPU.
 pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     // SAFETY: an all-zero cpu_set_t is an empty set.
@@ -593,4 +556,283 @@ pub(crate) fn random_128() -> io::Result<u128> {
         return Err(io::Error::last_os_error());
     }
     Ok(u128::from_le_bytes(buf))
+}
+
+// ---- Process lifecycle: pidfds, the fork server's plumbing, code addresses ----
+
+/// A descriptor that refers to process `pid` for as long as it is held, even after it ends
+/// (Linux 5.3+): signals sent through it never reach a recycled pid.
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags; it returns a fresh descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a fresh descriptor that nothing else owns (close-on-exec).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends `signal` to the process a pidfd refers to. ESRCH once it has ended.
+pub(crate) fn pidfd_kill(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal with no siginfo (null) and no flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Waits until `fd` is readable (for a pidfd: the process has ended; for a socket: a message
+/// or the peer's close), at most `timeout` (`None`: no limit). True when readable.
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `p` is one valid pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, ms) };
+        if n >= 0 {
+            return Ok(n > 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Reaps any one ended child without waiting: its pid and status, or `None`.
+/// Async-signal-safe.
+pub(crate) fn reap_any() -> Option<(i32, ExitStatus)> {
+    let mut status = 0;
+    // SAFETY: `status` is a valid out pointer.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    (pid > 0).then(|| (pid, decode_status(status)))
+}
+
+/// Sets or clears close-on-exec on a descriptor.
+pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor number; EBADF is reported.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    let flags = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags) }).map(drop)
+}
+
+/// Sends one message with descriptors attached, waiting for room.
+pub(crate) fn send_with_fds(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    let mut control = [0u64; FDS_CONTROL / 8];
+    // SAFETY: an all-zero msghdr is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        let data = mem::size_of_val(fds) as u32;
+        // SAFETY: CMSG_SPACE is a pure computation.
+        let space = unsafe { libc::CMSG_SPACE(data) } as usize;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: `control` has FDS_CONTROL >= CMSG_SPACE(MAX_FDS fds) aligned bytes, so the
+        // first header and its data fit inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(data) as _;
+            let dst = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+            for (i, fd) in fds.iter().enumerate() {
+                ptr::write_unaligned(dst.add(i), fd.as_raw_fd());
+            }
+        }
+    }
+    loop {
+        // SAFETY: `msg` points to live buffers for the duration of the call.
+        let ret = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if ret >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// The most descriptors one message of [`send_with_fds`] carries.
+pub(crate) const MAX_FDS: usize = 8;
+const FDS_CONTROL: usize = 128;
+
+/// Receives one message and its descriptors (close-on-exec), waiting at most `timeout`:
+/// `Ok(None)` on time-out; a zero-length message means the peer closed its end.
+pub(crate) fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    timeout: Option<Duration>,
+) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+    if !wait_readable(sock, timeout)? {
+        return Ok(None);
+    }
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; FDS_CONTROL / 8];
+    // SAFETY: an all-zero msghdr is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = FDS_CONTROL as _;
+    let n = loop {
+        // SAFETY: `msg` points to live, writable buffers for the duration of the call.
+        let n = unsafe {
+            libc::recvmsg(
+                sock.as_raw_fd(),
+                &mut msg,
+                libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+            )
+        };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(None),
+            _ => return Err(e),
+        }
+    };
+    let mut fds = Vec::new();
+    // SAFETY: recvmsg filled `msg`; the CMSG macros walk only inside msg_controllen bytes, and
+    // each SCM_RIGHTS header holds (cmsg_len - CMSG_LEN(0)) / 4 descriptors that are now ours.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let count = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / mem::size_of::<RawFd>();
+                let src = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(ptr::read_unaligned(src.add(i))));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a message or its descriptors did not fit",
+        ));
+    }
+    Ok(Some((n, fds)))
+}
+
+/// Prepares the exec'd copy that becomes the fork server, in the child between fork and exec
+/// (async-signal-safe calls only): die when the forking thread ends, check that the parent is
+/// still `parent` (it may have died before the request), and let `keep` survive the exec.
+pub(crate) fn before_server_exec(parent: i32, keep: RawFd) -> io::Result<()> {
+    if !die_with_parent(parent) {
+        return Err(io::Error::other(
+            "the parent ended before the fork server started",
+        ));
+    }
+    set_cloexec(keep, false)
+}
+
+/// Names the calling thread (what `ps` and `top` show), at most 15 bytes.
+pub(crate) fn set_name(name: &str) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(15);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0) };
+}
+
+/// Ignores SIGPIPE, as Rust's `main` does (a process diverted before `main` must do it
+/// itself): a write to a closed pipe is then an `EPIPE` error, not death.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no memory arguments.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// Where the loaded object holding `addr` starts and ends in this process (for the main
+/// executable: its image, whose layout is the same in every process that runs this file).
+pub(crate) fn object_bounds(addr: usize) -> Option<(usize, usize)> {
+    // SAFETY: an all-zero Dl_info is a valid out value.
+    let mut info: libc::Dl_info = unsafe { mem::zeroed() };
+    // SAFETY: dladdr only reads the loader's tables; `info` is a valid out pointer.
+    if unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) } == 0 {
+        return None;
+    }
+    let base = info.dli_fbase as usize;
+    let mut found = (base, 0usize);
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid `dl_phdr_info` for the duration of the callback,
+        // and `data` is the `(usize, usize)` below, alive for the whole iteration.
+        unsafe {
+            let found = &mut *data.cast::<(usize, usize)>();
+            let info = &*info;
+            let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+            let load = phdrs.iter().filter(|p| p.p_type == libc::PT_LOAD);
+            let lo = load.clone().map(|p| p.p_vaddr as usize).min();
+            let hi = load.map(|p| (p.p_vaddr + p.p_memsz) as usize).max();
+            if let (Some(lo), Some(hi)) = (lo, hi) {
+                let start = info.dlpi_addr as usize + lo;
+                let end = info.dlpi_addr as usize + hi;
+                if start <= found.0 && found.0 < end || info.dlpi_addr as usize == found.0 {
+                    *found = (found.0, end);
+                    return 1;
+                }
+            }
+            0
+        }
+    }
+    // SAFETY: `visit` upholds dl_iterate_phdr's callback contract; `found` outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(visit), (&mut found as *mut (usize, usize)).cast()) };
+    (found.1 > base).then_some(found)
+}
+
+/// An `.init_array` entry: the loader runs it before `main` in every process of a program
+/// linked with shmpar (a plain binary, a test binary, a doctest), which is how an exec'd copy
+/// becomes the fork server without the program calling anything.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static BEFORE_MAIN: extern "C" fn() = before_main;
+
+extern "C" fn before_main() {
+    // A panic cannot unwind out of an `extern "C"` function: it would abort. `before_main`
+    // only returns or serves; it does not panic.
+    crate::lifecycle::server::before_main();
 }

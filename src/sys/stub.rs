@@ -102,18 +102,6 @@ pub(crate) fn keep_only_fd(keep: RawFd) -> RawFd {
     keep
 }
 
-pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    unsupported()
-}
-
-pub(crate) fn write_all_raw(_fd: RawFd, _bytes: &[u8]) {}
-
-pub(crate) fn set_nonblocking(_fd: RawFd) {}
-
-pub(crate) fn pin_to_cpu(_cpu: usize) -> io::Result<()> {
-    unsupported()
-}
-
 pub(crate) fn thread_id() -> u32 {
     1
 }
@@ -179,4 +167,54 @@ pub(crate) fn process_alive(_pid: i32) -> bool {
 
 pub(crate) fn random_128() -> io::Result<u128> {
     unsupported()
+}
+
+pub(crate) fn pidfd_open(_pid: i32) -> io::Result<OwnedFd> {
+    unsupported()
+}
+
+pub(crate) fn pidfd_kill(_pidfd: BorrowedFd<'_>, _signal: i32) -> io::Result<()> {
+    unsupported()
+}
+
+pub(crate) fn wait_readable(_fd: BorrowedFd<'_>, _timeout: Option<Duration>) -> io::Result<bool> {
+    unsupported()
+}
+
+pub(crate) fn reap_any() -> Option<(i32, ExitStatus)> {
+    None
+}
+
+pub(crate) fn set_cloexec(_fd: RawFd, _on: bool) -> io::Result<()> {
+    unsupported()
+}
+
+pub(crate) const MAX_FDS: usize = 8;
+
+pub(crate) fn send_with_fds(
+    _sock: BorrowedFd<'_>,
+    _bytes: &[u8],
+    _fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    unsupported()
+}
+
+pub(crate) fn recv_with_fds(
+    _sock: BorrowedFd<'_>,
+    _buf: &mut [u8],
+    _timeout: Option<Duration>,
+) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+    unsupported()
+}
+
+pub(crate) fn before_server_exec(_parent: i32, _keep: RawFd) -> io::Result<()> {
+    unsupported()
+}
+
+pub(crate) fn set_name(_name: &str) {}
+
+pub(crate) fn ignore_sigpipe() {}
+
+pub(crate) fn object_bounds(_addr: usize) -> Option<(usize, usize)> {
+    None
 }

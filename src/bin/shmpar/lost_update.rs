@@ -99,7 +99,7 @@ pub(crate) fn count(way: Way, procs: usize, increments: u64) -> Fallible<Count> 
     let (ready, go, counter, locked) = (&ready, &go, &counter, &locked);
     let kids: Vec<Process> = (0..procs)
         .map(|i| {
-            Process::spawn(move || {
+            let count = move || {
                 // One CPU each (round robin), so that they really run at the same time.
                 let _ = shmpar::pin_to_cpu(i % cpus);
                 // ORDERING: SeqCst for both flags of the start line; nothing else is published.
@@ -143,7 +143,10 @@ pub(crate) fn count(way: Way, procs: usize, increments: u64) -> Fallible<Count> 
                         counter.fetch_add(local, Ordering::Relaxed);
                     }
                 }
-            })
+            };
+            // SAFETY: the children touch only shared memory (the counter, the locks, the start
+            // flags) and CPU affinity, take no lock of this process's threads, and `_exit`.
+            unsafe { Process::fork(count) }
         })
         .collect::<shmpar::Result<_>>()?;
     let waiting = Instant::now();
@@ -357,11 +360,14 @@ pub(crate) fn holder_dies(json: bool) -> CliResult {
 /// Forks a child that runs `hold` (taking a lock and keeping it), kills it, then times `try`.
 fn kill_holder(hold: impl FnOnce(), attempt: impl FnOnce() -> bool) -> Fallible<(Duration, bool)> {
     let held = SharedValue::new(Event::new())?;
-    let mut child = Process::spawn(|| {
-        hold();
-        held.set();
-        std::thread::sleep(Duration::from_secs(60));
-    })?;
+    // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+    let mut child = unsafe {
+        Process::fork(|| {
+            hold();
+            held.set();
+            std::thread::sleep(Duration::from_secs(60));
+        })
+    }?;
     if !held.wait_timeout(Duration::from_secs(10)) {
         return Err("the child never took the lock".into());
     }

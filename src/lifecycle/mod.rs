@@ -1,0 +1,220 @@
+//! Process lifecycle, in one place: how workers and children are started (the fork server or a
+//! direct fork), what this process is (the user's main process, a pool worker, a child), and
+//! how a started process is watched, signalled and reaped.
+//!
+//! # Start methods
+//! - [`StartMethod::ForkServer`] (the default): on first need, shmpar execs a fresh copy of the
+//!   running program (`/proc/self/exe`). A hook that runs before `main` (an `.init_array`
+//!   entry) sees a marker in its environment and turns that copy into the *fork server*: a
+//!   single-threaded process that holds no lock and has run none of the user's code. It forks
+//!   every worker and child on request, so a task may print, log, use rayon or take any lock:
+//!   nothing inherited can be held. Work travels as a function's offset in the executable plus
+//!   serialised arguments; shared memory travels as file descriptors.
+//! - [`StartMethod::Fork`]: a direct `fork` of the user's process (from one long-lived thread).
+//!   The worker sees the parent's memory as it was at the fork (copy-on-write), which is cheap
+//!   for a large read-only heap; but it also inherits every lock that another thread held at
+//!   that instant, and statics as they were then.
+//!
+//! # Lifetimes
+//! The fork server and every process started directly are SIGKILLed by the kernel when the
+//! user's process dies (`PR_SET_PDEATHSIG`, set from a thread that lives as long as the
+//! process); the server's children die with the server in the same way. Nothing is orphaned,
+//! even after SIGKILL.
+
+pub(crate) mod code;
+pub(crate) mod forker;
+pub(crate) mod server;
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::sys::{self, ExitStatus};
+
+/// How a pool starts its worker processes (see
+/// [`PoolBuilder::start_method`](crate::PoolBuilder::start_method)).
+///
+/// ```
+/// use shmpar::{Pool, StartMethod};
+///
+/// let pool = Pool::builder().workers(1).start_method(StartMethod::Fork).build()?;
+/// assert_eq!(pool.config().start_method_setting(), StartMethod::Fork);
+/// # Ok::<(), shmpar::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StartMethod {
+    /// Workers are forked by a fork server, a fresh single-threaded exec of the program: they
+    /// inherit no lock and no state from the user's process, so any code can run in a task.
+    /// Everything a task needs reaches it through its arguments and shared arrays. The default.
+    #[default]
+    ForkServer,
+    /// Workers are forked directly from the user's process. They see its memory as it was at
+    /// the fork (statics, a large read-only heap) without a copy. The rules: another thread's
+    /// lock held at the fork (stdout's, a `Mutex`, rayon's pool, the logger's) stays held in
+    /// the worker forever, so with other threads running, tasks must compute on shared memory
+    /// and atomics only: no printing, no logging, no rayon. State set up after the pool was
+    /// built is not seen by its workers.
+    Fork,
+}
+
+/// What this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The user's process (or any process shmpar did not start).
+    Main,
+    /// Pool worker number `i`.
+    Worker(usize),
+    /// A [`Process`](crate::Process) child.
+    Child,
+}
+
+const MAIN: usize = usize::MAX;
+const CHILD: usize = usize::MAX - 1;
+
+static ROLE: AtomicUsize = AtomicUsize::new(MAIN);
+
+/// What this process is.
+#[inline]
+pub(crate) fn role() -> Role {
+    // ORDERING: set once by a started process's only thread, before any user code runs.
+    match ROLE.load(Ordering::Relaxed) {
+        MAIN => Role::Main,
+        CHILD => Role::Child,
+        i => Role::Worker(i),
+    }
+}
+
+/// True in a worker or child that shmpar started: the parent's registries, pools and locks
+/// are not this process's to use.
+#[inline]
+pub(crate) fn in_child() -> bool {
+    role() != Role::Main
+}
+
+/// Records what this process is; called once, first thing, in a started process.
+pub(crate) fn set_role(role: Role) {
+    let v = match role {
+        Role::Main => MAIN,
+        Role::Child => CHILD,
+        Role::Worker(i) => i.min(CHILD - 1),
+    };
+    // ORDERING: see `role`.
+    ROLE.store(v, Ordering::Relaxed);
+}
+
+impl Role {
+    /// How log records name this process: "main", "child", or "w3" for worker 3.
+    pub(crate) fn label(self) -> String {
+        match self {
+            Role::Main => "main".to_string(),
+            Role::Child => "child".to_string(),
+            Role::Worker(i) => format!("w{i}"),
+        }
+    }
+}
+
+/// A process this one started: forked directly (our child, reaped with `waitpid`) or by the
+/// fork server (its child: watched through a pidfd, its exit status asked of the server).
+#[derive(Debug)]
+pub(crate) struct Child {
+    pid: i32,
+    served: Option<Served>,
+}
+
+#[derive(Debug)]
+struct Served {
+    pidfd: OwnedFd,
+    server: Arc<server::Server>,
+}
+
+impl Child {
+    /// A child forked directly by this process.
+    pub(crate) fn direct(pid: i32) -> Child {
+        Child { pid, served: None }
+    }
+
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// How it ended, reaping it, or `None` while it runs. Call it until it gives `Some`, once:
+    /// afterwards it is an error (the pid is gone).
+    pub(crate) fn try_wait(&self) -> io::Result<Option<ExitStatus>> {
+        match &self.served {
+            None => sys::try_wait(self.pid),
+            Some(s) => {
+                if !sys::wait_readable(s.pidfd.as_fd(), Some(std::time::Duration::ZERO))? {
+                    return Ok(None);
+                }
+                s.server.exit_status(self.pid).map(Some)
+            }
+        }
+    }
+
+    /// Waits for it to end and reaps it.
+    pub(crate) fn wait(&self) -> io::Result<ExitStatus> {
+        match &self.served {
+            None => sys::wait(self.pid),
+            Some(s) => {
+                sys::wait_readable(s.pidfd.as_fd(), None)?;
+                s.server.exit_status(self.pid)
+            }
+        }
+    }
+
+    /// Sends SIGKILL (never to a recycled pid: a served child is signalled through its pidfd;
+    /// a direct child stays ours until we reap it).
+    pub(crate) fn kill(&self) -> io::Result<()> {
+        match &self.served {
+            None => sys::kill(self.pid, sys::SIGKILL),
+            Some(s) => sys::pidfd_kill(s.pidfd.as_fd(), sys::SIGKILL),
+        }
+    }
+}
+
+/// Forks a pool worker directly ([`StartMethod::Fork`]) from the forker thread, with the region
+/// registry locked so that the fork and the regions it inherits are ordered (see
+/// `shm::region`). The child runs `child_main(parent pid, fork_seq)`; the parent runs
+/// `on_forked(child, fork_seq)`, still under the registry's lock, before this returns.
+pub(crate) fn fork_worker<C, P>(child_main: C, on_forked: P) -> io::Result<()>
+where
+    C: FnOnce(i32, u64) -> std::convert::Infallible + Send + 'static,
+    P: FnOnce(Child, u64) + Send + 'static,
+{
+    forker::run(move || {
+        let parent = sys::pid();
+        let reg = crate::shm::registry();
+        let fork_seq = reg.next_id();
+        // SAFETY: the child runs only `child_main`, which follows fork's rules (it takes no
+        // lock another thread could hold, and leaves through `_exit`).
+        match unsafe { sys::fork() } {
+            Ok(sys::Forked::Child) => match child_main(parent, fork_seq) {},
+            Ok(sys::Forked::Parent(pid)) => {
+                on_forked(Child::direct(pid), fork_seq);
+                drop(reg);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    })?
+}
+
+/// Forks the calling thread's process and runs `f` in the child, which leaves through
+/// `_exit` (code 0 when `f` returns).
+///
+/// # Safety
+/// See [`Process::fork`](crate::Process::fork): the child has only this thread, and `f`
+/// (with everything it captured) now exists in both processes.
+pub(crate) unsafe fn fork_here<F: FnOnce()>(f: F) -> io::Result<Child> {
+    // SAFETY: the caller upholds the rules for the child (see above).
+    match unsafe { sys::fork() }? {
+        sys::Forked::Child => {
+            set_role(Role::Child);
+            f();
+            sys::exit_now(0)
+        }
+        sys::Forked::Parent(pid) => Ok(Child::direct(pid)),
+    }
+}
