@@ -1,5 +1,5 @@
-//! Creating a pool, and replacing a dead worker, is safe while the parent has other threads
-//! that hold locks: one holds stdout, one stderr, one a std Mutex and the allocator, and a rayon
+//! Creating a pool, and replacing a dead worker, is safe with either start method while the
+//! parent has other threads that hold locks: one holds stdout, one stderr, one a std Mutex and the allocator, and a rayon
 //! pool is busy. Repeated 100 times; a deadlock in a child would hang a call, and the
 //! watchdog turns that into a failure.
 
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ndarray::Ix1;
 use rayon::prelude::*;
-use shmpar::{ErrorKind, Pool, SharedArray};
+use shmpar::{ErrorKind, Pool, SharedArray, StartMethod};
 
 fn busy_threads(stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
     let mut handles = Vec::new();
@@ -59,6 +59,15 @@ fn busy_threads(stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
 
 #[test]
 fn pools_start_and_heal_while_threads_hold_locks() {
+    start_and_heal(StartMethod::ForkServer);
+}
+
+#[test]
+fn directly_forked_pools_start_and_heal_while_threads_hold_locks() {
+    start_and_heal(StartMethod::Fork);
+}
+
+fn start_and_heal(method: StartMethod) {
     let _w = common::watchdog(300, "fork safety");
     let stop = Arc::new(AtomicBool::new(false));
     let threads = busy_threads(&stop);
@@ -67,6 +76,7 @@ fn pools_start_and_heal_while_threads_hold_locks() {
     for round in 0..100 {
         let pool = Pool::builder()
             .workers(2)
+            .start_method(method)
             .chunk_bytes(16 * 1024)
             .build()
             .unwrap();
