@@ -11,7 +11,7 @@
 //!
 //! # Two ways to keep records whole, and why the funnel is the default
 //! - [`Mode::Funnel`] (default): each process puts its formatted record into a shared-memory
-//!   [`Queue`](crate::Queue), and one writer thread in the process that called [`init`] appends
+//!   [`Queue`], and one writer thread in the process that called [`init`] appends
 //!   them to the file. A put is committed by one store under a robust mutex, so a process killed
 //!   at any moment leaves either the whole record or nothing, and blocks nobody.
 //! - [`Mode::Append`]: each record is one `write(2)` on a file opened `O_APPEND`. Records never
@@ -72,7 +72,7 @@ pub enum Mode {
     Append,
 }
 
-/// The longest record kept whole; longer messages are cut, and end with "[cut]".
+/// The longest record kept whole; longer messages are cut, and end with `[cut]`.
 pub const MAX_RECORD: usize = 4000;
 
 struct Logger {
@@ -102,8 +102,8 @@ pub struct LogGuard {
 /// [`Process`](crate::Process) children, whether they started before or after this call),
 /// writing to `path` (appended to, created if missing) in [`Mode::Funnel`].
 ///
-/// Fails with [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) if a logger is
-/// already installed, and [`ErrorKind::Io`](crate::ErrorKind::Io) if the file cannot be opened.
+/// Fails with [`ErrorKind::InvalidInput`] if a logger is
+/// already installed, and [`ErrorKind::Io`] if the file cannot be opened.
 ///
 /// ```
 /// # let path = std::env::temp_dir().join(format!("shmpar-init-{}.log", std::process::id()));
