@@ -400,3 +400,45 @@ fn arrays_made_before_and_after_the_pool_reach_its_workers() {
         .unwrap();
     assert!(after.view().iter().all(|&x| x == 5));
 }
+
+const SIGCHLD_CHILD: &str = "SHMPAR_TEST_SIGCHLD_IGNORED";
+
+/// Runs only when re-executed: the program ignores SIGCHLD (as many daemons do) before its
+/// first pool; the server must not inherit that (the kernel would reap its children before
+/// anyone asked how they ended).
+#[test]
+fn sigchld_ignored_role() {
+    if std::env::var_os(SIGCHLD_CHILD).is_none() {
+        return;
+    }
+    // SAFETY: setting a disposition has no memory arguments.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    let pool = Pool::new(2).unwrap();
+    let out = pool
+        .map_with(
+            0..6u32,
+            |x| -> u32 {
+                if x == 3 {
+                    std::process::abort();
+                }
+                x
+            },
+            &MapOptions::new().chunksize(1),
+        )
+        .unwrap();
+    assert_eq!(out[3].as_ref().unwrap_err().signal(), Some(6));
+    assert_eq!(*out[4].as_ref().unwrap(), 4);
+    let child = shmpar::Process::start(|x: u32| x + 1, 41).unwrap();
+    assert_eq!(child.join_value().unwrap(), 42);
+}
+
+#[test]
+fn a_caller_that_ignores_sigchld_still_gets_exit_statuses() {
+    let _w = common::watchdog(60, "sigchld");
+    let outcome = common::rerun_self(
+        "sigchld_ignored_role",
+        &[(SIGCHLD_CHILD, "1")],
+        Duration::from_secs(30),
+    );
+    assert_eq!(outcome, Some(true));
+}

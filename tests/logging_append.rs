@@ -1,5 +1,5 @@
 //! Logging in append mode (one write(2) per record): 4 processes x 10,000 records give exactly
-//! 40,000 whole lines, each process's in its own order.
+//! 40,000 whole lines, each process's in its own order; pool workers' records arrive too.
 
 mod common;
 #[path = "common/logcheck.rs"]
@@ -14,16 +14,26 @@ fn append_mode_keeps_records_whole() {
     let path = std::env::temp_dir().join(format!("shmpar-log-append-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let guard = shmpar::logging::init_with(&path, log::LevelFilter::Info, Mode::Append).unwrap();
-    let writers: Vec<Process> = (0..4)
+    // Pool workers started by the fork server write through the descriptor they were sent.
+    let pool = shmpar::Pool::new(2).unwrap();
+    let out = pool
+        .map(
+            0..200u32,
+            |t| log::info!(target: "pool", "task {t} of the pool"),
+        )
+        .unwrap();
+    assert!(out.iter().all(Result::is_ok));
+    drop(pool);
+    let writers: Vec<Process> = (0..4usize)
         .map(|k| {
-            // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
-            unsafe {
-                Process::fork(move || {
+            Process::start(
+                |k: usize| {
                     for i in 0..10_000 {
                         log::info!("{k} seq {i} {}", "z".repeat(i % 300));
                     }
-                })
-            }
+                },
+                k,
+            )
             .unwrap()
         })
         .collect();
@@ -33,7 +43,18 @@ fn append_mode_keeps_records_whole() {
     drop(guard);
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
-    let by_pid = logcheck::by_pid(&text);
+    for t in 0..200 {
+        assert!(
+            text.contains(&format!("pool: task {t} of the pool\n")),
+            "task {t}"
+        );
+    }
+    let writers_only: String = text
+        .lines()
+        .filter(|l| !l.contains(" pool: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let by_pid = logcheck::by_pid(&writers_only);
     assert_eq!(by_pid.len(), 4);
     for messages in by_pid.values() {
         assert_eq!(messages.len(), 10_000);

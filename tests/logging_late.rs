@@ -10,6 +10,8 @@ use shmpar::{MapOptions, Pool, Process, StartMethod};
 
 fn task(i: u32) -> u32 {
     log::info!(target: "task", "task {i} ran");
+    // Long enough that every worker of the pool takes some of the tasks.
+    std::thread::sleep(Duration::from_millis(3));
     i
 }
 

@@ -26,7 +26,9 @@ fn forker() -> &'static Sender<Job> {
             .stack_size(STACK)
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
-                    job();
+                    // A panicking job must not end this thread: every process it started would
+                    // be SIGKILLed with it (their parent-death signal follows this thread).
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                 }
             });
         tx

@@ -28,12 +28,27 @@ pub(crate) mod server;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
 use crate::sys::{self, ExitStatus};
 
 /// How a pool starts its worker processes (see
 /// [`PoolBuilder::start_method`](crate::PoolBuilder::start_method)).
+///
+/// # What a worker started by the fork server sees
+/// - the program's initial state: statics as they are before `main`, no thread of the caller,
+///   no lock held; the constructors of the program's libraries have run, `main` has not;
+/// - the environment, working directory, resource limits, CPU affinity and standard streams
+///   the caller had when the server started (its first pool or `Process::start`): a later
+///   `set_current_dir` or `set_var` in the caller is not seen, so pass paths and settings as
+///   arguments (`worker_init_with`, task arguments);
+/// - none of the caller's other open files;
+/// - functions of the program's own executable only: a function of a library loaded with
+///   `dlopen` cannot be found in a fresh exec (a clear error; use `Fork`).
+///
+/// The server refuses to start (an [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported)
+/// error that names `Fork`) if a library's constructor started threads before `main`, since its
+/// forks could then inherit held locks.
 ///
 /// ```
 /// use shmpar::{Pool, StartMethod};
@@ -57,6 +72,47 @@ pub enum StartMethod {
     /// and atomics only: no printing, no logging, no rayon. State set up after the pool was
     /// built is not seen by its workers.
     Fork,
+}
+
+/// Bumped in the child after every fork (a `pthread_atfork` handler): per-thread caches of
+/// kernel ids (a thread id) read before a fork are stale in the child.
+static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
+
+/// Whether the handler that bumps `FORK_GENERATION` is registered: `NOT_YET`, `REGISTERING`
+/// (some thread is doing it), `READY`, or `FAILED`. Not a `Once`: a process forked while
+/// another thread was inside `Once::call_once` would find it "running" forever and hang.
+static AT_FORK: AtomicU8 = AtomicU8::new(NOT_YET);
+const NOT_YET: u8 = 0;
+const REGISTERING: u8 = 1;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
+
+unsafe extern "C" fn forked_child() {
+    // ORDERING: runs in the child's only thread before anything else.
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many forks separate this process from the first one of its line, or `None` while the
+/// fork handler is not registered yet (it registers it if nobody has; it never waits: a
+/// thread that finds another registering, or a child forked during it, gets `None`). A value
+/// cached together with the generation is valid while the generation stays the same.
+pub(crate) fn fork_generation() -> Option<u32> {
+    // ORDERING: Acquire/Release on the state, so that READY is seen only after registration.
+    let ready = match AT_FORK.load(Ordering::Acquire) {
+        READY => true,
+        NOT_YET
+            if AT_FORK
+                .compare_exchange(NOT_YET, REGISTERING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok() =>
+        {
+            let ok = sys::on_fork_in_child(forked_child).is_ok();
+            AT_FORK.store(if ok { READY } else { FAILED }, Ordering::Release);
+            ok
+        }
+        _ => false,
+    };
+    // ORDERING: the generation only changes in a fresh child, on its only thread.
+    ready.then(|| FORK_GENERATION.load(Ordering::Relaxed))
 }
 
 /// What this process is.

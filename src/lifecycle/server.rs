@@ -51,8 +51,8 @@ const MARKER: &str = "SHMPAR_FORK_SERVER";
 const SAFETY_NET_ARG: &str = "--shmpar-fork-server-matches-no-test";
 /// How long a new server may take to answer its first message.
 const START_LIMIT: Duration = Duration::from_secs(20);
-/// How long one request may wait for its reply.
-const REPLY_LIMIT: Duration = Duration::from_secs(30);
+/// How long one request may wait for its reply (a stopped server is then killed).
+const REPLY_LIMIT: Duration = Duration::from_secs(10);
 
 const SPAWN: u64 = 1;
 const STATUS: u64 = 2;
@@ -98,6 +98,26 @@ pub(crate) struct Server {
 struct Conn {
     sock: OwnedFd,
     process: std::process::Child,
+    /// The server's pidfd: its death and our signals, never a recycled pid (a user's
+    /// `waitpid(-1)` may reap it behind our back).
+    pidfd: OwnedFd,
+}
+
+impl Conn {
+    fn alive(&self) -> bool {
+        matches!(
+            sys::wait_readable(self.pidfd.as_fd(), Some(Duration::ZERO)),
+            Ok(false)
+        )
+    }
+
+    /// Kills and reaps the server (it is dead or useless to us).
+    fn end(&mut self) {
+        let _ = sys::pidfd_kill(self.pidfd.as_fd(), sys::SIGKILL);
+        let _ = sys::wait_readable(self.pidfd.as_fd(), Some(Duration::from_secs(5)));
+        // ECHILD if someone else reaped it: nothing left to do.
+        let _ = self.process.try_wait();
+    }
 }
 
 static CURRENT: Mutex<Option<Arc<Server>>> = Mutex::new(None);
@@ -136,8 +156,10 @@ pub(crate) fn spawn(entry: Entry, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Res
                 return Err(Error::io("the fork server could not fork", e));
             }
             Err(Failure::Gone(e)) => {
-                // It died (killed, or out of memory): the next round starts a new one.
+                // It died (killed, or out of memory), or stopped answering: make sure it is
+                // gone (with whatever it may have forked), and start a new one next round.
                 server.dead.store(true, Ordering::Release); // ORDERING: read by `current`.
+                server.conn.lock().end();
                 last = Some(e);
             }
         }
@@ -189,19 +211,41 @@ fn start() -> Result<Server> {
     .and_then(|r| r)
     .map_err(|e| Error::io("could not start the fork server", e))?;
     let mut process = spawned;
+    // Our child, not reaped yet: the pidfd is that very process.
+    let pidfd = match sys::pidfd_open(process.id() as i32) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = process.kill();
+            let _ = process.wait();
+            return Err(Error::io("could not watch the fork server (pidfd_open)", e));
+        }
+    };
+    let mut conn = Conn {
+        sock: ours,
+        process,
+        pidfd,
+    };
     let mut buf = [0u8; 24];
-    let hello = sys::recv_with_fds(ours.as_fd(), &mut buf, Some(START_LIMIT));
-    match hello {
-        Ok(Some((24, _))) if decode(&buf).is_some_and(|(op, _, _)| op == HELLO) => Ok(Server {
-            conn: Mutex::new(Conn {
-                sock: ours,
-                process,
-            }),
+    let hello = sys::recv_with_fds(conn.sock.as_fd(), &mut buf, Some(START_LIMIT));
+    match (hello, decode(&buf)) {
+        (Ok(Some((24, _))), Some((HELLO, _, 1))) => Ok(Server {
+            conn: Mutex::new(conn),
             dead: AtomicBool::new(false),
         }),
-        other => {
-            let _ = process.kill();
-            let status = process.wait();
+        (Ok(Some((24, _))), Some((HELLO, _, threads))) => {
+            conn.end();
+            Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the fork server found {threads} threads before main: a constructor of a \
+                     library started threads, so its forks could inherit held locks; use \
+                     StartMethod::Fork"
+                ),
+            ))
+        }
+        (other, _) => {
+            conn.end();
+            let status = conn.process.try_wait();
             Err(Error::new(
                 ErrorKind::Io,
                 format!(
@@ -229,7 +273,16 @@ impl Server {
         request: [u8; 24],
         fds: &[BorrowedFd<'_>],
     ) -> std::result::Result<(Words, Vec<OwnedFd>), Failure> {
-        sys::send_with_fds(conn.sock.as_fd(), &request, fds).map_err(Failure::Gone)?;
+        sys::send_with_fds(conn.sock.as_fd(), &request, fds).map_err(|e| {
+            // A broken connection means the server is gone; anything else (no memory for the
+            // message, say) is ours, and the server did nothing.
+            match e.kind() {
+                std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::NotConnected => Failure::Gone(e),
+                _ => Failure::Refused(e),
+            }
+        })?;
         let started = Instant::now();
         let mut buf = [0u8; 24];
         loop {
@@ -246,15 +299,15 @@ impl Server {
                 Ok(None) => {}
                 Err(e) => return Err(Failure::Gone(e)),
             }
-            if !matches!(conn.process.try_wait(), Ok(None)) {
+            if !conn.alive() {
                 return Err(Failure::Gone(std::io::Error::other("the fork server died")));
             }
             if started.elapsed() > REPLY_LIMIT {
                 // Stopped or stuck: a server that does not answer is as good as dead.
-                let _ = conn.process.kill();
+                conn.end();
                 return Err(Failure::Gone(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    "the fork server did not answer for 30 s",
+                    "the fork server did not answer for 10 s",
                 )));
             }
         }
@@ -268,14 +321,23 @@ impl Server {
     ) -> std::result::Result<Child, Failure> {
         let mut conn = self.conn.lock();
         let ((op, a, _), mut got) = self.ask(&mut conn, encode(SPAWN, entry, len), fds)?;
+        let pid = a as i32;
         match op {
-            SPAWNED if got.len() == 1 => Ok(Child {
-                pid: a as i32,
-                served: Some(Served {
-                    pidfd: got.remove(0),
-                    server: Arc::clone(self),
-                }),
-            }),
+            SPAWNED => {
+                let pidfd = match got.pop() {
+                    Some(fd) => fd,
+                    // We are at our descriptor limit and the kernel dropped it: open our own
+                    // (the server reaps the child only after we ask, so `pid` is still it).
+                    None => sys::pidfd_open(pid).map_err(Failure::Refused)?,
+                };
+                Ok(Child {
+                    pid,
+                    served: Some(Served {
+                        pidfd,
+                        server: Arc::clone(self),
+                    }),
+                })
+            }
             FAILED => Err(Failure::Refused(std::io::Error::from_raw_os_error(
                 a as i32,
             ))),
@@ -327,9 +389,7 @@ fn bad_reply() -> std::io::Error {
 impl Drop for Server {
     fn drop(&mut self) {
         // Only a server found dead is dropped (the current one lives in `CURRENT`): reap it.
-        let conn = self.conn.get_mut();
-        let _ = conn.process.kill();
-        let _ = conn.process.wait();
+        self.conn.get_mut().end();
     }
 }
 
@@ -361,7 +421,10 @@ pub(crate) fn before_main() {
 fn serve(fd: RawFd, parent: i32) -> ! {
     super::set_role(Role::Child);
     sys::set_name("shmpar-server");
-    sys::ignore_sigpipe();
+    sys::reset_signals();
+    // Single-threaded, unless a library's constructor started threads before us: the parent
+    // refuses such a server (its forks could inherit held locks).
+    let threads = sys::thread_count().unwrap_or(1) as u64;
     // Hold nothing of the user's but the standard streams: a descriptor left open without
     // close-on-exec stays out of the server and every worker.
     let fd = sys::keep_only_fd(fd);
@@ -370,7 +433,13 @@ fn serve(fd: RawFd, parent: i32) -> ! {
     }
     // SAFETY: `fd` is the socket the parent left open for us; nothing else owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    if sys::send_with_fds(sock.as_fd(), &encode(HELLO, sys::pid() as u64, 0), &[]).is_err() {
+    if sys::send_with_fds(
+        sock.as_fd(),
+        &encode(HELLO, sys::pid() as u64, threads),
+        &[],
+    )
+    .is_err()
+    {
         sys::exit_now(1);
     }
     let mut ended: std::collections::HashMap<i32, ExitStatus> = Default::default();
@@ -391,7 +460,15 @@ fn serve(fd: RawFd, parent: i32) -> ! {
                 }
             };
         let reply = match request {
-            Some((SPAWN, entry, len)) => spawn_child(&sock, entry, len, fds),
+            Some((SPAWN, entry, len)) => {
+                let reply = spawn_child(&sock, entry, len, fds);
+                if let Some((SPAWNED, pid, _)) = decode(&reply.0) {
+                    // A status left over from an earlier child with the same (recycled) pid is
+                    // not this one's.
+                    ended.remove(&(pid as i32));
+                }
+                reply
+            }
             Some((STATUS, pid, _)) => {
                 let pid = pid as i32;
                 let status = match ended.remove(&pid) {

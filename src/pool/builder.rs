@@ -32,11 +32,17 @@ pub struct PoolBuilder {
     init: Option<Init>,
     max_tasks_per_worker: Option<u64>,
     start_method: StartMethod,
+    start_timeout: Duration,
 }
 
-/// A worker initializer as the builder holds it: encoded, or why it could not be.
+/// A worker initializer as the builder holds it: the trampoline, the user's function, and the
+/// serialised arguments (or why they could not be serialised).
 #[derive(Debug, Clone)]
-struct Init(std::result::Result<InitCode, String>);
+struct Init {
+    trampoline: InitTrampoline,
+    user_fn: usize,
+    args: std::result::Result<Vec<u8>, String>,
+}
 
 impl Default for PoolBuilder {
     fn default() -> Self {
@@ -63,6 +69,7 @@ impl PoolBuilder {
             init: None,
             max_tasks_per_worker: None,
             start_method: StartMethod::default(),
+            start_timeout: Duration::from_secs(60),
         }
     }
 
@@ -171,11 +178,11 @@ impl PoolBuilder {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn worker_init(mut self, init: fn(usize)) -> Self {
-        self.init = Some(Init(encode_init(
-            init_plain as InitTrampoline,
-            init as usize,
-            Vec::new(),
-        )));
+        self.init = Some(Init {
+            trampoline: init_plain,
+            user_fn: init as usize,
+            args: Ok(Vec::new()),
+        });
         self
     }
 
@@ -198,10 +205,12 @@ impl PoolBuilder {
     where
         A: Serialize + DeserializeOwned,
     {
-        let encoded = postcard::to_stdvec(&args)
-            .map_err(|e| format!("the worker_init arguments could not be serialised: {e}"))
-            .and_then(|bytes| encode_init(init_with::<A> as InitTrampoline, init as usize, bytes));
-        self.init = Some(Init(encoded));
+        self.init = Some(Init {
+            trampoline: init_with::<A>,
+            user_fn: init as usize,
+            args: postcard::to_stdvec(&args)
+                .map_err(|e| format!("the worker_init arguments could not be serialised: {e}")),
+        });
         self
     }
 
@@ -217,6 +226,24 @@ impl PoolBuilder {
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.start_method = method;
         self
+    }
+
+    /// How long `build` waits for each worker to start and run its initializer before it fails
+    /// with [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut) (an initializer that hangs, a
+    /// worker stopped with SIGSTOP). Default: 60 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = shmpar::Pool::builder().start_timeout(Duration::from_secs(5)).build()?;
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn start_timeout(mut self, limit: Duration) -> Self {
+        self.start_timeout = limit;
+        self
+    }
+
+    pub(crate) fn start_timeout_setting(&self) -> Duration {
+        self.start_timeout
     }
 
     /// The start method setting (see [`start_method`](Self::start_method)).
@@ -267,9 +294,7 @@ impl PoolBuilder {
         if self.result_bytes < 64 {
             return Err(Error::invalid("result_bytes must be at least 64"));
         }
-        if let Some(Init(Err(msg))) = &self.init {
-            return Err(Error::invalid(msg.clone()));
-        }
+        self.init_setting()?;
         if crate::lifecycle::in_child() {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -324,25 +349,22 @@ impl PoolBuilder {
         self.call_timeout
     }
 
-    pub(crate) fn init_setting(&self) -> Option<InitCode> {
-        self.init.as_ref().and_then(|i| i.0.as_ref().ok()).cloned()
+    /// The initializer in the form the workers of this start method take.
+    pub(crate) fn init_setting(&self) -> Result<Option<InitCode>> {
+        let Some(init) = &self.init else {
+            return Ok(None);
+        };
+        let args = init.args.clone().map_err(Error::invalid)?;
+        Ok(Some(InitCode {
+            trampoline: code::offset_for(self.start_method, init.trampoline as usize)?,
+            user_fn: code::offset_for(self.start_method, init.user_fn)?,
+            args,
+        }))
     }
 
     pub(crate) fn max_tasks_setting(&self) -> Option<u64> {
         self.max_tasks_per_worker
     }
-}
-
-fn encode_init(
-    trampoline: InitTrampoline,
-    user_fn: usize,
-    args: Vec<u8>,
-) -> std::result::Result<InitCode, String> {
-    Ok(InitCode {
-        trampoline: code::offset(trampoline as usize).map_err(|e| e.to_string())?,
-        user_fn: code::offset(user_fn).map_err(|e| e.to_string())?,
-        args,
-    })
 }
 
 /// See [`InitTrampoline`]: `user_fn` is a `fn(usize)`.

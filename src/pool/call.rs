@@ -167,10 +167,11 @@ impl PoolShared {
         calls.seq = calls.seq.wrapping_add(1).max(1);
         let seq = calls.seq;
 
+        let method = self.config.start_method_setting();
         let mut desc = JobDesc {
-            trampoline: code::offset(spec.trampoline as usize)?,
+            trampoline: code::offset_for(method, spec.trampoline as usize)?,
             flags: if spec.keep_going { KEEP_GOING } else { 0 },
-            user_fn: code::offset(spec.user_fn)?,
+            user_fn: code::offset_for(method, spec.user_fn)?,
             rows_per_chunk: spec.grid.rows_per_chunk as u64,
             total_rows: spec.rows as u64,
             n_arrays: spec.arrays.len() as u64,

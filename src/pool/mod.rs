@@ -355,25 +355,26 @@ impl PoolShared {
                     parent: 0,   // filled in at the fork
                     fork_seq: 0, // filled in at the fork
                     spin: self.config.spin_setting(),
-                    init: self.config.init_setting(),
+                    init: self.config.init_setting()?,
                     max_tasks: self.config.max_tasks_setting(),
                     mapped: Vec::new(),
                 };
+                // Read before the fork: a logger installed after it is sent by mail.
+                let log_synced = crate::logging::active();
                 let result = lifecycle::fork_worker(
                     move |parent, fork_seq| {
                         // Moved whole: the struct, not its fields, is `Send`.
                         let start = start;
+                        // Hold nothing of the parent's open files but the standard streams.
+                        let sock = sys::keep_only_fd(start.sock);
                         worker::worker_main(WorkerStart {
                             parent,
                             fork_seq,
+                            sock,
                             ..start
                         })
                     },
-                    move |child, fork_seq| {
-                        // A worker forked after `logging::init` inherited the logger.
-                        let log_synced = crate::logging::active();
-                        register(child, fork_seq, HashSet::new(), log_synced)
-                    },
+                    move |child, fork_seq| register(child, fork_seq, HashSet::new(), log_synced),
                 );
                 drop(child_end);
                 result.map_err(|e| Error::io("could not fork a worker process", e))
@@ -386,7 +387,7 @@ impl PoolShared {
                     max_chunks: layout.max_chunks as u64,
                     arena_len: arena.len() as u64,
                     spin_ns: self.config.spin_setting().as_nanos().min(u64::MAX as u128) as u64,
-                    init: self.config.init_setting(),
+                    init: self.config.init_setting()?,
                     max_tasks: self.config.max_tasks_setting(),
                     regions: regions
                         .iter()
@@ -488,10 +489,10 @@ impl PoolShared {
     }
 
     /// Waits until worker `index` has run its initializer: an error if the initializer
-    /// panicked or the worker died first, or (with a call timeout) after that long.
+    /// panicked or the worker died first, or after the pool's start timeout.
     fn wait_started(&self, index: usize) -> Result<()> {
         let started = Instant::now();
-        let limit = self.config.call_timeout_setting();
+        let limit = self.config.start_timeout_setting();
         let mut nap = Duration::from_micros(20);
         loop {
             // ORDERING: Acquire, paired with the worker's Release store.
@@ -515,10 +516,10 @@ impl PoolShared {
                 let (kind, msg) = self.start_failure(index, ready, status);
                 return Err(Error::new(kind, msg));
             }
-            if limit.is_some_and(|l| started.elapsed() > l) {
+            if started.elapsed() > limit {
                 return Err(Error::new(
                     ErrorKind::TimedOut,
-                    format!("worker {index} did not finish starting within the call timeout"),
+                    format!("worker {index} did not finish starting within {limit:?}"),
                 ));
             }
             std::thread::sleep(nap);

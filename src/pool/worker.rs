@@ -143,7 +143,9 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
         sys::exit_now(0);
     }
     crate::lifecycle::set_role(crate::lifecycle::Role::Worker(start.index as usize));
-    let sock = sys::keep_only_fd(start.sock);
+    // A worker forked directly closed the parent's other descriptors before this; one started
+    // by the fork server holds only what it was sent.
+    let sock = start.sock;
     let control = start.control;
     let slot = control.worker(start.index as usize);
     // SAFETY: the parent created the arena for this worker index only and keeps it mapped

@@ -158,9 +158,10 @@ fn leave(outbox: &File, outcome: std::result::Result<Vec<u8>, String>) -> ! {
         Ok(bytes) => (RETURNED, bytes, 0),
         Err(msg) => (PANICKED, msg.into_bytes(), PANIC_EXIT),
     };
-    // A failed write leaves the outbox short: the parent then reports the exit code alone.
-    if outbox.write_all_at(&[tag], 0).is_ok() {
-        let _ = outbox.write_all_at(&bytes, 1);
+    // The bytes first, the tag last: a tag means the bytes are whole. A failed write leaves
+    // no tag, and the parent reports the exit code alone.
+    if outbox.write_all_at(&bytes, 1).is_ok() {
+        let _ = outbox.write_all_at(&[tag], 0);
     }
     sys::exit_now(code)
 }
@@ -406,7 +407,9 @@ impl<R> Process<R> {
             (ExitStatus::Exited(PANIC_EXIT), Some((&PANICKED, msg))) => {
                 Exit::Panicked(String::from_utf8_lossy(msg).into_owned())
             }
-            (ExitStatus::Exited(0), Some((&RETURNED, value))) => {
+            // The function returned and its whole result is here, whatever came after (a
+            // SIGKILL on the way out, or a fork server that died before it could tell).
+            (_, Some((&RETURNED, value))) => {
                 self.value = Some(value.to_vec());
                 Exit::Ok
             }

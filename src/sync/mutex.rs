@@ -22,7 +22,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::value::ShmSafe;
@@ -47,45 +47,9 @@ const SPINS: u32 = 100;
 const FIRST_CHECK: Duration = Duration::from_millis(1);
 const LAST_CHECK: Duration = Duration::from_millis(50);
 
-/// Bumped in the child after every fork: cached thread ids from before are stale there.
-static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
-
-/// Whether the fork handler that bumps `FORK_GENERATION` is registered: `NOT_YET`,
-/// `REGISTERING` (some thread is doing it), `READY`, or `FAILED`. Not a `Once`: a process forked
-/// while another thread was inside `Once::call_once` would find it "running" forever and hang.
-static AT_FORK: AtomicU8 = AtomicU8::new(NOT_YET);
-const NOT_YET: u8 = 0;
-const REGISTERING: u8 = 1;
-const READY: u8 = 2;
-const FAILED: u8 = 3;
-
 thread_local! {
     /// (thread id, fork generation it was read in), 0 for none.
     static TID_CACHE: Cell<(u32, u32)> = const { Cell::new((0, u32::MAX)) };
-}
-
-unsafe extern "C" fn forked_child() {
-    // ORDERING: runs in the child's only thread before anything else.
-    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-}
-
-/// True once the fork handler is registered (registering it if nobody has). Never waits: a
-/// thread that finds another registering, or a child forked during it, just does not cache.
-fn fork_handler_ready() -> bool {
-    // ORDERING: Acquire/Release on the state, so that READY is seen only after registration.
-    match AT_FORK.load(Ordering::Acquire) {
-        READY => true,
-        NOT_YET
-            if AT_FORK
-                .compare_exchange(NOT_YET, REGISTERING, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok() =>
-        {
-            let ok = sys::on_fork_in_child(forked_child).is_ok();
-            AT_FORK.store(if ok { READY } else { FAILED }, Ordering::Release);
-            ok
-        }
-        _ => false,
-    }
 }
 
 /// This thread's id, cached once the fork handler exists: `gettid` is a system call, too slow
@@ -93,15 +57,14 @@ fn fork_handler_ready() -> bool {
 /// generation there).
 #[inline]
 fn current_tid() -> u32 {
-    // ORDERING: the generation only changes in a fresh child, on its only thread.
-    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    let generation = crate::lifecycle::fork_generation();
     TID_CACHE.with(|c| {
         let (tid, seen) = c.get();
-        if seen == generation && tid != 0 {
+        if Some(seen) == generation && tid != 0 {
             return tid;
         }
         let tid = sys::thread_id() & TID;
-        if fork_handler_ready() {
+        if let Some(generation) = generation {
             c.set((tid, generation));
         }
         tid

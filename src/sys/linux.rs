@@ -335,6 +335,19 @@ pub(crate) fn keep_only_fd(keep: RawFd) -> RawFd {
         // SAFETY: dup2 on descriptors we own in this single-threaded child; it clears
         // FD_CLOEXEC on the new descriptor, which is what a worker wants (it never execs).
         unsafe { libc::dup2(keep, TARGET) };
+        if keep < TARGET {
+            // The caller had closed a standard stream, so `keep` landed there: give that number
+            // back to /dev/null, or a print would write into the socket.
+            // SAFETY: a static NUL-terminated path; open returns a fresh descriptor or -1.
+            let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+            if null >= 0 {
+                // SAFETY: both are descriptors of this child; `null` is closed right after.
+                unsafe {
+                    libc::dup2(null, keep);
+                    libc::close(null);
+                }
+            }
+        }
     }
     // SAFETY: close_range only closes descriptors; this child owns every one of them and
     // refers to none of them again.
@@ -746,10 +759,12 @@ pub(crate) fn recv_with_fds(
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+    // A truncated message is an error; descriptors the kernel could not pass (this process at
+    // its descriptor limit: MSG_CTRUNC) are simply missing, for the caller to notice.
+    if msg.msg_flags & libc::MSG_TRUNC != 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            "a message or its descriptors did not fit",
+            "a message did not fit",
         ));
     }
     Ok(Some((n, fds)))
@@ -760,9 +775,8 @@ pub(crate) fn recv_with_fds(
 /// still `parent` (it may have died before the request), and let `keep` survive the exec.
 pub(crate) fn before_server_exec(parent: i32, keep: RawFd) -> io::Result<()> {
     if !die_with_parent(parent) {
-        return Err(io::Error::other(
-            "the parent ended before the fork server started",
-        ));
+        // No allocation between fork and exec: a plain error number.
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
     }
     set_cloexec(keep, false)
 }
@@ -776,11 +790,32 @@ pub(crate) fn set_name(name: &str) {
     unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0) };
 }
 
-/// Ignores SIGPIPE, as Rust's `main` does (a process diverted before `main` must do it
-/// itself): a write to a closed pipe is then an `EPIPE` error, not death.
-pub(crate) fn ignore_sigpipe() {
-    // SAFETY: setting a signal's disposition to SIG_IGN has no memory arguments.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+/// Gives every signal its default disposition and unblocks all of them, then ignores SIGPIPE
+/// as Rust's `main` does: an exec'd copy inherits ignored signals and the blocked mask from
+/// the caller (an ignored SIGCHLD would make the kernel reap children before anyone asks).
+pub(crate) fn reset_signals() {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: setting a disposition to SIG_DFL has no memory arguments; EINVAL for
+            // numbers that are not signals is harmless.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+    // SAFETY: an empty set, built by sigemptyset, unblocks everything; the other calls take
+    // plain numbers.
+    unsafe {
+        let mut set: libc::sigset_t = mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// How many threads this process has (from /proc/self/status), if it can tell.
+pub(crate) fn thread_count() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Threads:"))?;
+    line["Threads:".len()..].trim().parse().ok()
 }
 
 /// Where the loaded object holding `addr` starts and ends in this process (for the main

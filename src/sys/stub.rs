@@ -213,7 +213,11 @@ pub(crate) fn before_server_exec(_parent: i32, _keep: RawFd) -> io::Result<()> {
 
 pub(crate) fn set_name(_name: &str) {}
 
-pub(crate) fn ignore_sigpipe() {}
+pub(crate) fn reset_signals() {}
+
+pub(crate) fn thread_count() -> Option<usize> {
+    None
+}
 
 pub(crate) fn object_bounds(_addr: usize) -> Option<(usize, usize)> {
     None
