@@ -8,7 +8,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{ArrayView1, Ix1};
 use rayon::prelude::*;
-use shmpar::{Pool, SharedArray};
+use shmpar::{Pool, SharedArray, StartMethod};
 
 use crate::measure::{self, Variant};
 use crate::{CliResult, peers};
@@ -433,6 +433,7 @@ pub(crate) fn run(
     workloads: &[Workload],
     sizes: Option<Vec<usize>>,
     rounds: usize,
+    method: StartMethod,
 ) -> CliResult {
     let sizes = sizes.unwrap_or_else(|| {
         let mut s = vec![1 << 10, 4 << 10, 64 << 10, 1 << 20, 64 << 20, 512 << 20];
@@ -442,7 +443,7 @@ pub(crate) fn run(
         s
     });
     // Our workers start before rayon's threads exist.
-    let pool = Pool::builder().build()?;
+    let pool = Pool::builder().start_method(method).build()?;
     let rayon_pool = rayon::ThreadPoolBuilder::new()
         .num_threads(pool.workers())
         .build()?;

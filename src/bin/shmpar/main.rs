@@ -12,6 +12,7 @@ mod peers;
 mod pi;
 mod scaling;
 
+use shmpar::StartMethod;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -68,6 +69,7 @@ const USAGE: &str = "usage: shmpar [COMMAND]
 commands:
   tour                 the main demos, with short sizes (default)
   bench [--quick] [--json] [--workloads sum,dot,minmax,hist64] [--sizes 1K,...] [--rounds N]
+        [--start-method fork-server|fork]
                        the bench report: four workloads at 1 KiB .. 512 MiB (--quick: up to
                        64 MiB), serial vs rayon vs shmpar, beside numpy and multiprocessing
   sum [--rounds N] [--sizes 1K,64K,1M,64M,512M]
@@ -172,7 +174,14 @@ fn sum_command(args: &[String]) -> CliResult {
         .transpose()?
         .unwrap_or(11);
     let json = args.iter().any(|a| a == "--json");
-    bench::run(false, json, &[bench::Workload::Sum], Some(sizes), rounds)
+    bench::run(
+        false,
+        json,
+        &[bench::Workload::Sum],
+        Some(sizes),
+        rounds,
+        StartMethod::default(),
+    )
 }
 
 fn log_demo_command(args: &[String]) -> CliResult {
@@ -212,7 +221,14 @@ fn bench_command(args: &[String]) -> CliResult {
         .unwrap_or(7);
     let quick = args.iter().any(|a| a == "--quick");
     let json = args.iter().any(|a| a == "--json");
-    bench::run(quick, json, &workloads, sizes_flag(args)?, rounds)
+    let method = match flag(args, "--start-method") {
+        None | Some("fork-server") => StartMethod::ForkServer,
+        Some("fork") => StartMethod::Fork,
+        Some(other) => {
+            return Err(format!("--start-method takes fork-server or fork, not {other}").into());
+        }
+    };
+    bench::run(quick, json, &workloads, sizes_flag(args)?, rounds, method)
 }
 
 fn tour() -> CliResult {
@@ -227,6 +243,7 @@ fn tour() -> CliResult {
         &[bench::Workload::Sum],
         Some(vec![512 << 20]),
         7,
+        StartMethod::default(),
     )?;
     println!("\n== 2. Lost updates on a shared counter ==");
     lost_update::run(cpus().max(2), 200_000, false)?;
@@ -238,6 +255,13 @@ fn tour() -> CliResult {
     pi::run(100_000_000, false)?;
     println!("\n== 6. The bench report, short ==");
     let sizes = vec![1 << 10, 4 << 10, 1 << 20, 64 << 20];
-    bench::run(true, false, &bench::Workload::ALL, Some(sizes), 3)?;
+    bench::run(
+        true,
+        false,
+        &bench::Workload::ALL,
+        Some(sizes),
+        3,
+        StartMethod::default(),
+    )?;
     Ok(())
 }
