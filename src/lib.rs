@@ -18,7 +18,8 @@
 //! # What you get
 //! - [`SharedArray`]: an ndarray in a `MAP_SHARED` memfd mapping that workers read and write
 //!   in place, with no copy, whether made before or after the pool.
-//! - [`Pool`]: persistent forked workers. [`Pool::par_reduce`], [`Pool::par_reduce_with`],
+//! - [`Pool`]: persistent worker processes, forked by a fork server from a clean copy of the
+//!   program ([`StartMethod`]), so a task may print, log, use rayon or any library. [`Pool::par_reduce`], [`Pool::par_reduce_with`],
 //!   [`Pool::par_reduce_zip`], [`Pool::par_for_each_mut`], [`Pool::par_reduce_range`], and the
 //!   free function [`par_reduce`] on a default pool.
 //! - Faults cost one chunk: a panic, an abort, a segfault or a SIGKILL in a worker becomes an
@@ -26,7 +27,9 @@
 //! - The `multiprocessing.Pool` API on the same workers: [`Pool::map`], [`Pool::imap`],
 //!   [`Pool::imap_unordered`], [`Pool::apply_async`]; one failing task costs only its own
 //!   result. [`Queue`] and [`Pipe`] pass messages between processes.
-//! - [`Process`]: fork a closure, join it (ok, panicked, exit code, signal).
+//! - [`Process`]: start a function with serialised arguments in a clean child
+//!   ([`Process::start`]), join it for its value or how it ended (panicked, exit code,
+//!   signal); or fork a closure ([`Process::fork`], `unsafe`).
 //! - Cross-process sync in shared memory ([`SharedValue`]): a robust [`ShmMutex`] that
 //!   reports a dead holder instead of hanging, [`Barrier`], [`Semaphore`], [`Event`], atomics,
 //!   [`CachePadded`].

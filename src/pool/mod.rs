@@ -55,14 +55,17 @@ const MAX_START_FAILURES: u32 = 5;
 ///
 /// # Lifetime of the workers
 /// Dropping the pool stops and reaps every worker. If the parent process dies, even by SIGKILL,
-/// the kernel kills the workers (`PR_SET_PDEATHSIG`, set from a thread that lives as long as the
-/// process), and a sleeping worker also checks its parent every 100 ms.
+/// the kernel kills the fork server and the workers (`PR_SET_PDEATHSIG`, set from a thread
+/// that lives as long as the process), and a sleeping worker also checks its parent every
+/// 100 ms.
 ///
-/// # Fork safety
-/// Workers are forked from a dedicated thread and run code that takes no lock another thread
-/// of the parent could hold: creating a pool while other threads run (a rayon pool, a thread
-/// printing to stdout) is safe. User functions run in those workers, so they must not use
-/// stdout, rayon, or any lock of the parent's either; compute on the data and return.
+/// # What runs in a worker
+/// By default ([`StartMethod::ForkServer`](crate::StartMethod::ForkServer)) a worker is forked
+/// by the fork server, a clean single-threaded copy of the program: a task may print, log, use
+/// rayon or take any lock, whatever the caller's other threads hold. It sees none of the
+/// caller's memory but the shared arrays of the call and what travels in the arguments. With
+/// [`StartMethod::Fork`](crate::StartMethod::Fork), workers are forked from the caller
+/// itself, with that method's rules.
 pub struct Pool {
     shared: Arc<PoolShared>,
 }
