@@ -121,15 +121,21 @@ impl<A: Element> DistArray<A> {
     /// # let pool = shmpar::Pool::new(2).unwrap();
     /// # let universe = shmpar::mpi::rsmpi::initialize().unwrap();
     /// # let world = universe.world();
-    /// let a = DistArray::<f64>::from_npy(&world, &pool, format!("data.{}.npy", world.rank()))?;
+    /// // SAFETY: each rank's file is its own, and nothing else maps or writes it.
+    /// let a = unsafe { DistArray::<f64>::from_npy(&world, &pool, format!("data.{}.npy", world.rank())) }?;
     /// # Ok::<(), shmpar::Error>(())
     /// ```
-    pub fn from_npy(
+    ///
+    /// # Safety
+    /// As for [`SharedArray::open_npy`]: nothing else may write, map for writing, or truncate
+    /// the file while the array lives.
+    pub unsafe fn from_npy(
         world: &impl Communicator,
         pool: &Pool,
         path: impl AsRef<std::path::Path>,
     ) -> Result<Self> {
-        let block = SharedArray::<A, IxDyn>::open_npy(path)?;
+        // SAFETY: the caller upholds `open_npy`'s contract (this function's own).
+        let block = unsafe { SharedArray::<A, IxDyn>::open_npy(path) }?;
         let rows = block.shape().first().copied().unwrap_or(1) as u64;
         let mut all = vec![0u64; world.size() as usize];
         world.all_gather_into(&rows, &mut all[..]);

@@ -185,8 +185,9 @@ pub(crate) unsafe fn run_chunk(
     let (who, arena, used) = (runner.who, &mut *runner.arena, &mut runner.used);
     let rpc = job.rows_per_chunk as usize;
     let total = job.total_rows as usize;
-    let start = (index * rpc).min(total);
-    let end = (start + rpc).min(total);
+    // Saturating: a grid over (nearly) `usize::MAX` rows must not wrap its last chunk away.
+    let start = index.saturating_mul(rpc).min(total);
+    let end = start.saturating_add(rpc).min(total);
     let slot = control.chunk(index);
     // Where this chunk's bytes start, published before it runs: if the runner dies, the
     // parent can still read the tasks it finished.

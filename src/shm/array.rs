@@ -260,13 +260,22 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
     }
 }
 
-/// The size in bytes of an array of `shape`, or `InvalidInput` if it does not fit.
-fn byte_len<A>(shape: &[usize]) -> Result<usize> {
+/// The size in bytes of an array of `shape`, or `InvalidInput` if it does not fit. ndarray's
+/// rule: the product of the *non-zero* axis lengths, times the element size, must not exceed
+/// `isize::MAX` (so `(0, usize::MAX)` is refused: a leading 0 must not hide the overflow).
+pub(crate) fn byte_len<A>(shape: &[usize]) -> Result<usize> {
     shape
         .iter()
+        .filter(|&&n| n != 0)
         .try_fold(size_of::<A>().max(1), |acc, &n| acc.checked_mul(n))
         .filter(|&b| b <= isize::MAX as usize)
-        .map(|b| if size_of::<A>() == 0 { 0 } else { b })
+        .map(|b| {
+            if size_of::<A>() == 0 || shape.contains(&0) {
+                0
+            } else {
+                b
+            }
+        })
         .ok_or_else(|| {
             Error::invalid(format!(
                 "an array of shape {shape:?} with {}-byte elements does not fit in memory",

@@ -3,7 +3,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::mem::size_of;
 use std::path::Path;
 
 use ndarray::{Dimension, IntoDimension, IxDyn};
@@ -140,14 +139,24 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
     /// use shmpar::SharedArray;
     /// # fn main() -> shmpar::Result<()> {
     /// # let path = std::env::temp_dir().join(format!("shmpar-doc-open-{}.npy", std::process::id()));
-    /// SharedArray::<f64, Ix2>::create_npy(&path, (3, 4))?.view_mut().fill(2.0);
-    /// let a = SharedArray::<f64, Ix2>::open_npy(&path)?;
+    /// // SAFETY: a file of our own that nothing else maps or writes.
+    /// unsafe { SharedArray::<f64, Ix2>::create_npy(&path, (3, 4)) }?.view_mut().fill(2.0);
+    /// // SAFETY: as above.
+    /// let a = unsafe { SharedArray::<f64, Ix2>::open_npy(&path) }?;
     /// assert_eq!(a.view().sum(), 24.0);
     /// # std::fs::remove_file(&path).ok();
     /// # Ok(())
     /// # }
     /// ```
-    pub fn open_npy(path: impl AsRef<Path>) -> Result<Self> {
+    ///
+    /// # Safety
+    /// The array hands out `&` and `&mut` views of the file's bytes, so nothing else may change
+    /// them while this array lives, in this process or another (memmap2's rule for
+    /// `MmapMut::map_mut`): no other mapping of the file that is written (another `SharedArray`
+    /// from the same path, numpy's `np.memmap` or `np.load(mmap_mode='r+')`, a C library), no
+    /// write(2) to it, and no truncation (which turns reads into SIGBUS). Pool workers that
+    /// read it through this array are fine: they follow its borrows.
+    pub unsafe fn open_npy(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let mut file = OpenOptions::new()
             .read(true)
@@ -173,11 +182,8 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
             ));
         }
         let dim: D = shape_dim(&h.shape, &format!("{}", path.display()))?;
-        let bytes = h
-            .shape
-            .iter()
-            .try_fold(size_of::<A>(), |a, &n| a.checked_mul(n));
-        let need = bytes
+        let need = super::array::byte_len::<A>(&h.shape)
+            .ok()
             .and_then(|b| b.checked_add(h.data_offset))
             .ok_or_else(|| bad(path, "its shape overflows"))?;
         let len = file
@@ -203,27 +209,35 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
     /// use shmpar::SharedArray;
     /// # fn main() -> shmpar::Result<()> {
     /// # let path = std::env::temp_dir().join(format!("shmpar-doc-create-{}.npy", std::process::id()));
-    /// let mut a = SharedArray::<u16, Ix1>::create_npy(&path, 1000)?;
+    /// // SAFETY: a file of our own that nothing else maps or writes.
+    /// let mut a = unsafe { SharedArray::<u16, Ix1>::create_npy(&path, 1000) }?;
     /// a.as_slice_mut()[999] = 7;
     /// drop(a);
-    /// assert_eq!(SharedArray::<u16, Ix1>::open_npy(&path)?.as_slice()[999], 7);
+    /// // SAFETY: as above.
+    /// assert_eq!(unsafe { SharedArray::<u16, Ix1>::open_npy(&path) }?.as_slice()[999], 7);
     /// # std::fs::remove_file(&path).ok();
     /// # Ok(())
     /// # }
     /// ```
-    pub fn create_npy<Sh: IntoDimension<Dim = D>>(
+    ///
+    /// # Safety
+    /// An existing file at `path` is truncated and refilled: nothing may map it (another
+    /// `SharedArray` opened from it, numpy's `np.memmap`, ...) while this runs or while the
+    /// new array lives, and nothing may write it behind the array's back (see
+    /// [`open_npy`](Self::open_npy)). A shape that does not fit is refused before the file is
+    /// touched.
+    pub unsafe fn create_npy<Sh: IntoDimension<Dim = D>>(
         path: impl AsRef<Path>,
         shape: Sh,
     ) -> Result<Self> {
         let path = path.as_ref();
         let dim = shape.into_dimension();
         let header = npy_header_bytes::<A>(dim.slice());
-        let bytes = dim
-            .slice()
-            .iter()
-            .try_fold(size_of::<A>(), |a, &n| a.checked_mul(n))
+        // Every check before the file is opened: a refused shape leaves an existing file alone.
+        let total = super::array::byte_len::<A>(dim.slice())?
+            .checked_add(header.len())
+            .filter(|&t| t <= isize::MAX as usize)
             .ok_or_else(|| Error::invalid("the array's size overflows"))?;
-        let total = header.len() + bytes;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -254,10 +268,12 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
     /// # fn main() -> shmpar::Result<()> {
     /// let a = SharedArray::<f64, Ix1>::create_named(None, 16)?;
     /// let name = a.name().unwrap().to_string();
-    /// let b = SharedArray::<f64, Ix1>::open_named(&name)?; // the same memory
+    /// // SAFETY: the same memory as `a`, which is not written while `b` lives.
+    /// let b = unsafe { SharedArray::<f64, Ix1>::open_named(&name) }?;
     /// assert_eq!(b.len(), 16);
     /// drop((a, b));
-    /// assert!(SharedArray::<f64, Ix1>::open_named(&name).is_err()); // removed with its owner
+    /// // SAFETY: nothing maps it any more (it is removed with its owner).
+    /// assert!(unsafe { SharedArray::<f64, Ix1>::open_named(&name) }.is_err());
     /// # Ok(())
     /// # }
     /// ```
@@ -278,11 +294,7 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
                 sys::random_128().map_err(|e| Error::io("could not get random bytes", e))?
             ),
         };
-        let bytes = dim
-            .slice()
-            .iter()
-            .try_fold(size_of::<A>(), |a, &n| a.checked_mul(n))
-            .ok_or_else(|| Error::invalid("the array's size overflows"))?;
+        let bytes = super::array::byte_len::<A>(dim.slice())?;
         let fd = sys::shm_open(&name, true).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 Error::invalid(format!(
@@ -328,10 +340,19 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
     /// ```
     /// use ndarray::Ix1;
     /// use shmpar::{ErrorKind, SharedArray};
-    /// let err = SharedArray::<f32, Ix1>::open_named("shmpar-no-such-segment").unwrap_err();
+    /// // SAFETY: nothing is mapped (there is no such segment).
+    /// let err = unsafe { SharedArray::<f32, Ix1>::open_named("shmpar-no-such-segment") }.unwrap_err();
     /// assert_eq!(err.kind(), ErrorKind::Io);
     /// ```
-    pub fn open_named(name: &str) -> Result<Self> {
+    ///
+    /// # Safety
+    /// The segment is shared memory that other processes map too (its creator, numpy). This
+    /// array hands out `&` and `&mut` views of it, so while it lives no other process and no
+    /// other handle may write the elements it views (or read them while this one writes
+    /// through `view_mut`): the program must order such accesses itself (one writer at a
+    /// time, a barrier, a lock). Pool workers that use it through this array follow its
+    /// borrows.
+    pub unsafe fn open_named(name: &str) -> Result<Self> {
         let fd = sys::shm_open(name, false).map_err(|e| {
             Error::io(
                 format!("could not open the shared memory segment '{name}'"),

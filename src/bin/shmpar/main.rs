@@ -89,6 +89,7 @@ commands:
   npy-make PATH [--gib N]
                        writes a 1-D f64 .npy of N GiB (default 8) filled with 1.0
   npy-sum PATH         sums an f64 .npy (any size, even larger than RAM) with the pool
+                       (do not write the file meanwhile)
   lock-holder-dies [--json]
                        a lock's holder is SIGKILLed: raw_sync and a plain pthread mutex
                        time out, ShmMutex reports the dead owner at once";

@@ -12,7 +12,8 @@ use crate::CliResult;
 pub(crate) fn make(path: &str, gib: f64) -> CliResult {
     let n = (gib * (1u64 << 30) as f64 / 8.0) as usize;
     let t = Instant::now();
-    let mut a = SharedArray::<f64, Ix1>::create_npy(path, n)?;
+    // SAFETY: the demo's own file: the user names a path that nothing else maps.
+    let mut a = unsafe { SharedArray::<f64, Ix1>::create_npy(path, n) }?;
     Pool::builder()
         .build()?
         .par_for_each_mut(&mut a, |mut c| c.fill(1.0))?;
@@ -26,7 +27,9 @@ pub(crate) fn make(path: &str, gib: f64) -> CliResult {
 
 /// Sums any f64 `.npy` (any number of axes) with the pool and prints the throughput.
 pub(crate) fn sum(path: &str) -> CliResult {
-    let a = SharedArray::<f64, IxDyn>::open_npy(path)?;
+    // SAFETY: the demo only reads the file; the user is told (`help`) not to write it
+    // meanwhile.
+    let a = unsafe { SharedArray::<f64, IxDyn>::open_npy(path) }?;
     let pool = Pool::builder().build()?;
     let gib = a.size_bytes() as f64 / (1u64 << 30) as f64;
     println!(
