@@ -14,33 +14,6 @@ use ndarray::Ix1;
 use rayon::prelude::*;
 use shmpar::{ErrorKind, Pool, SharedArray, StartMethod};
 
-/// The tests' own files and segments: nothing else maps or writes them while an array of
-/// them lives, except the numpy processes run one at a time, which the tests wait for.
-#[allow(dead_code)]
-fn open_npy<A: shmpar::Element, D: ndarray::Dimension>(
-    path: impl AsRef<std::path::Path>,
-) -> shmpar::Result<SharedArray<A, D>> {
-    // SAFETY: see above.
-    unsafe { SharedArray::open_npy(path) }
-}
-
-#[allow(dead_code)]
-fn create_npy<A: shmpar::Element, D: ndarray::Dimension, Sh: ndarray::IntoDimension<Dim = D>>(
-    path: impl AsRef<std::path::Path>,
-    shape: Sh,
-) -> shmpar::Result<SharedArray<A, D>> {
-    // SAFETY: see `open_npy` above.
-    unsafe { SharedArray::create_npy(path, shape) }
-}
-
-#[allow(dead_code)]
-fn open_named<A: shmpar::Element, D: ndarray::Dimension>(
-    name: &str,
-) -> shmpar::Result<SharedArray<A, D>> {
-    // SAFETY: see `open_npy` above.
-    unsafe { SharedArray::open_named(name) }
-}
-
 fn busy_threads(stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
     let mut handles = Vec::new();
     let s = Arc::clone(stop);
@@ -174,7 +147,7 @@ fn children_make_arrays_while_another_thread_holds_the_registry() {
         let child = unsafe {
             shmpar::Process::fork(|| {
                 let a = SharedArray::<f64, Ix1>::zeros(1000).unwrap();
-                let b = create_npy::<f32, Ix1, _>(&npy, 10).unwrap();
+                let b = common::create_npy::<f32, Ix1, _>(&npy, 10).unwrap();
                 let c = SharedArray::<u8, Ix1>::create_named(None, 10).unwrap();
                 drop((a, b, c));
             })

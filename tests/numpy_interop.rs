@@ -11,33 +11,6 @@ use std::time::Duration;
 use ndarray::{Ix1, Ix2};
 use shmpar::{ErrorKind, Pool, Process, SharedArray, SharedValue};
 
-/// The tests' own files and segments: nothing else maps or writes them while an array of
-/// them lives, except the numpy processes run one at a time, which the tests wait for.
-#[allow(dead_code)]
-fn open_npy<A: shmpar::Element, D: ndarray::Dimension>(
-    path: impl AsRef<std::path::Path>,
-) -> shmpar::Result<SharedArray<A, D>> {
-    // SAFETY: see above.
-    unsafe { SharedArray::open_npy(path) }
-}
-
-#[allow(dead_code)]
-fn create_npy<A: shmpar::Element, D: ndarray::Dimension, Sh: ndarray::IntoDimension<Dim = D>>(
-    path: impl AsRef<std::path::Path>,
-    shape: Sh,
-) -> shmpar::Result<SharedArray<A, D>> {
-    // SAFETY: see `open_npy` above.
-    unsafe { SharedArray::create_npy(path, shape) }
-}
-
-#[allow(dead_code)]
-fn open_named<A: shmpar::Element, D: ndarray::Dimension>(
-    name: &str,
-) -> shmpar::Result<SharedArray<A, D>> {
-    // SAFETY: see `open_npy` above.
-    unsafe { SharedArray::open_named(name) }
-}
-
 fn numpy() -> bool {
     let ok = Command::new("python3")
         .args(["-c", "import numpy"])
@@ -114,7 +87,7 @@ fn our_reduce_of_a_numpy_npy_equals_numpys_sum() {
         "import numpy as np\na = np.random.default_rng(5).random((1000, 37))\nnp.save(r'{}', a)\nprint(repr(float(a.sum())))",
         path.display()
     ));
-    let a = open_npy::<f64, Ix2>(&path).unwrap();
+    let a = common::open_npy::<f64, Ix2>(&path).unwrap();
     assert_eq!(a.shape(), &[1000, 37]);
     let pool = Pool::new(2).unwrap();
     let ours = pool.par_reduce(&a, |c| c.sum(), |x, y| x + y).unwrap();
@@ -125,7 +98,7 @@ fn our_reduce_of_a_numpy_npy_equals_numpys_sum() {
     );
     // And numpy reads what we write into a .npy.
     let ours_path = temp("ours.npy");
-    let mut b = create_npy::<i32, Ix1, _>(&ours_path, 10).unwrap();
+    let mut b = common::create_npy::<i32, Ix1, _>(&ours_path, 10).unwrap();
     b.as_slice_mut()
         .copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     drop(b);
@@ -144,19 +117,19 @@ fn our_reduce_of_a_numpy_npy_equals_numpys_sum() {
 fn bad_npy_files_are_clear_errors_at_open() {
     let path = temp("bad.npy");
     // A good file, then cut short.
-    create_npy::<f64, Ix1, _>(&path, 1000).unwrap();
+    common::create_npy::<f64, Ix1, _>(&path, 1000).unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(2000).unwrap();
     drop(f);
-    let err = open_npy::<f64, Ix1>(&path).unwrap_err();
+    let err = common::open_npy::<f64, Ix1>(&path).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("truncated"), "{err}");
     // The right size, the wrong dtype.
-    create_npy::<f32, Ix1, _>(&path, 10).unwrap();
-    let err = open_npy::<f64, Ix1>(&path).unwrap_err();
+    common::create_npy::<f32, Ix1, _>(&path, 10).unwrap();
+    let err = common::open_npy::<f64, Ix1>(&path).unwrap_err();
     assert!(err.to_string().contains("'<f4'"), "{err}");
     // The wrong number of axes.
-    let err = open_npy::<f32, Ix2>(&path).unwrap_err();
+    let err = common::open_npy::<f32, Ix2>(&path).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     // Fortran order, and not an .npy at all.
     let mut f = std::fs::File::create(&path).unwrap();
@@ -171,14 +144,14 @@ fn bad_npy_files_are_clear_errors_at_open() {
     f.write_all(&[0u8; 32]).unwrap();
     drop(f);
     assert!(
-        open_npy::<f64, Ix2>(&path)
+        common::open_npy::<f64, Ix2>(&path)
             .unwrap_err()
             .to_string()
             .contains("Fortran")
     );
     std::fs::write(&path, b"hello").unwrap();
     assert!(
-        open_npy::<f64, Ix1>(&path)
+        common::open_npy::<f64, Ix1>(&path)
             .unwrap_err()
             .to_string()
             .contains("magic")
@@ -194,7 +167,10 @@ fn name_collisions_and_stale_segments() {
     let err = SharedArray::<u8, Ix1>::create_named(Some(&name), 10).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("already exists"), "{err}");
-    assert!(open_named::<u16, Ix1>(&name).is_err(), "wrong dtype");
+    assert!(
+        common::open_named::<u16, Ix1>(&name).is_err(),
+        "wrong dtype"
+    );
     drop(a);
     // An owner SIGKILLed before it could drop its segment leaves it behind...
     let made = SharedValue::new(shmpar::Event::new()).unwrap();

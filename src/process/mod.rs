@@ -210,13 +210,7 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
         let mut fds = vec![outbox.as_fd()];
         fds.extend(log.as_ref().map(|(_, fd)| fd.as_fd()));
         let child = lifecycle::server::spawn(start_main, &payload, &fds)?;
-        Ok(Process {
-            child,
-            exit: None,
-            outbox,
-            value: None,
-            marker: PhantomData,
-        })
+        Ok(Process::new(child, outbox))
     }
 
     /// Waits for the child and returns what its function returned: an error of kind
@@ -292,13 +286,7 @@ impl Process {
         // memfd of our own and leaves through `_exit`.
         let child =
             unsafe { lifecycle::fork_here(run) }.map_err(|e| Error::io("could not fork", e))?;
-        Ok(Process {
-            child,
-            exit: None,
-            outbox,
-            value: None,
-            marker: PhantomData,
-        })
+        Ok(Process::new(child, outbox))
     }
 
     /// Ends the calling process at once with exit code `code`: no destructors, no atexit
@@ -317,6 +305,16 @@ impl Process {
 }
 
 impl<R> Process<R> {
+    fn new(child: Child, outbox: File) -> Process<R> {
+        Process {
+            child,
+            exit: None,
+            outbox,
+            value: None,
+            marker: PhantomData,
+        }
+    }
+
     /// The child's process id.
     ///
     /// ```

@@ -230,8 +230,6 @@ pub(crate) fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-const CMSG_SPACE_ONE_FD: usize = 64;
-
 /// Sends one message, with an optional file descriptor attached, without blocking.
 /// Returns `Ok(false)` when the socket's buffer is full.
 pub(crate) fn send_message(
@@ -239,90 +237,27 @@ pub(crate) fn send_message(
     bytes: &[u8],
     fd: Option<BorrowedFd<'_>>,
 ) -> io::Result<bool> {
-    let mut iov = libc::iovec {
-        iov_base: bytes.as_ptr() as *mut libc::c_void,
-        iov_len: bytes.len(),
-    };
-    let mut control = [0u8; CMSG_SPACE_ONE_FD];
-    // SAFETY: an all-zero msghdr is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if let Some(fd) = fd {
-        // SAFETY: CMSG_SPACE is a pure computation.
-        let space = unsafe { libc::CMSG_SPACE(mem::size_of::<RawFd>() as u32) } as usize;
-        debug_assert!(space <= control.len());
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        // SAFETY: msg_control points to `space` writable bytes, enough for one header and one
-        // descriptor, so CMSG_FIRSTHDR returns a valid, aligned header inside `control`.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<RawFd>() as u32) as _;
-            ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd.as_raw_fd());
-        }
-    }
-    // SAFETY: `msg` points to live buffers for the duration of the call.
-    let ret = unsafe {
-        libc::sendmsg(
-            sock.as_raw_fd(),
-            &msg,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if ret >= 0 {
-        return Ok(true);
-    }
-    let err = io::Error::last_os_error();
-    if err.kind() == io::ErrorKind::WouldBlock {
-        Ok(false)
-    } else {
-        Err(err)
+    match sendmsg_fds(
+        sock,
+        bytes,
+        fd.as_slice(),
+        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+    ) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
 /// Receives one message without blocking: `None` when none is waiting. An attached descriptor
-/// comes back owned (close-on-exec). Async-signal-safe apart from the returned `OwnedFd`.
+/// comes back owned (close-on-exec).
 pub(crate) fn recv_message(
     sock: RawFd,
     buf: &mut [u8],
 ) -> io::Result<Option<(usize, Option<OwnedFd>)>> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut control = MaybeUninit::<[u64; CMSG_SPACE_ONE_FD / 8]>::zeroed();
-    // SAFETY: an all-zero msghdr is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = CMSG_SPACE_ONE_FD as _;
-    // SAFETY: `msg` points to live, writable buffers for the duration of the call.
-    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        let err = io::Error::last_os_error();
-        return if err.kind() == io::ErrorKind::WouldBlock {
-            Ok(None)
-        } else {
-            Err(err)
-        };
-    }
-    let mut fd = None;
-    // SAFETY: recvmsg filled `msg`; the CMSG macros walk only inside msg_controllen bytes.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let raw = ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
-                fd = Some(OwnedFd::from_raw_fd(raw));
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    Ok(Some((n as usize, fd)))
+    // SAFETY: the caller's socket, open for the duration of the call.
+    let sock = unsafe { BorrowedFd::borrow_raw(sock) };
+    Ok(recvmsg_fds(sock, buf)?.map(|(n, fds)| (n, fds.into_iter().next())))
 }
 
 /// In a freshly forked child: moves `keep` to descriptor 3 and closes every descriptor above 3,
@@ -654,6 +589,20 @@ pub(crate) fn send_with_fds(
     bytes: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<()> {
+    sendmsg_fds(sock, bytes, fds, libc::MSG_NOSIGNAL)
+}
+
+/// The most descriptors one message carries.
+pub(crate) const MAX_FDS: usize = 8;
+const FDS_CONTROL: usize = 128;
+
+/// One `sendmsg` of `bytes` with `fds` attached (SCM_RIGHTS), retried on EINTR.
+fn sendmsg_fds(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+    flags: libc::c_int,
+) -> io::Result<()> {
     if fds.len() > MAX_FDS {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
@@ -687,7 +636,7 @@ pub(crate) fn send_with_fds(
     }
     loop {
         // SAFETY: `msg` points to live buffers for the duration of the call.
-        let ret = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        let ret = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, flags) };
         if ret >= 0 {
             return Ok(());
         }
@@ -697,10 +646,6 @@ pub(crate) fn send_with_fds(
         }
     }
 }
-
-/// The most descriptors one message of [`send_with_fds`] carries.
-pub(crate) const MAX_FDS: usize = 8;
-const FDS_CONTROL: usize = 128;
 
 /// Receives one message and its descriptors (close-on-exec), waiting at most `timeout`:
 /// `Ok(None)` on time-out; a zero-length message means the peer closed its end.
@@ -712,6 +657,11 @@ pub(crate) fn recv_with_fds(
     if !wait_readable(sock, timeout)? {
         return Ok(None);
     }
+    recvmsg_fds(sock, buf)
+}
+
+/// One `recvmsg` without blocking: `None` when nothing is waiting.
+fn recvmsg_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),

@@ -113,3 +113,31 @@ pub fn rerun_self(name: &str, env: &[(&str, &str)], timeout: Duration) -> Option
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The tests' own files and segments: nothing else maps or writes them while an array of
+/// them lives, except the numpy processes run one at a time, which the tests wait for.
+pub fn open_npy<A: shmpar::Element, D: ndarray::Dimension>(
+    path: impl AsRef<std::path::Path>,
+) -> shmpar::Result<shmpar::SharedArray<A, D>> {
+    // SAFETY: see above.
+    unsafe { shmpar::SharedArray::open_npy(path) }
+}
+
+pub fn create_npy<
+    A: shmpar::Element,
+    D: ndarray::Dimension,
+    Sh: ndarray::IntoDimension<Dim = D>,
+>(
+    path: impl AsRef<std::path::Path>,
+    shape: Sh,
+) -> shmpar::Result<shmpar::SharedArray<A, D>> {
+    // SAFETY: see `open_npy` above.
+    unsafe { shmpar::SharedArray::create_npy(path, shape) }
+}
+
+pub fn open_named<A: shmpar::Element, D: ndarray::Dimension>(
+    name: &str,
+) -> shmpar::Result<shmpar::SharedArray<A, D>> {
+    // SAFETY: see `open_npy` above.
+    unsafe { shmpar::SharedArray::open_named(name) }
+}
