@@ -427,7 +427,7 @@ fn serve(fd: RawFd, parent: i32) -> ! {
     let threads = sys::thread_count().unwrap_or(1) as u64;
     // Hold nothing of the user's but the standard streams: a descriptor left open without
     // close-on-exec stays out of the server and every worker.
-    let fd = sys::keep_only_fd(fd);
+    let fd = sys::keep_only_fds(&[fd])[0];
     if sys::set_cloexec(fd, true).is_err() {
         sys::exit_now(1);
     }

@@ -5,11 +5,15 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::Pool;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
 use super::control::MAX_CHUNKS;
 use super::worker::{InitCode, InitTrampoline};
+use super::{Args, Pool};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lifecycle::{StartMethod, code};
+use crate::shm::handle::Handle;
 
 /// Settings for a [`Pool`]. Every setting has a default; `build` checks them all.
 ///
@@ -42,6 +46,10 @@ struct Init {
     trampoline: InitTrampoline,
     user_fn: usize,
     args: std::result::Result<Vec<u8>, String>,
+    /// The shared objects the arguments name, (id, length, fingerprint) and a descriptor of
+    /// our own for each: every worker, replacements included, gets them at its start, even if
+    /// the user drops the objects meanwhile.
+    handles: Arc<Vec<(Handle, OwnedFd)>>,
 }
 
 impl Default for PoolBuilder {
@@ -182,6 +190,7 @@ impl PoolBuilder {
             trampoline: init_plain,
             user_fn: init as usize,
             args: Ok(Vec::new()),
+            handles: Arc::default(),
         });
         self
     }
@@ -205,11 +214,27 @@ impl PoolBuilder {
     where
         A: Serialize + DeserializeOwned,
     {
+        let encoded = Args::encode(&args, "the worker_init arguments").and_then(|a| {
+            let handles = (a.handles.iter())
+                .map(|h| {
+                    // SAFETY: `args` still owns the objects its handles name.
+                    let fd = unsafe { h.fd() }.try_clone_to_owned().map_err(|e| {
+                        Error::io("could not keep a shared object for worker_init", e)
+                    })?;
+                    Ok((h.handle(), fd))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((a.bytes, handles))
+        });
+        let (args, handles) = match encoded {
+            Ok((bytes, handles)) => (Ok(bytes), handles),
+            Err(e) => (Err(e.to_string()), Vec::new()),
+        };
         self.init = Some(Init {
             trampoline: init_with::<A>,
             user_fn: init as usize,
-            args: postcard::to_stdvec(&args)
-                .map_err(|e| format!("the worker_init arguments could not be serialised: {e}")),
+            args,
+            handles: Arc::new(handles),
         });
         self
     }
@@ -359,7 +384,17 @@ impl PoolBuilder {
             trampoline: code::offset_for(self.start_method, init.trampoline as usize)?,
             user_fn: code::offset_for(self.start_method, init.user_fn)?,
             args,
+            handles: init.handles.iter().map(|(h, _)| *h).collect(),
         }))
+    }
+
+    /// The descriptors of the shared objects the initializer's arguments name, in the order
+    /// of [`InitCode::handles`].
+    pub(crate) fn init_fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.init
+            .iter()
+            .flat_map(|i| i.handles.iter().map(|(_, fd)| fd.as_fd()))
+            .collect()
     }
 
     pub(crate) fn max_tasks_setting(&self) -> Option<u64> {
@@ -378,7 +413,11 @@ unsafe fn init_plain(user_fn: usize, _args: &[u8], index: usize) {
 unsafe fn init_with<A: DeserializeOwned>(user_fn: usize, args: &[u8], index: usize) {
     // SAFETY: `worker_init_with` encoded a `fn(&A, usize)` with this trampoline.
     let f: fn(&A, usize) = unsafe { std::mem::transmute(user_fn) };
-    let args: A = postcard::from_bytes(args)
-        .unwrap_or_else(|e| panic!("the worker_init arguments could not be read back: {e}"));
+    let args: A = postcard::from_bytes(args).unwrap_or_else(|e| {
+        panic!(
+            "the worker_init arguments could not be read back: {}",
+            crate::shm::handle::explain(e)
+        )
+    });
     f(&args, index)
 }

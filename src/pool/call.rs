@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parking_lot::MutexGuard;
+use serde::Serialize;
 
 use super::chunk::{self, Trampoline};
 use super::control::{
@@ -17,6 +18,7 @@ use super::{CallState, PoolShared};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lifecycle::code;
 use crate::shm::Region;
+use crate::shm::handle::{self, Outgoing};
 use crate::sys::{self, ExitStatus};
 
 /// How often a waiting caller checks that its workers live.
@@ -65,8 +67,27 @@ pub(crate) struct CallSpec<'a> {
     pub(crate) rows: usize,
     pub(crate) grid: Grid,
     pub(crate) params: &'a [u8],
+    /// The shared objects the parameters or tasks name: sent to every worker before the call.
+    pub(crate) handles: &'a [Outgoing],
     /// Task-style call: a failed chunk does not cancel the others.
     pub(crate) keep_going: bool,
+}
+
+/// Serialised arguments and the shared objects they name (see `shm::handle`).
+#[derive(Debug, Default)]
+pub(crate) struct Args {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) handles: Vec<Outgoing>,
+}
+
+impl Args {
+    /// Serialises `value`, collecting the shared objects in it; `what` names it in errors.
+    pub(crate) fn encode<P: Serialize>(value: &P, what: &str) -> Result<Args> {
+        let (bytes, handles) = handle::collecting(|| postcard::to_stdvec(value));
+        let bytes =
+            bytes.map_err(|e| Error::invalid(format!("{what} could not be serialised: {e}")))?;
+        Ok(Args { bytes, handles })
+    }
 }
 
 /// A finished call whose every chunk succeeded; holds the call lock so that the results stay
@@ -163,7 +184,7 @@ impl PoolShared {
             self.replace_exited();
         }
         self.start_missing()?;
-        self.share_regions(&regions)?;
+        self.share_regions(&regions, spec.handles)?;
         calls.seq = calls.seq.wrapping_add(1).max(1);
         let seq = calls.seq;
 

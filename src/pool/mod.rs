@@ -9,7 +9,7 @@ mod worker;
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -17,13 +17,14 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 pub use builder::PoolBuilder;
-pub(crate) use call::{CallSpec, ChunkReport, ChunkState, Finished, Grid};
+pub(crate) use call::{Args, CallSpec, ChunkReport, ChunkState, Finished, Grid};
 use control::{Control, IDLE, INIT_FAILED, Layout, READY, STARTING, pack};
 use mail::Mail;
 use worker::{Boot, WorkerStart};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::lifecycle::{self, Child, StartMethod};
+use crate::shm::handle::Outgoing;
 use crate::shm::{Region, RegionInfo, RegionWatcher, registry};
 use crate::sys;
 
@@ -364,16 +365,29 @@ impl PoolShared {
                 };
                 // Read before the fork: a logger installed after it is sent by mail.
                 let log_synced = crate::logging::active();
+                let init_fds: Vec<RawFd> = (self.config.init_fds().iter())
+                    .map(|fd| fd.as_raw_fd())
+                    .collect();
                 let result = lifecycle::fork_worker(
                     move |parent, fork_seq| {
                         // Moved whole: the struct, not its fields, is `Send`.
                         let start = start;
-                        // Hold nothing of the parent's open files but the standard streams.
-                        let sock = sys::keep_only_fd(start.sock);
+                        // Hold nothing of the parent's open files but the standard streams, the
+                        // socket and the initializer's shared objects.
+                        let mut keep = vec![start.sock];
+                        keep.extend(init_fds.iter().copied());
+                        let kept = sys::keep_only_fds(&keep);
+                        if let Some(init) = &start.init {
+                            for (&handle, &fd) in init.handles.iter().zip(&kept[1..]) {
+                                // SAFETY: `keep_only_fds` made this descriptor for us alone.
+                                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                                crate::shm::handle::receive(handle, fd);
+                            }
+                        }
                         worker::worker_main(WorkerStart {
                             parent,
                             fork_seq,
-                            sock,
+                            sock: kept[0],
                             ..start
                         })
                     },
@@ -405,6 +419,7 @@ impl PoolShared {
                 })?;
                 let mut fds = vec![self.control_region.fd(), arena.fd(), child_end.as_fd()];
                 fds.extend(log.as_ref().map(|(_, fd)| fd.as_fd()));
+                fds.extend(self.config.init_fds());
                 fds.extend(regions.iter().map(|r| r.fd()));
                 let child = lifecycle::server::spawn(worker::served_main, &payload, &fds)?;
                 drop(child_end);
@@ -530,8 +545,10 @@ impl PoolShared {
         }
     }
 
-    /// Makes sure every live worker maps each of `regions` before a call uses them.
-    fn share_regions(&self, regions: &[&Region]) -> Result<()> {
+    /// Makes sure every live worker maps each of `regions` before a call uses them, and holds
+    /// the descriptor of each shared object in `handles` (valid during the call: the caller
+    /// borrows the objects).
+    fn share_regions(&self, regions: &[&Region], handles: &[Outgoing]) -> Result<()> {
         let mut workers = self.workers.lock();
         let mut sent = false;
         if crate::logging::active() {
@@ -560,10 +577,32 @@ impl PoolShared {
                         Mail::Map {
                             id: r.id(),
                             len: r.map_len() as u64,
+                            fingerprint: 0,
                         },
                         Some(fd),
                     );
                     w.received.insert(r.id());
+                    sent = true;
+                }
+            }
+            // A shared object's descriptor goes to every worker that has not received it, even
+            // one forked after the object existed: handles resolve through descriptors only.
+            for h in handles {
+                if !w.received.contains(&h.id) {
+                    // SAFETY: the caller borrows the object for the whole call, so its region
+                    // (and descriptor) is alive.
+                    let fd = unsafe { h.fd() }
+                        .try_clone_to_owned()
+                        .map_err(|e| Error::io("could not duplicate a region's descriptor", e))?;
+                    w.post(
+                        Mail::Map {
+                            id: h.id,
+                            len: h.len,
+                            fingerprint: h.fingerprint,
+                        },
+                        Some(fd),
+                    );
+                    w.received.insert(h.id);
                     sent = true;
                 }
             }

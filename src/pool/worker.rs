@@ -54,6 +54,9 @@ pub(crate) struct InitCode {
     /// `code::offset` of the user's function.
     pub(crate) user_fn: u64,
     pub(crate) args: Vec<u8>,
+    /// The shared objects the arguments name, (id, length, fingerprint); their descriptors
+    /// travel beside (see `served_main` and the direct fork in `PoolShared::spawn`).
+    pub(crate) handles: Vec<crate::shm::handle::Handle>,
 }
 
 /// Runs the user's initializer `user_fn` (an address in this process) on `args` for worker
@@ -100,6 +103,9 @@ pub(crate) fn served_main(payload: Vec<u8>, fds: Vec<OwnedFd>) {
     };
     if let (Some(setup), Some(fd)) = (boot.log, boot.log.and_then(|_| fds.next())) {
         crate::logging::adopt(setup, fd);
+    }
+    for (&handle, fd) in boot.init.iter().flat_map(|i| &i.handles).zip(&mut fds) {
+        crate::shm::handle::receive(handle, fd);
     }
     let mut mapped = Vec::with_capacity(boot.regions.len());
     for (&(id, len), fd) in boot.regions.iter().zip(fds) {
@@ -340,15 +346,28 @@ fn read_mail(sock: RawFd, mapped: &mut HashMap<u64, (usize, usize)>) {
     loop {
         match sys::recv_message(sock, &mut buf) {
             Ok(Some((n, fd))) if n == Mail::SIZE => match Mail::decode(&buf) {
-                Some(Mail::Map { id, len }) => {
+                Some(Mail::Map {
+                    id,
+                    len,
+                    fingerprint,
+                }) => {
                     let Some(fd) = fd else { continue };
-                    if let Ok(ptr) = sys::map_shared(fd.as_fd(), len as usize) {
+                    if fingerprint != 0 {
+                        // A shared object: kept for the handles that name it.
+                        let handle = crate::shm::handle::Handle {
+                            id,
+                            len,
+                            fingerprint,
+                        };
+                        crate::shm::handle::receive(handle, fd);
+                    } else if let Ok(ptr) = sys::map_shared(fd.as_fd(), len as usize) {
                         mapped.insert(id, (ptr as usize, len as usize));
                     }
                     // If the mapping failed, a later call on this region faults in this
                     // worker, which the parent reports as WorkerDied: never silent.
                 }
                 Some(Mail::ForgetMapped { id }) => {
+                    crate::shm::handle::forget(id);
                     if let Some((addr, len)) = mapped.remove(&id) {
                         // SAFETY: the parent dropped the region, so no call uses it.
                         unsafe { sys::unmap(addr as *mut u8, len) };

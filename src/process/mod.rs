@@ -108,6 +108,9 @@ struct StartPayload {
     user_fn: u64,
     args: Vec<u8>,
     log: Option<crate::logging::LogSetup>,
+    /// The shared objects the arguments name, (id, length, fingerprint): their descriptors
+    /// follow the outbox's and the logger's.
+    handles: Vec<crate::shm::handle::Handle>,
 }
 
 /// Runs `user_fn` (a `fn(A) -> R` at this process's address) on serialised `A`, giving
@@ -120,8 +123,12 @@ type StartTrampoline = unsafe fn(user_fn: usize, args: &[u8]) -> Vec<u8>;
 unsafe fn run_start<A: DeserializeOwned, R: Serialize>(user_fn: usize, args: &[u8]) -> Vec<u8> {
     // SAFETY: `Process::start` encoded a `fn(A) -> R` with this trampoline.
     let f: fn(A) -> R = unsafe { std::mem::transmute(user_fn) };
-    let args: A = postcard::from_bytes(args)
-        .unwrap_or_else(|e| panic!("the process's arguments could not be read back: {e}"));
+    let args: A = postcard::from_bytes(args).unwrap_or_else(|e| {
+        panic!(
+            "the process's arguments could not be read back: {}",
+            crate::shm::handle::explain(e)
+        )
+    });
     postcard::to_stdvec(&f(args))
         .unwrap_or_else(|e| panic!("the process's result could not be serialised: {e}"))
 }
@@ -137,8 +144,14 @@ fn start_main(payload: Vec<u8>, fds: Vec<OwnedFd>) {
     ) else {
         sys::exit_now(1)
     };
-    if let (Some(setup), Some(fd)) = (start.log, fds.next()) {
-        crate::logging::adopt(setup, fd);
+    if let Some(setup) = start.log {
+        match fds.next() {
+            Some(fd) => crate::logging::adopt(setup, fd),
+            None => sys::exit_now(1),
+        }
+    }
+    for (&handle, fd) in start.handles.iter().zip(fds) {
+        crate::shm::handle::receive(handle, fd);
     }
     // SAFETY: the parent encoded a `StartTrampoline` and the user's function from this same
     // executable.
@@ -192,24 +205,27 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
     where
         A: Serialize + DeserializeOwned,
     {
-        let args = postcard::to_stdvec(&args).map_err(|e| {
-            Error::invalid(format!(
-                "the process's arguments could not be serialised: {e}"
-            ))
-        })?;
+        // `value` lives until the child has its descriptors (the spawn below), so every shared
+        // object the arguments name is alive while they are sent.
+        let value = args;
+        let args = crate::pool::Args::encode(&value, "the process's arguments")?;
         let log = crate::logging::inheritance();
         let payload = StartPayload {
             trampoline: code::offset(run_start::<A, R> as StartTrampoline as usize)?,
             user_fn: code::offset(f as usize)?,
-            args,
+            args: args.bytes,
             log: log.as_ref().map(|(setup, _)| *setup),
+            handles: args.handles.iter().map(|h| h.handle()).collect(),
         };
         let payload = postcard::to_stdvec(&payload)
             .map_err(|e| Error::invalid(format!("could not encode the process's start: {e}")))?;
         let outbox = outbox()?;
         let mut fds = vec![outbox.as_fd()];
         fds.extend(log.as_ref().map(|(_, fd)| fd.as_fd()));
+        // SAFETY: the objects the arguments name are alive: `value` is still ours.
+        fds.extend(args.handles.iter().map(|h| unsafe { h.fd() }));
         let child = lifecycle::server::spawn(start_main, &payload, &fds)?;
+        drop(value);
         Ok(Process::new(child, outbox))
     }
 

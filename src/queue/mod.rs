@@ -6,6 +6,7 @@ pub use pipe::{Connection, Pipe};
 
 use std::marker::PhantomData;
 use std::mem::size_of;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -80,8 +81,27 @@ const HEADER: usize = size_of::<Header>().next_multiple_of(64);
 /// over. No message is ever lost half-way or delivered twice. (A message a consumer had already
 /// taken is gone with it.)
 pub struct Queue<T> {
-    region: Region,
+    /// Shared by the clones: the memory goes when the last one does.
+    region: Arc<Region>,
     marker: PhantomData<fn(T) -> T>,
+}
+
+/// Another handle to the same queue (nothing is copied): how a queue is given to several
+/// tasks or children, each of which takes its own `Queue` as an argument.
+///
+/// ```
+/// let q = shmpar::Queue::<u8>::new(4)?;
+/// q.clone().put(&7)?;
+/// assert_eq!(q.get()?, 7);
+/// # Ok::<(), shmpar::Error>(())
+/// ```
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            region: Arc::clone(&self.region),
+            marker: PhantomData,
+        }
+    }
 }
 
 // SAFETY: all shared state is behind atomics and the robust mutex; messages are copied out.
@@ -140,7 +160,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             });
         }
         Ok(Queue {
-            region,
+            region: Arc::new(region),
             marker: PhantomData,
         })
     }
@@ -164,7 +184,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             return Err(bad());
         }
         Ok(Queue {
-            region,
+            region: Arc::new(region),
             marker: PhantomData,
         })
     }
@@ -429,7 +449,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 return postcard::from_bytes(&buf).map_err(|e| {
                     Error::new(
                         ErrorKind::Decode,
-                        format!("a queued message could not be decoded: {e}"),
+                        format!(
+                            "a queued message could not be decoded: {}",
+                            crate::shm::handle::explain(e)
+                        ),
                     )
                 });
             }
@@ -512,5 +535,25 @@ impl<T> std::fmt::Debug for Queue<T> {
         f.debug_struct("Queue")
             .field("region", &self.region)
             .finish_non_exhaustive()
+    }
+}
+
+/// A `Queue` travels inside the arguments of a shmpar call as a handle and arrives as the same
+/// queue (see [`SharedValue`](crate::SharedValue)'s `Serialize` for where that works).
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        crate::shm::handle::serialize::<Self, S>(&self.region, serializer)
+    }
+}
+
+impl<'de, T: Serialize + DeserializeOwned> serde::Deserialize<'de> for Queue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let region = crate::shm::handle::deserialize::<Self, D>(deserializer)?;
+        Queue::attach(region).map_err(serde::de::Error::custom)
     }
 }

@@ -142,8 +142,41 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     }
 }
 
+/// Another handle to the same end (its messages are shared, not copied).
+impl<T> Clone for Connection<T> {
+    fn clone(&self) -> Self {
+        Connection {
+            send: Arc::clone(&self.send),
+            recv: Arc::clone(&self.recv),
+        }
+    }
+}
+
 impl<T> std::fmt::Debug for Connection<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection").finish_non_exhaustive()
+    }
+}
+
+/// A `Connection` travels inside the arguments of a shmpar call as the handles of its two
+/// queues, and arrives as the same end of the pipe.
+impl<T: Serialize + DeserializeOwned> Serialize for Connection<T> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        (&*self.send, &*self.recv).serialize(serializer)
+    }
+}
+
+impl<'de, T: Serialize + DeserializeOwned> serde::Deserialize<'de> for Connection<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let (send, recv) = <(Queue<T>, Queue<T>)>::deserialize(deserializer)?;
+        Ok(Connection {
+            send: Arc::new(send),
+            recv: Arc::new(recv),
+        })
     }
 }

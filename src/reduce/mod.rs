@@ -25,7 +25,7 @@ use crate::Pool;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::chunk::{ArrayPtr, ChunkFailure, ChunkInput, Trampoline};
 use crate::pool::control::{ArrayDesc, MAX_DIMS};
-use crate::pool::{CallSpec, Finished, Grid};
+use crate::pool::{Args, CallSpec, Finished, Grid};
 use crate::shm::{Element, Region, SharedArray};
 
 /// How `map` turns one chunk into a partial result.
@@ -86,7 +86,7 @@ impl Pool {
                 row_bytes,
                 reduce_chunk::<A, D, R> as Trampoline,
                 map as usize,
-                &[],
+                &Args::default(),
             )?,
             combine,
         )
@@ -193,7 +193,7 @@ impl Pool {
                 row_a + row_b,
                 zip_chunk::<A, D, B, E, R> as Trampoline,
                 map as usize,
-                &[],
+                &Args::default(),
             )?,
             combine,
         )
@@ -232,7 +232,7 @@ impl Pool {
             row_bytes,
             for_each_chunk::<A, D> as Trampoline,
             f as usize,
-            &[],
+            &Args::default(),
         )
         .map(drop)
     }
@@ -302,7 +302,7 @@ impl Pool {
                 8,
                 range_chunk::<R> as Trampoline,
                 map as usize,
-                &[],
+                &Args::default(),
             )?,
             combine,
         )
@@ -355,7 +355,7 @@ impl Pool {
         row_bytes: usize,
         trampoline: Trampoline,
         user_fn: usize,
-        params: &[u8],
+        params: &Args,
     ) -> Result<Finished<'p>> {
         let spec = CallSpec {
             trampoline,
@@ -363,7 +363,8 @@ impl Pool {
             arrays,
             rows,
             grid: self.grid(rows, row_bytes),
-            params,
+            params: &params.bytes,
+            handles: &params.handles,
             keep_going: false,
         };
         self.shared().call(&spec)
@@ -405,6 +406,7 @@ impl Pool {
             rows,
             grid,
             params: &[],
+            handles: &[],
             keep_going: false,
         };
         let done = self.shared().call(&spec)?;
@@ -478,9 +480,8 @@ fn fold<R: DeserializeOwned>(done: &Finished<'_>, mut combine: impl FnMut(R, R) 
     acc.ok_or_else(|| Error::new(ErrorKind::Decode, "a call produced no chunk"))
 }
 
-fn encode_params<P: Serialize>(params: &P) -> Result<Vec<u8>> {
-    postcard::to_stdvec(params)
-        .map_err(|e| Error::invalid(format!("the parameters could not be serialised: {e}")))
+fn encode_params<P: Serialize>(params: &P) -> Result<Args> {
+    Args::encode(params, "the parameters")
 }
 
 /// Rows along axis 0 and the bytes in one row (a 0-d array is one row).
@@ -526,7 +527,10 @@ fn encode<R: Serialize>(r: &R, out: &mut [u8]) -> Result<usize, ChunkFailure> {
 fn decode_params<P: DeserializeOwned>(bytes: &[u8]) -> P {
     match postcard::from_bytes(bytes) {
         Ok(p) => p,
-        Err(e) => panic!("the call's parameters could not be decoded in the worker: {e}"),
+        Err(e) => panic!(
+            "the call's parameters could not be decoded in the worker: {}",
+            crate::shm::handle::explain(e)
+        ),
     }
 }
 

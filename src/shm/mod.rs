@@ -3,6 +3,7 @@
 mod array;
 mod element;
 mod files;
+pub(crate) mod handle;
 pub(crate) mod region;
 
 pub use array::SharedArray;

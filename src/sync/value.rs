@@ -3,6 +3,7 @@
 use std::marker::PhantomData;
 use std::mem::{align_of, size_of};
 use std::ops::Deref;
+use std::sync::Arc;
 use std::sync::atomic::{
     AtomicBool, AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicIsize, AtomicU8, AtomicU16,
     AtomicU32, AtomicU64, AtomicUsize,
@@ -119,8 +120,29 @@ unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {
 /// # }
 /// ```
 pub struct SharedValue<T: ShmSafe> {
-    region: Region,
+    /// Shared by the clones: the memory goes when the last one does.
+    region: Arc<Region>,
     marker: PhantomData<T>,
+}
+
+/// Another handle to the same value (nothing is copied): how a value is given to several
+/// tasks, each of which takes its own `SharedValue` as an argument.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// let a = shmpar::SharedValue::new(AtomicU64::new(1))?;
+/// let b = a.clone();
+/// b.fetch_add(1, Ordering::Relaxed);
+/// assert_eq!(a.load(Ordering::Relaxed), 2);
+/// # Ok::<(), shmpar::Error>(())
+/// ```
+impl<T: ShmSafe> Clone for SharedValue<T> {
+    fn clone(&self) -> Self {
+        SharedValue {
+            region: Arc::clone(&self.region),
+            marker: PhantomData,
+        }
+    }
 }
 
 // SAFETY: the value is `Sync` (ShmSafe requires it) and only reachable through `&T`.
@@ -148,7 +170,7 @@ impl<T: ShmSafe> SharedValue<T> {
             T::init_in_place(ptr)?;
         }
         Ok(SharedValue {
-            region,
+            region: Arc::new(region),
             marker: PhantomData,
         })
     }
@@ -184,5 +206,57 @@ impl<T: ShmSafe> std::fmt::Debug for SharedValue<T> {
             .field("type", &std::any::type_name::<T>())
             .field("region", &self.region)
             .finish()
+    }
+}
+
+/// A `SharedValue` travels to another process inside the arguments of a shmpar call (a pool
+/// task, `par_*_with` parameters, [`Process::start`](crate::Process::start),
+/// [`PoolBuilder::worker_init_with`](crate::PoolBuilder::worker_init_with)) as a handle, and
+/// arrives as the same value in shared memory:
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use shmpar::{Pool, SharedValue};
+///
+/// # fn main() -> shmpar::Result<()> {
+/// let pool = Pool::new(2)?;
+/// let hits = SharedValue::new(AtomicU64::new(0))?;
+/// let tasks = (0..100u64).map(|i| (i, hits.clone()));
+/// let out = pool.map(tasks, |(i, hits): (u64, SharedValue<AtomicU64>)| {
+///     hits.fetch_add(i, Ordering::Relaxed);
+/// })?;
+/// assert!(out.iter().all(Result::is_ok));
+/// assert_eq!(hits.load(Ordering::Relaxed), 4950);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Serialising one anywhere else (with serde_json, say) is an error: a file cannot carry
+/// shared memory.
+impl<T: ShmSafe> serde::Serialize for SharedValue<T> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        crate::shm::handle::serialize::<Self, S>(&self.region, serializer)
+    }
+}
+
+impl<'de, T: ShmSafe> serde::Deserialize<'de> for SharedValue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let region = crate::shm::handle::deserialize::<Self, D>(deserializer)?;
+        if region.len() < size_of::<T>() {
+            return Err(serde::de::Error::custom(
+                "a shared value's region is too small",
+            ));
+        }
+        // The region holds the sender's `T`, set up in place there (the handle's type was
+        // checked against what the sender recorded), at a page-aligned address.
+        Ok(SharedValue {
+            region: Arc::new(region),
+            marker: PhantomData,
+        })
     }
 }

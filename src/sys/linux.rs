@@ -260,43 +260,59 @@ pub(crate) fn recv_message(
     Ok(recvmsg_fds(sock, buf)?.map(|(n, fds)| (n, fds.into_iter().next())))
 }
 
-/// In a freshly forked child: moves `keep` to descriptor 3 and closes every descriptor above 3,
-/// so that a worker holds no pipe or socket of the parent's open (a parent's subprocess would
-/// otherwise never see EOF on its stdin). Standard input, output and error stay. Returns the
-/// new number of `keep`. Async-signal-safe.
-pub(crate) fn keep_only_fd(keep: RawFd) -> RawFd {
-    const TARGET: RawFd = 3;
-    if keep != TARGET {
-        // SAFETY: dup2 on descriptors we own in this single-threaded child; it clears
-        // FD_CLOEXEC on the new descriptor, which is what a worker wants (it never execs).
-        unsafe { libc::dup2(keep, TARGET) };
-        if keep < TARGET {
-            // The caller had closed a standard stream, so `keep` landed there: give that number
-            // back to /dev/null, or a print would write into the socket.
-            // SAFETY: a static NUL-terminated path; open returns a fresh descriptor or -1.
-            let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
-            if null >= 0 {
-                // SAFETY: both are descriptors of this child; `null` is closed right after.
-                unsafe {
-                    libc::dup2(null, keep);
-                    libc::close(null);
-                }
+/// In a freshly forked child: moves the descriptors `keep` to 3, 4, 5, ... (in order) and
+/// closes every other descriptor above 2, so that a worker holds no pipe or socket of the
+/// parent's open (a parent's subprocess would otherwise never see EOF on its stdin). Standard
+/// input, output and error stay. Returns the new numbers. Async-signal-safe but for the
+/// returned vector.
+pub(crate) fn keep_only_fds(keep: &[RawFd]) -> Vec<RawFd> {
+    const FIRST: RawFd = 3;
+    let n = keep.len() as RawFd;
+    // Above every descriptor involved, so that the moves below never overwrite one to keep.
+    let base = keep.iter().copied().max().unwrap_or(0).max(FIRST + n) + 1;
+    // SAFETY: F_DUPFD on descriptors this single-threaded child owns; the copies are closed
+    // by the close_range below (they are all >= FIRST + n).
+    let temps: Vec<RawFd> = keep
+        .iter()
+        .map(|&fd| unsafe { libc::fcntl(fd, libc::F_DUPFD, base) })
+        .collect();
+    for (i, &t) in temps.iter().enumerate() {
+        let target = FIRST + i as RawFd;
+        // SAFETY: dup2 onto a number this child may reuse; it clears FD_CLOEXEC on the copy,
+        // which is what a worker wants (it never execs).
+        unsafe { libc::dup2(t, target) };
+    }
+    for &fd in keep.iter().filter(|&&fd| fd < FIRST) {
+        // The caller had closed a standard stream, so a kept descriptor landed there: give
+        // that number back to /dev/null, or a print would write into it.
+        // SAFETY: a static NUL-terminated path; open returns a fresh descriptor or -1.
+        let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if null >= 0 {
+            // SAFETY: both are descriptors of this child; `null` is closed right after.
+            unsafe {
+                libc::dup2(null, fd);
+                libc::close(null);
             }
         }
     }
-    // SAFETY: close_range only closes descriptors; this child owns every one of them and
+    close_from(FIRST + n);
+    (0..n).map(|i| FIRST + i).collect()
+}
+
+/// Closes every descriptor from `first` up.
+fn close_from(first: RawFd) {
+    // SAFETY: close_range only closes descriptors; the caller owns every one of them and
     // refers to none of them again.
-    let ret = unsafe { libc::syscall(libc::SYS_close_range, TARGET + 1, u32::MAX, 0u32) };
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, 0u32) };
     if ret != 0 {
         // Kernels before 5.9: close one at a time, up to the descriptor limit.
         // SAFETY: sysconf has no preconditions.
         let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(64, 1 << 20) as RawFd;
-        for fd in (TARGET + 1)..max {
+        for fd in first..max {
             // SAFETY: as above; EBADF for descriptors that are not open is harmless.
             unsafe { libc::close(fd) };
         }
     }
-    TARGET
 }
 
 /// The pthread mutex type, for `PthreadMutex`.
@@ -593,8 +609,9 @@ pub(crate) fn send_with_fds(
 }
 
 /// The most descriptors one message carries.
-pub(crate) const MAX_FDS: usize = 8;
-const FDS_CONTROL: usize = 128;
+pub(crate) const MAX_FDS: usize = 64;
+/// Room for the control message of MAX_FDS descriptors (CMSG_SPACE(64 * 4) = 272 on 64-bit).
+const FDS_CONTROL: usize = 320;
 
 /// One `sendmsg` of `bytes` with `fds` attached (SCM_RIGHTS), retried on EINTR.
 fn sendmsg_fds(

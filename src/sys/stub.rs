@@ -98,8 +98,8 @@ pub(crate) fn recv_message(
     unsupported()
 }
 
-pub(crate) fn keep_only_fd(keep: RawFd) -> RawFd {
-    keep
+pub(crate) fn keep_only_fds(keep: &[RawFd]) -> Vec<RawFd> {
+    keep.to_vec()
 }
 
 pub(crate) fn thread_id() -> u32 {
@@ -189,7 +189,7 @@ pub(crate) fn set_cloexec(_fd: RawFd, _on: bool) -> io::Result<()> {
     unsupported()
 }
 
-pub(crate) const MAX_FDS: usize = 8;
+pub(crate) const MAX_FDS: usize = 64;
 
 pub(crate) fn send_with_fds(
     _sock: BorrowedFd<'_>,

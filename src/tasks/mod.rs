@@ -26,6 +26,7 @@ use crate::pool::chunk::{ChunkFailure, ChunkInput, Trampoline, panic_message};
 use crate::pool::control::ArrayDesc;
 use crate::pool::{CallSpec, ChunkState, Grid, PoolShared};
 use crate::shm::Region;
+use crate::shm::handle::{self, Outgoing};
 use crate::sys::ExitStatus;
 
 /// The error in one task's slot of [`Pool::map`] and friends: an [`Error`] whose
@@ -371,23 +372,33 @@ impl<I, T, R> std::fmt::Debug for Imap<'_, I, T, R> {
     }
 }
 
-/// Every task serialised into one buffer: task `i` is `data[offsets[i]..offsets[i + 1]]`.
+/// Every task serialised into one buffer: task `i` is `data[offsets[i]..offsets[i + 1]]`;
+/// `handles`, the shared objects they name.
 struct Encoded {
     data: Vec<u8>,
     offsets: Vec<usize>,
+    handles: Vec<Outgoing>,
 }
 
 impl Encoded {
     fn new<T: Serialize>(items: &[T]) -> Result<Encoded> {
-        let mut data = Vec::new();
-        let mut offsets = Vec::with_capacity(items.len() + 1);
-        offsets.push(0);
-        for t in items {
-            data = postcard::to_extend(t, data)
-                .map_err(|e| Error::invalid(format!("a task could not be serialised: {e}")))?;
-            offsets.push(data.len());
-        }
-        Ok(Encoded { data, offsets })
+        let (encoded, handles) = handle::collecting(|| {
+            let mut data = Vec::new();
+            let mut offsets = Vec::with_capacity(items.len() + 1);
+            offsets.push(0);
+            for t in items {
+                data = postcard::to_extend(t, data)
+                    .map_err(|e| Error::invalid(format!("a task could not be serialised: {e}")))?;
+                offsets.push(data.len());
+            }
+            Ok::<_, Error>((data, offsets))
+        });
+        let (data, offsets) = encoded?;
+        Ok(Encoded {
+            data,
+            offsets,
+            handles,
+        })
     }
 
     fn get(&self, i: usize) -> &[u8] {
@@ -498,6 +509,7 @@ where
         rows: n,
         grid,
         params: &[],
+        handles: &encoded.handles,
         keep_going: true,
     };
     let chunks = shared.call_tasks(&spec)?;
@@ -675,9 +687,10 @@ unsafe fn map_chunk<T: DeserializeOwned, R: Serialize>(
             match panic::catch_unwind(AssertUnwindSafe(|| postcard::from_bytes::<T>(bytes).map(f)))
             {
                 Ok(Ok(r)) => Outcome::Ok(r),
-                Ok(Err(e)) => {
-                    Outcome::Panicked(format!("the task could not be decoded in the worker: {e}"))
-                }
+                Ok(Err(e)) => Outcome::Panicked(format!(
+                    "the task could not be decoded in the worker: {}",
+                    crate::shm::handle::explain(e)
+                )),
                 Err(payload) => Outcome::Panicked(panic_message(&*payload)),
             };
         match postcard::to_slice(&outcome, &mut out[written..]) {

@@ -1,0 +1,215 @@
+//! Shared objects travel to tasks and children as handles inside their arguments: a counter,
+//! a lock, a queue, a pipe end, an event; into pool tasks, `par_*_with` parameters,
+//! `Process::start` and `worker_init_with`, with either start method. A handle of the wrong
+//! type is an error, and serialising a shared object outside a shmpar call is one too.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shmpar::{Event, MapOptions, Pipe, Pool, Process, Queue, SharedValue, ShmMutex, StartMethod};
+
+const METHODS: [StartMethod; 2] = [StartMethod::ForkServer, StartMethod::Fork];
+
+fn pool(method: StartMethod) -> Pool {
+    Pool::builder()
+        .workers(2)
+        .start_method(method)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_counter_and_a_lock_from_pool_tasks() {
+    let _w = common::watchdog(60, "counter");
+    for method in METHODS {
+        let p = pool(method);
+        let hits = SharedValue::new(AtomicU64::new(0)).unwrap();
+        let total = SharedValue::new(ShmMutex::new(0u64)).unwrap();
+        let tasks = (1..=200u64).map(|i| (i, hits.clone(), total.clone()));
+        type Args = (u64, SharedValue<AtomicU64>, SharedValue<ShmMutex<u64>>);
+        let out = p
+            .map_with(
+                tasks,
+                |(i, hits, total): Args| {
+                    hits.fetch_add(1, Ordering::Relaxed);
+                    *total.lock().unwrap() += i;
+                },
+                &MapOptions::new().chunksize(7),
+            )
+            .unwrap();
+        assert!(out.iter().all(Result::is_ok), "{method:?}");
+        assert_eq!(hits.load(Ordering::Relaxed), 200, "{method:?}");
+        assert_eq!(*total.lock().unwrap(), 200 * 201 / 2, "{method:?}");
+    }
+}
+
+#[test]
+fn parameters_of_a_reduction_carry_a_stop_flag() {
+    let _w = common::watchdog(60, "stop flag");
+    for method in METHODS {
+        let p = pool(method);
+        let stop = SharedValue::new(AtomicBool::new(false)).unwrap();
+        // Every chunk past the one holding 5_000 sees the flag (chunks are taken in order by
+        // the claim counter), so far fewer than all 10_000 indices are visited.
+        let visited = p
+            .par_reduce_range_with(
+                1_000_000,
+                &stop,
+                |stop, range, _| {
+                    if stop.load(Ordering::SeqCst) {
+                        return 0;
+                    }
+                    if range.contains(&5_000) {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    range.end - range.start
+                },
+                |a, b| a + b,
+            )
+            .unwrap();
+        assert!(stop.load(Ordering::SeqCst), "{method:?}");
+        assert!(visited < 1_000_000, "{method:?}: visited {visited}");
+    }
+}
+
+#[test]
+fn a_queue_and_an_event_to_started_children() {
+    let _w = common::watchdog(60, "queue and event");
+    let q = Queue::<String>::new(16).unwrap();
+    let go = SharedValue::new(Event::new()).unwrap();
+    let children: Vec<Process<u32>> = (0..3u32)
+        .map(|k| {
+            Process::start(
+                |(k, q, go): (u32, Queue<String>, SharedValue<Event>)| {
+                    go.wait_timeout(Duration::from_secs(20));
+                    q.put(&format!("child {k} was here")).unwrap();
+                    k * 10
+                },
+                (k, q.clone(), go.clone()),
+            )
+            .unwrap()
+        })
+        .collect();
+    go.set();
+    let mut got: Vec<String> = (0..3)
+        .map(|_| q.get_timeout(Duration::from_secs(20)).unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        ["child 0 was here", "child 1 was here", "child 2 was here"]
+    );
+    let values: Vec<u32> = children
+        .into_iter()
+        .map(|c| c.join_value().unwrap())
+        .collect();
+    assert_eq!(values, [0, 10, 20]);
+}
+
+#[test]
+fn a_pipe_end_to_a_started_child() {
+    let _w = common::watchdog(60, "pipe");
+    let (mine, theirs) = Pipe::<u64>::new().unwrap();
+    let child = Process::start(
+        |end: shmpar::Connection<u64>| {
+            while let Ok(x) = end.recv() {
+                if x == 0 {
+                    break;
+                }
+                end.send(&(x * x)).unwrap();
+            }
+        },
+        theirs,
+    )
+    .unwrap();
+    for x in 1..50u64 {
+        mine.send(&x).unwrap();
+        assert_eq!(mine.recv().unwrap(), x * x);
+    }
+    mine.send(&0).unwrap();
+    child.join().unwrap().into_result().unwrap();
+}
+
+/// Counts worker starts in shared memory: the initializer's arguments carry the counter.
+fn count_start(counter: &SharedValue<AtomicU32>, _index: usize) {
+    counter.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn worker_init_with_a_shared_counter() {
+    let _w = common::watchdog(60, "init handles");
+    for method in METHODS {
+        let starts = SharedValue::new(AtomicU32::new(0)).unwrap();
+        let p = Pool::builder()
+            .workers(3)
+            .start_method(method)
+            .worker_init_with(starts.clone(), count_start)
+            .build()
+            .unwrap();
+        // `build` waits for every initializer.
+        assert_eq!(starts.load(Ordering::SeqCst), 3, "{method:?}");
+        // A replacement runs it too.
+        let victim = p.worker_pids()[0];
+        common::sigkill(victim);
+        assert!(common::wait_gone(&[victim], Duration::from_secs(3)));
+        // The death is noticed during a call; the replacement starts then, asynchronously.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while starts.load(Ordering::SeqCst) < 4 && std::time::Instant::now() < deadline {
+            let _ = p.map(0..4u32, |x| {
+                std::thread::sleep(Duration::from_millis(5));
+                x
+            });
+        }
+        assert_eq!(starts.load(Ordering::SeqCst), 4, "{method:?}");
+        assert!(!p.worker_pids().contains(&victim));
+    }
+}
+
+/// Serialises as a counter of one type and deserialises as another: what a hand-made payload
+/// could claim.
+struct Confused;
+
+thread_local! {
+    static VICTIM: std::cell::RefCell<Option<SharedValue<AtomicU64>>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Serialize for Confused {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        VICTIM.with(|v| v.borrow().as_ref().unwrap().serialize(s))
+    }
+}
+
+impl<'de> Deserialize<'de> for Confused {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        SharedValue::<AtomicU32>::deserialize(d).map(|_| Confused)
+    }
+}
+
+#[test]
+fn a_handle_of_the_wrong_type_is_an_error() {
+    let _w = common::watchdog(60, "wrong type");
+    VICTIM.with(|v| *v.borrow_mut() = Some(SharedValue::new(AtomicU64::new(7)).unwrap()));
+    let p = Pool::new(1).unwrap();
+    let out = p.map([Confused], |_: Confused| 1u8).unwrap();
+    let err = out[0].as_ref().unwrap_err();
+    assert!(err.message().contains("another type"), "{err}");
+}
+
+#[test]
+fn serialising_a_shared_object_elsewhere_is_an_error() {
+    let v = SharedValue::new(AtomicU64::new(1)).unwrap();
+    // (postcard keeps no message of a custom error; the reason is in the handle module's.)
+    assert!(postcard::to_stdvec(&v).is_err());
+    // ... and the same value still travels in a call afterwards.
+    let p = Pool::new(1).unwrap();
+    let out = p
+        .map([v.clone()], |v: SharedValue<AtomicU64>| {
+            v.fetch_add(1, Ordering::SeqCst)
+        })
+        .unwrap();
+    assert_eq!(*out[0].as_ref().unwrap(), 1);
+    assert_eq!(v.load(Ordering::SeqCst), 2);
+}
