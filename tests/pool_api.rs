@@ -236,42 +236,44 @@ fn a_failing_task_fails_alone() {
     }
 }
 
-static ATTEMPTS: OnceLock<SharedValue<AtomicU64>> = OnceLock::new();
-
 #[test]
 fn retries_rerun_idempotent_tasks_whose_worker_died() {
     let _w = common::watchdog(120, "retries");
-    ATTEMPTS.get_or_init(|| SharedValue::new(AtomicU64::new(0)).unwrap());
-    // The attempt counter reaches the workers through a static: StartMethod::Fork.
-    let p = Pool::builder()
-        .workers(2)
-        .start_method(StartMethod::Fork)
-        .build()
-        .unwrap();
-    let flaky = |x: u32| {
-        // Dies on its first two attempts, then succeeds.
-        if x == 1 && ATTEMPTS.get().unwrap().fetch_add(1, Ordering::SeqCst) < 2 {
-            std::process::abort();
-        }
-        x + 100
-    };
-    let out = p
-        .map_with(0..4u32, flaky, &MapOptions::new().chunksize(1).retries(2))
-        .unwrap();
-    assert_eq!(
-        out.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
-        [100, 101, 102, 103]
-    );
-    ATTEMPTS.get().unwrap().store(0, Ordering::SeqCst);
-    let out = p
-        .map_with(0..4u32, flaky, &MapOptions::new().chunksize(1).retries(1))
-        .unwrap();
-    assert_eq!(
-        out[1].as_ref().unwrap_err().kind(),
-        ErrorKind::WorkerDied,
-        "two deaths, one retry"
-    );
-    assert_eq!(*out[2].as_ref().unwrap(), 102);
+    // The attempt counter travels to the tasks as a handle, with either start method.
+    for method in [StartMethod::ForkServer, StartMethod::Fork] {
+        let attempts = SharedValue::new(AtomicU64::new(0)).unwrap();
+        let p = Pool::builder()
+            .workers(2)
+            .start_method(method)
+            .build()
+            .unwrap();
+        let flaky = |(x, attempts): (u32, SharedValue<AtomicU64>)| {
+            // Dies on its first two attempts, then succeeds.
+            if x == 1 && attempts.fetch_add(1, Ordering::SeqCst) < 2 {
+                std::process::abort();
+            }
+            x + 100
+        };
+        let tasks = || (0..4u32).map(|x| (x, attempts.clone()));
+        let out = p
+            .map_with(tasks(), flaky, &MapOptions::new().chunksize(1).retries(2))
+            .unwrap();
+        assert_eq!(
+            out.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+            [100, 101, 102, 103],
+            "{method:?}"
+        );
+        attempts.store(0, Ordering::SeqCst);
+        let out = p
+            .map_with(tasks(), flaky, &MapOptions::new().chunksize(1).retries(1))
+            .unwrap();
+        assert_eq!(
+            out[1].as_ref().unwrap_err().kind(),
+            ErrorKind::WorkerDied,
+            "{method:?}: two deaths, one retry"
+        );
+        assert_eq!(*out[2].as_ref().unwrap(), 102);
+    }
 }
 
 #[test]

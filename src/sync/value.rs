@@ -101,8 +101,9 @@ unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {
 }
 
 /// One value of a [`ShmSafe`] type in shared memory: the counterpart of Python's
-/// `multiprocessing.Value`. It dereferences to `&T`, in this process and in every process
-/// forked while it exists (at the same address).
+/// `multiprocessing.Value`. It dereferences to `&T`. It travels to pool tasks and children
+/// inside their arguments (see its `Serialize` impl), and [`clone`](Clone::clone) gives another
+/// handle to the same value.
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,11 +111,11 @@ unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {
 ///
 /// # fn main() -> shmpar::Result<()> {
 /// let counter = SharedValue::new(AtomicU64::new(0))?;
-/// // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
-/// let child = unsafe { Process::fork(|| {
-///     counter.fetch_add(5, Ordering::Relaxed);
-/// }) }?;
-/// child.join()?.into_result()?;
+/// let child = Process::start(
+///     |c: SharedValue<AtomicU64>| c.fetch_add(5, Ordering::Relaxed),
+///     counter.clone(),
+/// )?;
+/// assert_eq!(child.join_value()?, 0);
 /// assert_eq!(counter.load(Ordering::Relaxed), 5);
 /// # Ok(())
 /// # }
