@@ -35,8 +35,8 @@ use std::cell::UnsafeCell;
 use std::mem::{align_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-/// Arrays one call can read (a dot product reads two).
-pub(crate) const MAX_ARRAYS: usize = 2;
+/// Arrays one call can read or write (a `zip` of six).
+pub(crate) const MAX_ARRAYS: usize = 6;
 /// Axes an array may have.
 pub(crate) const MAX_DIMS: usize = 8;
 /// Bytes of parameters one call can pass to its workers.
@@ -186,8 +186,8 @@ const _: () = {
     assert!(size_of::<WakeLine>() == 128 && align_of::<WakeLine>() == 128);
     assert!(size_of::<ClaimLine>() == 128 && align_of::<ClaimLine>() == 128);
     assert!(size_of::<DoneLine>() == 128 && align_of::<DoneLine>() == 128);
-    assert!(size_of::<JobLine>() == 384 && align_of::<JobLine>() == 128);
-    assert!(size_of::<Header>() == 768);
+    assert!(size_of::<JobLine>() == 768 && align_of::<JobLine>() == 128);
+    assert!(size_of::<Header>() == 1152);
     assert!(size_of::<WorkerSlot>() == 128 && align_of::<WorkerSlot>() == 128);
     assert!(size_of::<ChunkSlot>() == 32 && align_of::<ChunkSlot>() == 8);
 };

@@ -14,6 +14,10 @@
 //! in the workers because they run the same binary. Small parameters travel with
 //! [`Pool::par_reduce_with`]; large data belongs in a [`SharedArray`].
 
+mod zip;
+
+pub use zip::{Zip, ZipArrays, ZipPart};
+
 use std::mem::size_of;
 use std::ops::Range;
 

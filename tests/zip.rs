@@ -1,0 +1,122 @@
+//! `Pool::zip`: 1 to 4 inputs and 1 or 2 outputs, over 1-D, 2-D and odd shapes, with chunk
+//! grids of every size: every output element is written exactly once, with the value serial
+//! ndarray computes; mismatched row counts are an error; indexed forms see their rows.
+
+mod common;
+
+use ndarray::{Array1, Array2, Ix1, Ix2, azip};
+use proptest::prelude::*;
+use shmpar::{ErrorKind, Pool, SharedArray};
+
+fn pool(chunk_bytes: usize) -> Pool {
+    Pool::builder()
+        .workers(2)
+        .chunk_bytes(chunk_bytes)
+        .build()
+        .unwrap()
+}
+
+fn filled2(rows: usize, cols: usize, seed: f64) -> SharedArray<f64, Ix2> {
+    SharedArray::from_array(&Array2::from_shape_fn((rows, cols), |(i, j)| {
+        seed + (i * 31 + j * 7) as f64 * 0.25
+    }))
+    .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_output_element_is_written_once(
+        rows in 0usize..300,
+        cols in 1usize..7,
+        chunk_bytes in prop::sample::select(vec![8usize, 24, 100, 4096, 1 << 20]),
+    ) {
+        let _w = common::watchdog(120, "zip property");
+        let p = pool(chunk_bytes);
+        let (a, b, c, d) = (
+            filled2(rows, cols, 1.0),
+            filled2(rows, cols, 2.0),
+            filled2(rows, cols, 3.0),
+            filled2(rows, cols, 4.0),
+        );
+        let (av, bv, cv, dv) = (a.view(), b.view(), c.view(), d.view());
+        // Each output starts at zero and each write adds: a second write would show.
+        let mut o1 = SharedArray::<f64, Ix2>::zeros((rows, cols)).unwrap();
+        let mut o2 = SharedArray::<f64, Ix2>::zeros((rows, cols)).unwrap();
+
+        p.zip((&mut o1, &a)).for_each(|(mut o, a)| azip!((o in &mut o, &a in &a) *o += a + 1.0)).unwrap();
+        prop_assert_eq!(o1.view().to_owned(), &av + 1.0);
+
+        o1.view_mut().fill(0.0);
+        p.zip((&mut o1, &a, &b)).for_each(|(mut o, a, b)| azip!((o in &mut o, &a in &a, &b in &b) *o += a * b)).unwrap();
+        prop_assert_eq!(o1.view().to_owned(), &av * &bv);
+
+        o1.view_mut().fill(0.0);
+        p.zip((&mut o1, &a, &b, &c, &d))
+            .for_each(|(mut o, a, b, c, d)| azip!((o in &mut o, &a in &a, &b in &b, &c in &c, &d in &d) *o += a + 2.0 * b + 3.0 * c + 4.0 * d))
+            .unwrap();
+        prop_assert_eq!(o1.view().to_owned(), &av + &(&bv * 2.0) + &(&cv * 3.0) + &(&dv * 4.0));
+
+        o1.view_mut().fill(0.0);
+        p.zip((&mut o1, &mut o2, &a, &b, &c, &d))
+            .for_each(|(mut o1, mut o2, a, b, c, d)| {
+                azip!((o1 in &mut o1, o2 in &mut o2, &a in &a, &b in &b, &c in &c, &d in &d) {
+                    *o1 += a + b;
+                    *o2 += c * d;
+                })
+            })
+            .unwrap();
+        prop_assert_eq!(o1.view().to_owned(), &av + &bv);
+        prop_assert_eq!(o2.view().to_owned(), &cv * &dv);
+
+        // A reduction over two arrays, bitwise the serial fold in the same chunk grid order.
+        let dot = p.zip((&a, &b)).reduce(|(a, b)| (&a * &b).sum(), |x, y| x + y).unwrap();
+        let serial = (&av * &bv).sum();
+        prop_assert!((dot - serial).abs() <= 1e-9 * serial.abs().max(1.0), "{} vs {}", dot, serial);
+    }
+
+    #[test]
+    fn one_dimensional_and_indexed(n in 0usize..5000, chunk_bytes in prop::sample::select(vec![8usize, 64, 4096])) {
+        let _w = common::watchdog(120, "zip 1-d");
+        let p = pool(chunk_bytes);
+        let mut out = SharedArray::<u64, Ix1>::zeros(n).unwrap();
+        p.zip((&mut out,)).for_each_indexed(|rows, (mut o,)| {
+            for (x, i) in o.iter_mut().zip(rows) {
+                *x += (i as u64) * 3 + 1;
+            }
+        }).unwrap();
+        prop_assert_eq!(out.view().to_owned(), Array1::from_shape_fn(n, |i| (i as u64) * 3 + 1));
+        let covered = p.zip((&out,)).reduce_indexed(|rows, (o,)| {
+            assert_eq!(rows.len(), o.len());
+            rows.len()
+        }, |a, b| a + b).unwrap();
+        prop_assert_eq!(covered, n);
+    }
+}
+
+#[test]
+fn rows_must_match() {
+    let p = pool(1 << 16);
+    let a = SharedArray::<f32, Ix1>::zeros(10).unwrap();
+    let mut b = SharedArray::<f32, Ix1>::zeros(11).unwrap();
+    let err = p.zip((&mut b, &a)).for_each(|_| {}).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn a_panic_in_a_chunk_is_reported_and_the_rest_is_untouched_or_whole() {
+    let p = pool(64);
+    let mut o = SharedArray::<u8, Ix1>::zeros(1000).unwrap();
+    let err = p
+        .zip((&mut o,))
+        .for_each_indexed(|rows, (mut o,)| {
+            if rows.contains(&500) {
+                panic!("row 500");
+            }
+            o.fill(1);
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WorkerPanicked);
+    assert!(err.message().contains("row 500"));
+}
