@@ -120,3 +120,19 @@ fn a_panic_in_a_chunk_is_reported_and_the_rest_is_untouched_or_whole() {
     assert_eq!(err.kind(), ErrorKind::WorkerPanicked);
     assert!(err.message().contains("row 500"));
 }
+
+#[test]
+fn results_may_be_ndarray_arrays() {
+    // Per-chunk column sums as an `Array1`, combined in chunk order: ndarray's serde support
+    // comes with shmpar, nothing to enable.
+    let p = pool(1024);
+    let a = filled2(500, 4, 0.0);
+    let sums: Array1<f64> = p
+        .zip((&a,))
+        .reduce(|(a,)| a.sum_axis(ndarray::Axis(0)), |x, y| x + y)
+        .unwrap();
+    let serial = a.view().sum_axis(ndarray::Axis(0));
+    for (x, y) in sums.iter().zip(&serial) {
+        assert!((x - y).abs() <= 1e-9 * y.abs());
+    }
+}
