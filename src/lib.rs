@@ -60,7 +60,7 @@ pub use lifecycle::StartMethod;
 pub use pool::{Pool, PoolBuilder};
 pub use process::{Exit, Process, pin_to_cpu};
 pub use queue::{Connection, Pipe, Queue};
-pub use reduce::{Zip, ZipArrays, ZipPart, par_reduce};
+pub use reduce::{Found, Zip, ZipArrays, ZipPart, par_reduce};
 pub use shm::{Element, NAMED_OFFSET, SharedArray, cleanup_stale};
 pub use sync::{
     Barrier, CachePadded, Event, LockError, LockResult, PthreadMutex, PthreadMutexGuard, Semaphore,

@@ -136,3 +136,36 @@ fn results_may_be_ndarray_arrays() {
         assert!((x - y).abs() <= 1e-9 * y.abs());
     }
 }
+
+#[test]
+fn find_any_stops_the_call_early() {
+    let _w = common::watchdog(60, "find_any");
+    let p = pool(8 * 1024); // 1,024 chunks of 1,024 u64 (the grid's maximum)
+    let a = SharedArray::from_array(&Array1::from_shape_fn(1 << 20, |i| i as u64)).unwrap();
+    for target in [0u64, 5_000, 40_000] {
+        let found = p
+            .zip((&a,))
+            .find_any(|rows, (a,)| {
+                a.iter()
+                    .zip(rows)
+                    .find(|(x, _)| **x == 5_000 || **x == 40_000 || **x == 0)
+                    .map(|(x, _)| *x)
+            })
+            .unwrap()
+            .unwrap();
+        // Several chunks hold a match; the one that stopped the call says where it was.
+        assert!(found.rows.contains(&(found.value as usize)), "{target}: {found:?}");
+        assert!(found.chunks_run < found.chunks, "no early stop: {found:?}");
+    }
+    // Nothing to find: every chunk runs, and the answer is None.
+    let none = p
+        .zip((&a,))
+        .find_any(|_, (a,)| a.iter().find(|&&x| x == u64::MAX).copied())
+        .unwrap();
+    assert_eq!(none, None);
+    assert!(p.zip((&a,)).any(|(a,)| a.iter().any(|&x| x == 1_000_000)).unwrap());
+    assert!(!p.zip((&a,)).any(|(a,)| a.iter().any(|&x| x > 1 << 20)).unwrap());
+    // The pool serves normal calls afterwards.
+    let s = p.zip((&a,)).reduce(|(a,)| a.sum(), |x, y| x + y).unwrap();
+    assert_eq!(s, (1u64 << 20) * ((1 << 20) - 1) / 2);
+}

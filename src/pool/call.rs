@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::chunk::{self, Trampoline};
 use super::control::{
     ArrayDesc, CALLER, CLAIMING, DIED, IDLE, JobDesc, KEEP_GOING, MAX_ARRAYS, OK, PANICKED,
-    PARAMS_CAP, PENDING, TOO_LARGE, pack, unpack,
+    PARAMS_CAP, PENDING, STOPPED, TOO_LARGE, pack, unpack,
 };
 use super::{CallState, PoolShared};
 use crate::error::{Error, ErrorKind, Result};
@@ -106,6 +106,28 @@ impl Finished<'_> {
     /// The serialised result of chunk `i`.
     pub(crate) fn result(&self, i: usize) -> &[u8] {
         self.shared.chunk_bytes(i, &self.calls)
+    }
+
+    /// Rows in each chunk (the last may have fewer).
+    pub(crate) fn rows_per_chunk(&self) -> usize {
+        // SAFETY: we hold the call lock, so the description is the finished call's.
+        unsafe { self.shared.control.read_job() }.rows_per_chunk as usize
+    }
+
+    /// True if some chunk asked the call to stop.
+    pub(crate) fn ran_any_stop(&self) -> bool {
+        (0..self.nchunks).any(|i| self.ran(i) == Some(true))
+    }
+
+    /// Whether chunk `i` ran to the end (`Some(true)` if it asked the call to stop), or never
+    /// ran (`None`: the call stopped first).
+    pub(crate) fn ran(&self, i: usize) -> Option<bool> {
+        // ORDERING: SeqCst, like every state load; the call is over.
+        match self.shared.control.chunk(i).state.load(Ordering::SeqCst) {
+            OK => Some(false),
+            STOPPED => Some(true),
+            _ => None,
+        }
     }
 }
 
@@ -538,6 +560,7 @@ impl PoolShared {
         let claimed = if s == seq { next as usize } else { 0 };
         let mut first: Option<Error> = None;
         let mut incomplete = false;
+        let mut stopped = false;
         for i in 0..n {
             let slot = self.control.chunk(i);
             // ORDERING: SeqCst, paired with the SeqCst state stores.
@@ -546,6 +569,10 @@ impl PoolShared {
             let who = slot.worker.load(Ordering::Relaxed);
             let err = match state {
                 OK => continue,
+                STOPPED => {
+                    stopped = true;
+                    continue;
+                }
                 PANICKED => {
                     let msg = String::from_utf8_lossy(self.chunk_bytes(i, &calls)).into_owned();
                     Error::new(ErrorKind::WorkerPanicked, msg)
@@ -592,7 +619,8 @@ impl PoolShared {
         if let Some(err) = first {
             return self.fail_with(err, &waited, calls);
         }
-        if incomplete || waited.timed_out {
+        // A chunk that asked to stop leaves the chunks after the cancellation unrun: fine.
+        if (incomplete && !stopped) || waited.timed_out {
             let err = waited.spawn_error.unwrap_or_else(|| {
                 Error::new(ErrorKind::Io, "the call ended before all of its chunks ran")
             });

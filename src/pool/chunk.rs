@@ -13,7 +13,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 
 use super::control::{
-    CALLER, ChunkSlot, Control, JobDesc, KEEP_GOING, MAX_ARRAYS, MAX_DIMS, OK, PANICKED, TOO_LARGE,
+    CALLER, ChunkSlot, Control, JobDesc, KEEP_GOING, MAX_ARRAYS, MAX_DIMS, OK, PANICKED, STOPPED,
+    TOO_LARGE,
 };
 
 /// One array of a chunk, resolved to this process's address of the whole array.
@@ -84,6 +85,9 @@ impl std::fmt::Debug for ChunkInput<'_> {
 pub(crate) enum ChunkFailure {
     /// The serialised result did not fit in the remaining arena.
     TooLarge,
+    /// Not a failure: the result fills this many bytes, and the call should stop (an early
+    /// exit: the chunks not yet started are not run).
+    Stop(usize),
 }
 
 /// Runs the user's function on one chunk and serialises its result into `out`, returning the
@@ -218,6 +222,11 @@ pub(crate) unsafe fn run_chunk(
             *used += len;
             (OK, offset, len)
         }
+        Ok(Err(ChunkFailure::Stop(len))) => {
+            let offset = *used;
+            *used += len;
+            (STOPPED, offset, len)
+        }
         Ok(Err(ChunkFailure::TooLarge)) => {
             // Keep what the tasks that fit published (task-style calls report as they go).
             let offset = *used;
@@ -247,7 +256,7 @@ pub(crate) unsafe fn run_chunk(
         word.store(*used as u64, Ordering::Release);
     }
     publish(control, slot, who, state, offset, len, keep_going);
-    state != OK
+    state != OK && state != STOPPED
 }
 
 fn publish(

@@ -24,7 +24,7 @@
 //! | `CLAIMING`       | inside the claim loop of call `seq`, no chunk yet |
 //! | chunk index `i`  | running chunk `i` of call `seq`                   |
 //!
-//! Chunk slot `state`: `PENDING` -> (`OK` | `PANICKED` | `TOO_LARGE`) by the worker that ran it
+//! Chunk slot `state`: `PENDING` -> (`OK` | `STOPPED` | `PANICKED` | `TOO_LARGE`) by the worker that ran it
 //! (which also stores where its bytes start before it begins, and for task-style calls how many
 //! tasks it finished after each one),
 //! or -> `DIED` by the parent when that worker died. A worker increments `done` *before* it
@@ -48,6 +48,8 @@ pub(crate) const OK: u32 = 1;
 pub(crate) const PANICKED: u32 = 2;
 pub(crate) const TOO_LARGE: u32 = 3;
 pub(crate) const DIED: u32 = 4;
+/// The chunk has its result and asks the call to stop: chunks not yet started never run.
+pub(crate) const STOPPED: u32 = 5;
 
 /// Worker-slot states (low half of `current`); anything smaller is a chunk index.
 pub(crate) const IDLE: u32 = u32::MAX;

@@ -16,7 +16,7 @@
 
 mod zip;
 
-pub use zip::{Zip, ZipArrays, ZipPart};
+pub use zip::{Found, Zip, ZipArrays, ZipPart};
 
 use std::mem::size_of;
 use std::ops::Range;

@@ -9,10 +9,10 @@ use serde::de::DeserializeOwned;
 
 use super::{describe, encode, fold, rows_of, view, view_mut};
 use crate::Pool;
-use crate::error::{Error, Result};
-use crate::pool::Args;
+use crate::error::{Error, ErrorKind, Result};
 use crate::pool::chunk::{ArrayPtr, ChunkFailure, ChunkInput, Trampoline};
 use crate::pool::control::{ArrayDesc, MAX_ARRAYS};
+use crate::pool::{Args, Finished};
 use crate::shm::{Element, Region, SharedArray};
 
 mod sealed {
@@ -173,7 +173,7 @@ type ZipFn<Z, R> = for<'a> fn(<Z as ZipArrays>::Views<'a>) -> R;
 /// A chunk's function, given its rows (of axis 0) and its views.
 type ZipIndexedFn<Z, R> = for<'a> fn(Range<usize>, <Z as ZipArrays>::Views<'a>) -> R;
 
-impl<Z: ZipArrays> Zip<'_, Z> {
+impl<'p, Z: ZipArrays> Zip<'p, Z> {
     /// Runs `f` on every chunk's views; returns once every chunk is done.
     ///
     /// ```
@@ -254,6 +254,11 @@ impl<Z: ZipArrays> Zip<'_, Z> {
         R: DeserializeOwned,
         C: FnMut(R, R) -> R,
     {
+        fold(&self.publish(trampoline, user_fn)?.1, combine)
+    }
+
+    /// Runs one call over the arrays: their rows, and the finished call.
+    fn publish(self, trampoline: Trampoline, user_fn: usize) -> Result<(usize, Finished<'p>)> {
         let parts = self.arrays.describe()?;
         let rows = parts.first().map_or(0, |p| p.2);
         if let Some(p) = parts.iter().find(|p| p.2 != rows) {
@@ -272,7 +277,7 @@ impl<Z: ZipArrays> Zip<'_, Z> {
             user_fn,
             &Args::default(),
         )?;
-        fold(&done, combine)
+        Ok((rows, done))
     }
 }
 
@@ -301,4 +306,124 @@ unsafe fn zip_indexed_chunk<Z: ZipArrays, R: Serialize>(
     // SAFETY: as in `zip_chunk`.
     let views = unsafe { Z::views(&input.arrays, &input.rows) };
     encode(&map(input.rows.clone(), views), out)
+}
+
+/// What [`Zip::find_any`] found: the chunk that found it, its rows, the value, and how many
+/// chunks ran before the call stopped.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Found<R> {
+    /// The chunk that found it.
+    pub chunk: usize,
+    /// That chunk's rows.
+    pub rows: Range<usize>,
+    /// What it found.
+    pub value: R,
+    /// Chunks that ran (to the end or to a find); the others never started.
+    pub chunks_run: usize,
+    /// Chunks in the call's grid.
+    pub chunks: usize,
+}
+
+/// A chunk's search, given its rows and its views.
+type ZipFindFn<Z, R> = for<'a> fn(Range<usize>, <Z as ZipArrays>::Views<'a>) -> Option<R>;
+
+impl<Z: ZipArrays> Zip<'_, Z> {
+    /// Searches the chunks in parallel and stops the call as soon as one finds something: the
+    /// chunks not yet started never run (rayon's `find_any`). Which of several matches comes
+    /// back depends on timing; `Found` says which chunk it was.
+    ///
+    /// ```
+    /// # let pool = shmpar::Pool::builder().workers(2).chunk_bytes(8 * 1024).build()?;
+    /// let a = shmpar::SharedArray::from_array(&ndarray::Array1::from_shape_fn(1_000_000, |i| i as u64))?;
+    /// let found = pool.zip((&a,)).find_any(|rows, (a,)| {
+    ///     a.iter().zip(rows).find(|(x, _)| **x == 123_456).map(|(_, i)| i)
+    /// })?;
+    /// let found = found.expect("it is there");
+    /// assert_eq!(found.value, 123_456);
+    /// assert!(found.rows.contains(&123_456));
+    /// assert!(found.chunks_run < found.chunks, "the search stopped early");
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn find_any<R>(self, f: ZipFindFn<Z, R>) -> Result<Option<Found<R>>>
+    where
+        R: Serialize + DeserializeOwned,
+    {
+        let (rows, done) = self.publish(zip_find_chunk::<Z, R> as Trampoline, f as usize)?;
+        let mut found = None;
+        let mut chunks_run = 0;
+        for i in 0..done.nchunks() {
+            match done.ran(i) {
+                Some(true) if found.is_none() => found = Some(i),
+                Some(_) => {}
+                None => continue,
+            }
+            chunks_run += 1;
+        }
+        let Some(chunk) = found else {
+            return Ok(None);
+        };
+        let value: R = postcard::from_bytes(done.result(chunk)).map_err(|e| {
+            Error::new(
+                ErrorKind::Decode,
+                format!("a chunk's find could not be decoded: {e}"),
+            )
+        })?;
+        let rpc = done.rows_per_chunk();
+        Ok(Some(Found {
+            chunk,
+            rows: (chunk * rpc).min(rows)..((chunk + 1) * rpc).min(rows),
+            value,
+            chunks_run,
+            chunks: done.nchunks(),
+        }))
+    }
+
+    /// True if `f` holds for some chunk; stops as soon as one says so (rayon's `any`).
+    ///
+    /// ```
+    /// # let pool = shmpar::Pool::new(2)?;
+    /// let a = shmpar::SharedArray::from_array(&ndarray::Array1::from_elem(100_000, 1.0f64))?;
+    /// assert!(!pool.zip((&a,)).any(|(a,)| a.iter().any(|x| x.is_nan()))?);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn any(self, f: ZipFn<Z, bool>) -> Result<bool> {
+        Ok(self
+            .publish(zip_any_chunk::<Z> as Trampoline, f as usize)?
+            .1
+            .ran_any_stop())
+    }
+}
+
+/// # Safety
+/// See [`Trampoline`]: `user_fn` is a `ZipFindFn<Z, R>` and the arrays are `Z`'s.
+unsafe fn zip_find_chunk<Z: ZipArrays, R: Serialize>(
+    input: &ChunkInput<'_>,
+    out: &mut [u8],
+) -> Result<usize, ChunkFailure> {
+    // SAFETY: the parent stored a `ZipFindFn<Z, R>` for this trampoline.
+    let find: ZipFindFn<Z, R> = unsafe { std::mem::transmute(input.user_fn) };
+    // SAFETY: as in `zip_chunk`.
+    let views = unsafe { Z::views(&input.arrays, &input.rows) };
+    match find(input.rows.clone(), views) {
+        Some(r) => Err(ChunkFailure::Stop(encode(&r, out)?)),
+        None => Ok(0),
+    }
+}
+
+/// # Safety
+/// See [`Trampoline`]: `user_fn` is a `ZipFn<Z, bool>` and the arrays are `Z`'s.
+unsafe fn zip_any_chunk<Z: ZipArrays>(
+    input: &ChunkInput<'_>,
+    _out: &mut [u8],
+) -> Result<usize, ChunkFailure> {
+    // SAFETY: the parent stored a `ZipFn<Z, bool>` for this trampoline.
+    let test: ZipFn<Z, bool> = unsafe { std::mem::transmute(input.user_fn) };
+    // SAFETY: as in `zip_chunk`.
+    let views = unsafe { Z::views(&input.arrays, &input.rows) };
+    if test(views) {
+        Err(ChunkFailure::Stop(0))
+    } else {
+        Ok(0)
+    }
 }
