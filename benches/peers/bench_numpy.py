@@ -21,7 +21,7 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-WORKLOADS = ("sum", "dot", "minmax", "hist64")
+WORKLOADS = ("sum", "dot", "minmax", "hist64", "affine")
 _views = {}
 
 
@@ -34,7 +34,16 @@ def attach(names_shapes):
         _views[key] = (shm, np.ndarray((n,), dtype=np.float64, buffer=shm.buf))
 
 
+def affine(a, out):
+    np.multiply(a, 2, out=out)
+    out += 1
+
+
 def kernel(workload, a, b=None):
+    if workload == "affine":
+        out = np.empty_like(a)
+        affine(a, out)
+        return out
     if workload == "sum":
         return float(a.sum())
     if workload == "dot":
@@ -49,12 +58,17 @@ def combine(workload, parts):
         return sum(parts)
     if workload == "minmax":
         return (min(p[0] for p in parts), max(p[1] for p in parts))
+    if workload == "affine":
+        return None
     return sum(parts)
 
 
 def shm_task(args):
     workload, lo, hi = args
     a = _views["a"][1][lo:hi]
+    if workload == "affine":
+        affine(a, _views["out"][1][lo:hi])
+        return None
     b = _views["b"][1][lo:hi] if workload == "dot" else None
     return kernel(workload, a, b)
 
@@ -92,7 +106,7 @@ def main():
     biggest = max(sizes) // 8
     rng = np.random.default_rng(7)
     shms = {}
-    for key in ("a", "b"):
+    for key in ("a", "b", "out"):
         shm = shared_memory.SharedMemory(create=True, size=biggest * 8)
         arr = np.ndarray((biggest,), dtype=np.float64, buffer=shm.buf)
         arr[:] = rng.random(biggest)
@@ -105,16 +119,23 @@ def main():
                     n = size // 8
                     a, b = shms["a"][1][:n], shms["b"][1][:n]
                     bounds = [(i * n // args.procs, (i + 1) * n // args.procs) for i in range(args.procs)]
+                    out = shms["out"][1][:n]
+
+                    def pickled_affine():
+                        pieces = pool.map(pickled_task, [(workload, a[lo:hi], None) for lo, hi in bounds])
+                        for (lo, hi), piece in zip(bounds, pieces):
+                            out[lo:hi] = piece
+
                     variants = {
-                        "numpy serial": lambda: kernel(workload, a, b),
+                        "numpy serial": (lambda: affine(a, out)) if workload == "affine" else (lambda: kernel(workload, a, b)),
                         f"numpy Pool({args.procs}) shared_memory": lambda: combine(workload, pool.map(shm_task, [(workload, lo, hi) for lo, hi in bounds])),
-                        f"numpy Pool({args.procs}) pickled": lambda: combine(workload, pool.map(pickled_task, [(workload, a[lo:hi], b[lo:hi] if workload == "dot" else None) for lo, hi in bounds])),
+                        f"numpy Pool({args.procs}) pickled": pickled_affine if workload == "affine" else (lambda: combine(workload, pool.map(pickled_task, [(workload, a[lo:hi], b[lo:hi] if workload == "dot" else None) for lo, hi in bounds]))),
                     }
                     for name, fn in variants.items():
                         rounds = args.rounds if size < (64 << 20) or "pickled" not in name else 3
                         secs = median_time(fn, rounds)
                         print(json.dumps({"workload": workload, "bytes": size, "variant": name, "median_s": secs,
-                                          "gbps": size * (2 if workload == "dot" else 1) / secs / 1e9}), flush=True)
+                                          "gbps": size * (2 if workload in ("dot", "affine") else 1) / secs / 1e9}), flush=True)
     finally:
         for shm, _ in shms.values():
             shm.close()

@@ -6,28 +6,31 @@ use std::process::Command;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use ndarray::{ArrayView1, Ix1};
+use ndarray::{ArrayView1, ArrayViewMut1, Ix1, azip};
 use rayon::prelude::*;
 use shmpar::{Pool, SharedArray, StartMethod};
 
 use crate::measure::{self, Variant};
 use crate::{CliResult, peers};
 
-/// The four workloads.
+/// The workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Workload {
     Sum,
     Dot,
     MinMax,
     Hist64,
+    /// `b = 2a + 1`: one array read, another written.
+    Affine,
 }
 
 impl Workload {
-    pub(crate) const ALL: [Workload; 4] = [
+    pub(crate) const ALL: [Workload; 5] = [
         Workload::Sum,
         Workload::Dot,
         Workload::MinMax,
         Workload::Hist64,
+        Workload::Affine,
     ];
 
     pub(crate) fn key(self) -> &'static str {
@@ -36,13 +39,25 @@ impl Workload {
             Workload::Dot => "dot",
             Workload::MinMax => "minmax",
             Workload::Hist64 => "hist64",
+            Workload::Affine => "affine",
         }
     }
 
-    /// Bytes read per byte of one array.
+    /// Bytes moved (read or written) per byte of one array.
     fn arrays(self) -> usize {
-        if self == Workload::Dot { 2 } else { 1 }
+        if matches!(self, Workload::Dot | Workload::Affine) {
+            2
+        } else {
+            1
+        }
     }
+}
+
+/// `b = 2a + 1`, serially (ndarray's `Zip`).
+fn affine(b: &mut [f64], a: &[f64]) {
+    ndarray::Zip::from(ArrayViewMut1::from(b))
+        .and(ArrayView1::from(a))
+        .for_each(|b, &a| *b = 2.0 * a + 1.0);
 }
 
 /// What every variant returns, so that they can be checked against each other.
@@ -117,6 +132,8 @@ fn kernel(w: Workload, a: &[f64], b: &[f64]) -> Answer {
             Answer::Pair(lo, hi)
         }
         Workload::Hist64 => Answer::Counts(hist64(a)),
+        // Measured apart (it writes an array): see `measure`.
+        Workload::Affine => Answer::Number(0.0),
     }
 }
 
@@ -197,10 +214,24 @@ pub(crate) fn measure(
                         |c| Answer::Counts(hist64(c.as_slice().unwrap_or(&[]))),
                         Answer::combine,
                     ),
+                    Workload::Affine => Ok(Answer::Number(0.0)),
                 };
                 r.unwrap_or(Answer::Number(f64::NAN))
             };
             let mut answers: Vec<Answer> = Vec::new();
+            if w == Workload::Affine {
+                let timings = measure_affine(pool, rayon_pool, &a, rounds, bytes)?;
+                for t in timings {
+                    cells.push(Cell {
+                        workload: w,
+                        bytes,
+                        variant: t.name.to_string(),
+                        median: t.median,
+                    });
+                }
+                progress.inc(1);
+                continue;
+            }
             let mut variants = vec![
                 Variant {
                     name: "serial",
@@ -253,6 +284,67 @@ pub(crate) fn measure(
         }
     }
     Ok(cells)
+}
+
+/// `b = 2a + 1` three ways, each into its own output, interleaved; every output is checked.
+fn measure_affine(
+    pool: &Pool,
+    rayon_pool: &rayon::ThreadPool,
+    a: &SharedArray<f64, Ix1>,
+    rounds: usize,
+    bytes: usize,
+) -> shmpar::Result<Vec<measure::Timing>> {
+    let n = a.len();
+    let sa = a.as_slice();
+    let mut serial_out = vec![0.0f64; n];
+    let mut rayon_out = ndarray::Array1::<f64>::zeros(n);
+    let mut shm_out = SharedArray::<f64, Ix1>::zeros(n)?;
+    let av = ArrayView1::from(sa);
+    let mut answers: Vec<Answer> = Vec::new();
+    let timings = {
+        let (so, ro, mo) = (&mut serial_out, &mut rayon_out, &mut shm_out);
+        let mut variants = vec![
+            Variant {
+                name: "serial",
+                run: Box::new(|| {
+                    affine(so, sa);
+                    Answer::Number(0.0)
+                }),
+            },
+            Variant {
+                name: "rayon",
+                run: Box::new(|| {
+                    rayon_pool.install(|| {
+                        ndarray::par_azip!((b in &mut *ro, &a in &av) *b = 2.0 * a + 1.0)
+                    });
+                    Answer::Number(0.0)
+                }),
+            },
+            Variant {
+                name: "shmpar",
+                run: Box::new(|| {
+                    let r = pool.zip((&mut *mo, a)).for_each(|(mut b, a)| {
+                        azip!((b in &mut b, &a in &a) *b = 2.0 * a + 1.0)
+                    });
+                    Answer::Number(if r.is_ok() { 0.0 } else { f64::NAN })
+                }),
+            },
+        ];
+        let min_sample = if bytes >= 64 << 20 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(5)
+        };
+        measure::interleaved(&mut variants, rounds, min_sample, &mut answers)
+    };
+    let expected = |i: usize| 2.0 * sa[i] + 1.0;
+    let ok = (0..n).all(|i| {
+        serial_out[i] == expected(i) && rayon_out[i] == expected(i) && shm_out.as_slice()[i] == expected(i)
+    });
+    if !ok || answers.iter().any(|a| *a != Answer::Number(0.0)) {
+        eprintln!("warning: b = 2a + 1 at {bytes} bytes: a variant wrote a wrong value");
+    }
+    Ok(timings)
 }
 
 /// Python's figures for the same workloads, or why there are none.
@@ -347,6 +439,7 @@ pub(crate) fn report(cells: &[Cell], python: &Result<Vec<Cell>, String>, json: b
                 Workload::Dot => "dot product of two f64 arrays",
                 Workload::MinMax => "min and max of f64",
                 Workload::Hist64 => "64-bin histogram of f64 in [0, 1)",
+                Workload::Affine => "b = 2a + 1 over f64 (one array read, one written)",
             }
         );
         println!(
