@@ -213,3 +213,42 @@ fn serialising_a_shared_object_elsewhere_is_an_error() {
     assert_eq!(*out[0].as_ref().unwrap(), 1);
     assert_eq!(v.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn a_second_array_as_a_read_only_handle() {
+    let _w = common::watchdog(60, "array handles");
+    use ndarray::{Ix1, Ix2};
+    use shmpar::{ArrayHandle, SharedArray};
+    for method in METHODS {
+        let p = pool(method);
+        // The lookup table is made after the pool (direct forks did not inherit it either).
+        let table = SharedArray::from_array(&ndarray::Array2::from_shape_fn((100, 3), |(i, j)| {
+            (i * 3 + j) as u32
+        }))
+        .unwrap();
+        let out = p
+            .map(
+                (0..100usize).map(|i| (i, table.handle())),
+                |(i, t): (usize, ArrayHandle<'_, u32, Ix2>)| t.view().row(i).sum(),
+            )
+            .unwrap();
+        for (i, r) in out.iter().enumerate() {
+            assert_eq!(*r.as_ref().unwrap(), (9 * i + 3) as u32, "{method:?}");
+        }
+        // As the parameters of a reduction over another array.
+        let weights = SharedArray::from_array(&ndarray::Array1::from_elem(1000, 0.5f64)).unwrap();
+        let x = SharedArray::from_array(&ndarray::Array1::from_elem(1000, 4.0f64)).unwrap();
+        let s = p
+            .par_reduce_range_with(
+                1000,
+                &(x.handle(), weights.handle()),
+                |(x, w): &(ArrayHandle<'_, f64, Ix1>, ArrayHandle<'_, f64, Ix1>), r, _| {
+                    let (x, w) = (x.view(), w.view());
+                    r.map(|i| x[i as usize] * w[i as usize]).sum::<f64>()
+                },
+                |a, b| a + b,
+            )
+            .unwrap();
+        assert_eq!(s, 2000.0, "{method:?}");
+    }
+}

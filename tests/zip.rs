@@ -154,7 +154,10 @@ fn find_any_stops_the_call_early() {
             .unwrap()
             .unwrap();
         // Several chunks hold a match; the one that stopped the call says where it was.
-        assert!(found.rows.contains(&(found.value as usize)), "{target}: {found:?}");
+        assert!(
+            found.rows.contains(&(found.value as usize)),
+            "{target}: {found:?}"
+        );
         assert!(found.chunks_run < found.chunks, "no early stop: {found:?}");
     }
     // Nothing to find: every chunk runs, and the answer is None.
@@ -163,8 +166,16 @@ fn find_any_stops_the_call_early() {
         .find_any(|_, (a,)| a.iter().find(|&&x| x == u64::MAX).copied())
         .unwrap();
     assert_eq!(none, None);
-    assert!(p.zip((&a,)).any(|(a,)| a.iter().any(|&x| x == 1_000_000)).unwrap());
-    assert!(!p.zip((&a,)).any(|(a,)| a.iter().any(|&x| x > 1 << 20)).unwrap());
+    assert!(
+        p.zip((&a,))
+            .any(|(a,)| a.iter().any(|&x| x == 1_000_000))
+            .unwrap()
+    );
+    assert!(
+        !p.zip((&a,))
+            .any(|(a,)| a.iter().any(|&x| x > 1 << 20))
+            .unwrap()
+    );
     // The pool serves normal calls afterwards.
     let s = p.zip((&a,)).reduce(|(a,)| a.sum(), |x, y| x + y).unwrap();
     assert_eq!(s, (1u64 << 20) * ((1 << 20) - 1) / 2);

@@ -212,7 +212,7 @@ impl PoolBuilder {
     /// ```
     pub fn worker_init_with<A>(mut self, args: A, init: fn(&A, usize)) -> Self
     where
-        A: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
     {
         let encoded = Args::encode(&args, "the worker_init arguments").and_then(|a| {
             let handles = (a.handles.iter())

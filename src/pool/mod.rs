@@ -109,6 +109,8 @@ struct Worker {
     sock: OwnedFd,
     /// Regions sent to it as descriptors.
     received: HashSet<u64>,
+    /// Shared objects whose descriptors it holds for handles (an array may be both).
+    received_handles: HashSet<u64>,
     /// Its logger writes where this process's does (inherited, or sent as mail).
     log_synced: bool,
     /// Mail not yet written because the socket was full.
@@ -337,6 +339,7 @@ impl PoolShared {
                     fork_seq,
                     sock: parent_end,
                     received,
+                    received_handles: HashSet::new(),
                     log_synced,
                     queue: VecDeque::new(),
                     mail_seq: 0,
@@ -588,7 +591,7 @@ impl PoolShared {
             // A shared object's descriptor goes to every worker that has not received it, even
             // one forked after the object existed: handles resolve through descriptors only.
             for h in handles {
-                if !w.received.contains(&h.id) {
+                if !w.received_handles.contains(&h.id) {
                     // SAFETY: the caller borrows the object for the whole call, so its region
                     // (and descriptor) is alive.
                     let fd = unsafe { h.fd() }
@@ -602,7 +605,7 @@ impl PoolShared {
                         },
                         Some(fd),
                     );
-                    w.received.insert(h.id);
+                    w.received_handles.insert(h.id);
                     sent = true;
                 }
             }
@@ -697,17 +700,25 @@ impl RegionWatcher for PoolShared {
         let mut workers = self.workers.lock();
         let mut any = false;
         for (i, w) in workers.iter_mut().enumerate().filter(|(_, w)| w.alive) {
-            let mail = if w.received.remove(&info.id) {
-                Mail::ForgetMapped { id: info.id }
-            } else if info.id < w.fork_seq {
-                Mail::ForgetInherited {
-                    addr: info.addr as u64,
-                    len: info.len as u64,
-                }
-            } else {
+            // Its own mapping or descriptor (sent), and the copy it inherited at a direct fork:
+            // a region can be both (sent again as a handle), and each goes.
+            let sent = w.received.remove(&info.id) | w.received_handles.remove(&info.id);
+            let inherited = info.id < w.fork_seq;
+            if !sent && !inherited {
                 continue;
-            };
-            w.post(mail, None);
+            }
+            if sent {
+                w.post(Mail::ForgetMapped { id: info.id }, None);
+            }
+            if inherited {
+                w.post(
+                    Mail::ForgetInherited {
+                        addr: info.addr as u64,
+                        len: info.len as u64,
+                    },
+                    None,
+                );
+            }
             // A full socket keeps the rest queued; the next call delivers it.
             w.flush();
             // ORDERING: Release, paired with the worker's Acquire load of `mail_seq`.

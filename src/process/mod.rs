@@ -203,7 +203,7 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
     /// ```
     pub fn start<A>(f: fn(A) -> R, args: A) -> Result<Process<R>>
     where
-        A: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
     {
         // `value` lives until the child has its descriptors (the spawn below), so every shared
         // object the arguments name is alive while they are sent.

@@ -211,10 +211,15 @@ pub(crate) fn deserialize<'de, T, D: serde::Deserializer<'de>>(
 ) -> std::result::Result<Region, D::Error> {
     let handle = Handle::deserialize(deserializer)?;
     open::<T>(handle).map_err(|e| {
-        // Some formats (postcard) keep no message of a custom error: keep it here.
-        LAST_ERROR.with(|l| *l.borrow_mut() = Some(e.to_string()));
+        remember(&e);
         serde::de::Error::custom(e)
     })
+}
+
+/// Keeps the message of a handle's failure: some formats (postcard) keep no message of a
+/// custom error, and [`explain`] adds it back.
+pub(crate) fn remember(error: &Error) {
+    LAST_ERROR.with(|l| *l.borrow_mut() = Some(error.to_string()));
 }
 
 thread_local! {

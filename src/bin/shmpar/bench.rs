@@ -314,18 +314,18 @@ fn measure_affine(
             Variant {
                 name: "rayon",
                 run: Box::new(|| {
-                    rayon_pool.install(|| {
-                        ndarray::par_azip!((b in &mut *ro, &a in &av) *b = 2.0 * a + 1.0)
-                    });
+                    rayon_pool.install(
+                        || ndarray::par_azip!((b in &mut *ro, &a in &av) *b = 2.0 * a + 1.0),
+                    );
                     Answer::Number(0.0)
                 }),
             },
             Variant {
                 name: "shmpar",
                 run: Box::new(|| {
-                    let r = pool.zip((&mut *mo, a)).for_each(|(mut b, a)| {
-                        azip!((b in &mut b, &a in &a) *b = 2.0 * a + 1.0)
-                    });
+                    let r = pool
+                        .zip((&mut *mo, a))
+                        .for_each(|(mut b, a)| azip!((b in &mut b, &a in &a) *b = 2.0 * a + 1.0));
                     Answer::Number(if r.is_ok() { 0.0 } else { f64::NAN })
                 }),
             },
@@ -339,7 +339,9 @@ fn measure_affine(
     };
     let expected = |i: usize| 2.0 * sa[i] + 1.0;
     let ok = (0..n).all(|i| {
-        serial_out[i] == expected(i) && rayon_out[i] == expected(i) && shm_out.as_slice()[i] == expected(i)
+        serial_out[i] == expected(i)
+            && rayon_out[i] == expected(i)
+            && shm_out.as_slice()[i] == expected(i)
     });
     if !ok || answers.iter().any(|a| *a != Answer::Number(0.0)) {
         eprintln!("warning: b = 2a + 1 at {bytes} bytes: a variant wrote a wrong value");
