@@ -49,6 +49,8 @@ pub mod mpi;
 mod pool;
 mod process;
 mod queue;
+#[cfg(feature = "rand")]
+pub mod random;
 mod reduce;
 mod shm;
 mod sync;

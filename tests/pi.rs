@@ -40,3 +40,38 @@ fn the_error_is_within_four_standard_errors() {
         );
     }
 }
+
+/// `rand`'s ChaCha8 positioned by rows: the same count for any workers and chunk grid.
+#[cfg(feature = "rand")]
+fn chacha_inside(seed: &u64, rows: std::ops::Range<u64>, _chunk: u64) -> u64 {
+    use rand::Rng;
+    let mut rng = shmpar::random::rows_rng(*seed, rows.start, 4);
+    rows.filter(|_| {
+        let (x, y): (f64, f64) = (rng.random(), rng.random());
+        x * x + y * y < 1.0
+    })
+    .count() as u64
+}
+
+#[cfg(feature = "rand")]
+#[test]
+fn a_rand_stream_positioned_by_rows_gives_the_same_estimate_for_any_split() {
+    let _w = common::watchdog(120, "rand pi");
+    let mut counts = Vec::new();
+    for workers in [1, 2, 3] {
+        for chunk_bytes in [8, 1000, 64 << 10, 1 << 20] {
+            let pool = shmpar::Pool::builder()
+                .workers(workers)
+                .chunk_bytes(chunk_bytes)
+                .build()
+                .unwrap();
+            counts.push(
+                pool.par_reduce_range_with(300_001, &5u64, chacha_inside, |a, b| a + b)
+                    .unwrap(),
+            );
+        }
+    }
+    assert!(counts.windows(2).all(|w| w[0] == w[1]), "{counts:?}");
+    let pi = 4.0 * counts[0] as f64 / 300_001.0;
+    assert!((pi - std::f64::consts::PI).abs() < 0.02, "{pi}");
+}
