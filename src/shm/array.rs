@@ -97,8 +97,9 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn view(&self) -> ArrayView<'_, A, D> {
-        // SAFETY: the region holds `dim.size()` initialised elements of `A` (zero bits are a
-        // valid `A` for a Pod type), row-major and suitably aligned (page-aligned start), and
+        // SAFETY: the region holds `dim.size()` valid elements of `A` (zero bits are a valid
+        // `A`, an `Element` is `Zeroable`; bytes from elsewhere were checked by `from_region`
+        // or written as `A`s), row-major and suitably aligned (page-aligned start), and
         // the view borrows `self`, so the mapping outlives it and no `&mut` view coexists.
         unsafe { ArrayView::from_shape_ptr(self.dim.clone(), self.data_ptr() as *const A) }
     }
@@ -243,6 +244,15 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
             return Err(Error::invalid(format!(
                 "{bytes} bytes at offset {offset} do not fit the {}-byte mapping (or are misaligned)",
                 region.map_len()
+            )));
+        }
+        // SAFETY: `offset..end` lies within the mapping (checked above), whose bytes are
+        // initialised; nothing writes them while we look.
+        let data = unsafe { std::slice::from_raw_parts(region.as_ptr().add(offset), bytes) };
+        if !A::valid_bytes(data) {
+            return Err(Error::invalid(format!(
+                "the data are not all valid {} values (a bool must be 0 or 1)",
+                A::DTYPE
             )));
         }
         Ok(SharedArray {
