@@ -63,7 +63,9 @@ pub use pool::{Pool, PoolBuilder};
 pub use process::{Exit, Process, pin_to_cpu};
 pub use queue::{Connection, Pipe, Queue};
 pub use reduce::{Found, Zip, ZipArrays, ZipPart, par_reduce};
-pub use shm::{ArrayHandle, Element, NAMED_OFFSET, SharedArray, cleanup_stale};
+pub use shm::{
+    ArrayHandle, Element, NAMED_OFFSET, SharedArray, SharedView, SharedViewMut, cleanup_stale,
+};
 pub use sync::{
     Barrier, CachePadded, Event, LockError, LockResult, PthreadMutex, PthreadMutexGuard, Semaphore,
     SharedValue, ShmMutex, ShmMutexGuard, ShmSafe,

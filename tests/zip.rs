@@ -180,3 +180,75 @@ fn find_any_stops_the_call_early() {
     let s = p.zip((&a,)).reduce(|(a,)| a.sum(), |x, y| x + y).unwrap();
     assert_eq!(s, (1u64 << 20) * ((1 << 20) - 1) / 2);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Axis-1 splits, strided and reversed slices, and transposes (Fortran-order views) give
+    /// serial ndarray's answer, bitwise, for 1, 2 and 3 workers.
+    #[test]
+    fn views_along_any_axis_equal_serial_bitwise(
+        rows in 1usize..120,
+        cols in 1usize..90,
+        step in 1isize..4,
+        reverse in any::<bool>(),
+        chunk_bytes in prop::sample::select(vec![8usize, 200, 4096]),
+    ) {
+        let _w = common::watchdog(120, "views");
+        // Integers in f64: every order of summing gives the same bits, so the pool's chunked
+        // fold must equal ndarray's serial sum exactly.
+        let a = SharedArray::from_array(&Array2::from_shape_fn((rows, cols), |(i, j)| {
+            ((i * 7 + j * 3) % 101) as f64
+        }))
+        .unwrap();
+        let step = if reverse { -step } else { step };
+        let info = ndarray::s![..;step, cols / 3..];
+        let serial_slice = a.view().slice(info).sum();
+        let serial_cols = a.view().sum_axis(ndarray::Axis(0)).to_vec();
+        let serial = a.view().sum();
+        let mut answers = Vec::new();
+        for workers in [1, 2, 3] {
+            let p = Pool::builder().workers(workers).chunk_bytes(chunk_bytes).build().unwrap();
+            let by_cols = p
+                .zip((a.along(ndarray::Axis(1)),))
+                .reduce(|(v,)| v.sum_axis(ndarray::Axis(0)).to_vec(), |mut x, y| { x.extend(y); x })
+                .unwrap();
+            prop_assert_eq!(&by_cols, &serial_cols);
+            let sliced = p.zip((a.slice(info),)).reduce(|(v,)| v.sum(), |x, y| x + y).unwrap();
+            prop_assert_eq!(sliced.to_bits(), serial_slice.to_bits());
+            let sliced_cols = p
+                .zip((a.slice(info).along(ndarray::Axis(1)),))
+                .reduce(|(v,)| v.sum(), |x, y| x + y)
+                .unwrap();
+            prop_assert_eq!(sliced_cols.to_bits(), serial_slice.to_bits());
+            let t = p.zip((a.t(),)).reduce(|(v,)| v.sum(), |x, y| x + y).unwrap();
+            prop_assert_eq!(t.to_bits(), serial.to_bits());
+            // Random floats: not exact, but the same bits for every number of workers.
+            let f = p
+                .zip((a.t(),))
+                .reduce(|(v,)| v.iter().map(|x| (x * 0.37).sin()).sum::<f64>(), |x, y| x + y)
+                .unwrap();
+            answers.push(f.to_bits());
+        }
+        prop_assert!(answers.windows(2).all(|w| w[0] == w[1]));
+    }
+}
+
+#[test]
+fn writable_views_write_their_own_indices() {
+    let p = pool(256);
+    let mut a = SharedArray::<u32, Ix2>::zeros((64, 50)).unwrap();
+    // Reversed rows, every third, split by columns: each element written once.
+    p.zip((a.slice_mut(ndarray::s![..;-3, ..]).along(ndarray::Axis(1)),))
+        .for_each(|(mut v,)| v.map_inplace(|x| *x += 1))
+        .unwrap();
+    let mut expected = Array2::<u32>::zeros((64, 50));
+    expected.slice_mut(ndarray::s![..;-3, ..]).fill(1);
+    assert_eq!(a.view(), expected);
+    // An axis the view does not have is an error, not a panic.
+    let err = p
+        .zip((a.along(ndarray::Axis(5)),))
+        .reduce(|(v,)| v.len(), |x, y| x + y)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+}

@@ -20,10 +20,15 @@ use super::control::{
 /// One array of a chunk, resolved to this process's address of the whole array.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ArrayPtr {
+    /// The element at index 0.
     pub(crate) ptr: *mut u8,
     pub(crate) elem_size: usize,
     pub(crate) ndim: usize,
     pub(crate) shape: [usize; MAX_DIMS],
+    /// In elements, per axis.
+    pub(crate) strides: [isize; MAX_DIMS],
+    /// The axis chunks are taken along.
+    pub(crate) axis: usize,
 }
 
 impl ArrayPtr {
@@ -32,18 +37,23 @@ impl ArrayPtr {
         elem_size: 0,
         ndim: 0,
         shape: [0; MAX_DIMS],
+        strides: [0; MAX_DIMS],
+        axis: 0,
     };
 
-    /// The rows `rows` (along axis 0) as a pointer and a shape; a 0-d array is one "row".
+    /// The indices `rows` along the split axis, as a pointer to their first element, a shape
+    /// and the strides (a 0-d array is one "row").
     pub(crate) fn rows(&self, rows: &Range<usize>) -> (*mut u8, [usize; MAX_DIMS]) {
         let mut shape = self.shape;
         if self.ndim == 0 {
             return (self.ptr, shape);
         }
-        let row_elems: usize = self.shape[1..self.ndim].iter().product();
-        shape[0] = rows.end - rows.start;
-        // SAFETY: rows.start <= shape[0], so the offset stays within (or one past) the array.
-        let ptr = unsafe { self.ptr.add(rows.start * row_elems * self.elem_size) };
+        shape[self.axis] = rows.end - rows.start;
+        let step = self.strides[self.axis] * self.elem_size as isize;
+        // SAFETY (of the later use): rows.start <= the axis's length, and the array's element at
+        // index `rows.start` along the axis lies within its mapping (the parent checked the
+        // whole view), so the offset stays within (or one past) the mapping.
+        let ptr = self.ptr.wrapping_offset(rows.start as isize * step);
         (ptr, shape)
     }
 }

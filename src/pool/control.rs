@@ -92,6 +92,11 @@ pub(crate) struct ArrayDesc {
     pub(crate) elem_size: u64,
     pub(crate) ndim: u64,
     pub(crate) shape: [u64; MAX_DIMS],
+    /// Steps between neighbours along each axis, in elements (negative for a reversed axis);
+    /// `offset` is where the element at index 0 lies.
+    pub(crate) strides: [i64; MAX_DIMS],
+    /// The axis the call splits into chunks.
+    pub(crate) axis: u64,
 }
 
 /// What a call asks the workers to do. Written by the parent before it publishes `job_seq`,
@@ -183,13 +188,13 @@ pub(crate) struct ChunkSlot {
 }
 
 const _: () = {
-    assert!(size_of::<ArrayDesc>() == 40 + 8 * MAX_DIMS);
+    assert!(size_of::<ArrayDesc>() == 48 + 16 * MAX_DIMS);
     assert!(size_of::<JobDesc>() == 56 + MAX_ARRAYS * size_of::<ArrayDesc>());
     assert!(size_of::<WakeLine>() == 128 && align_of::<WakeLine>() == 128);
     assert!(size_of::<ClaimLine>() == 128 && align_of::<ClaimLine>() == 128);
     assert!(size_of::<DoneLine>() == 128 && align_of::<DoneLine>() == 128);
-    assert!(size_of::<JobLine>() == 768 && align_of::<JobLine>() == 128);
-    assert!(size_of::<Header>() == 1152);
+    assert!(size_of::<JobLine>() == 1152 && align_of::<JobLine>() == 128);
+    assert!(size_of::<Header>() == 1536);
     assert!(size_of::<WorkerSlot>() == 128 && align_of::<WorkerSlot>() == 128);
     assert!(size_of::<ChunkSlot>() == 32 && align_of::<ChunkSlot>() == 8);
 };

@@ -333,8 +333,12 @@ pub(crate) fn resolve(desc: &JobDesc, regions: &Regions<'_>) -> [ArrayPtr; MAX_A
         dst.ptr = base.wrapping_add(src.offset as usize) as *mut u8;
         dst.elem_size = src.elem_size as usize;
         dst.ndim = src.ndim as usize;
+        dst.axis = src.axis as usize;
         for (d, s) in dst.shape.iter_mut().zip(&src.shape) {
             *d = *s as usize;
+        }
+        for (d, s) in dst.strides.iter_mut().zip(&src.strides) {
+            *d = *s as isize;
         }
     }
     out

@@ -21,7 +21,7 @@ pub use zip::{Found, Zip, ZipArrays, ZipPart};
 use std::mem::size_of;
 use std::ops::Range;
 
-use ndarray::{ArrayView, ArrayViewMut, Dimension};
+use ndarray::{ArrayView, ArrayViewMut, Dimension, ShapeBuilder};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -511,9 +511,17 @@ fn describe<A: Element, D: Dimension>(a: &SharedArray<A, D>) -> Result<ArrayDesc
         elem_size: size_of::<A>() as u64,
         ndim: a.ndim() as u64,
         shape: [0; MAX_DIMS],
+        strides: [0; MAX_DIMS],
+        axis: 0,
     };
     for (d, &s) in desc.shape.iter_mut().zip(a.shape()) {
         *d = s as u64;
+    }
+    // Row-major: each axis steps over the product of the ones after it.
+    let mut step = 1i64;
+    for i in (0..a.ndim()).rev() {
+        desc.strides[i] = step;
+        step = step.saturating_mul(a.shape()[i] as i64);
     }
     Ok(desc)
 }
@@ -538,17 +546,45 @@ fn decode_params<P: DeserializeOwned>(bytes: &[u8]) -> P {
     }
 }
 
+/// The pointer, shape and (non-negative) strides of `rows`, and the axes to invert after:
+/// ndarray builds views from non-negative strides only, so a reversed axis starts from its
+/// lowest address and is flipped back.
+fn dims<D: Dimension>(a: &ArrayPtr, rows: &Range<usize>) -> (*mut u8, D, D, Vec<usize>) {
+    let (mut ptr, shape) = a.rows(rows);
+    let mut dim = D::zeros(a.ndim);
+    dim.slice_mut().copy_from_slice(&shape[..a.ndim]);
+    let mut strides = D::zeros(a.ndim);
+    let mut flip = Vec::new();
+    for (i, (d, &s)) in strides
+        .slice_mut()
+        .iter_mut()
+        .zip(&a.strides[..a.ndim])
+        .enumerate()
+    {
+        if s < 0 && shape[i] > 0 {
+            // The last index along this axis is the lowest address.
+            ptr = ptr.wrapping_offset((shape[i] as isize - 1) * s * a.elem_size as isize);
+            flip.push(i);
+        }
+        *d = s.unsigned_abs();
+    }
+    (ptr, dim, strides, flip)
+}
+
 /// # Safety
 /// `a` describes a live array of `A` with `D`'s number of axes; `rows` is within it.
 unsafe fn view<'a, A: Element, D: Dimension>(
     a: &ArrayPtr,
     rows: &Range<usize>,
 ) -> ArrayView<'a, A, D> {
-    let (ptr, shape) = a.rows(rows);
-    let mut dim = D::zeros(a.ndim);
-    dim.slice_mut().copy_from_slice(&shape[..a.ndim]);
-    // SAFETY: the caller guarantees the rows are a live, row-major block of `A`s.
-    unsafe { ArrayView::from_shape_ptr(dim, ptr as *const A) }
+    let (ptr, dim, strides, flip) = dims::<D>(a, rows);
+    // SAFETY: the caller guarantees the rows are live `A`s laid out as described; `ptr` is
+    // their lowest element and the strides are the described ones, made non-negative.
+    let mut v = unsafe { ArrayView::from_shape_ptr(dim.strides(strides), ptr as *const A) };
+    for i in flip {
+        v.invert_axis(ndarray::Axis(i));
+    }
+    v
 }
 
 /// # Safety
@@ -557,11 +593,13 @@ unsafe fn view_mut<'a, A: Element, D: Dimension>(
     a: &ArrayPtr,
     rows: &Range<usize>,
 ) -> ArrayViewMut<'a, A, D> {
-    let (ptr, shape) = a.rows(rows);
-    let mut dim = D::zeros(a.ndim);
-    dim.slice_mut().copy_from_slice(&shape[..a.ndim]);
-    // SAFETY: the caller guarantees the rows are live and ours alone.
-    unsafe { ArrayViewMut::from_shape_ptr(dim, ptr.cast::<A>()) }
+    let (ptr, dim, strides, flip) = dims::<D>(a, rows);
+    // SAFETY: the caller guarantees the rows are live and ours alone; as in `view`.
+    let mut v = unsafe { ArrayViewMut::from_shape_ptr(dim.strides(strides), ptr.cast::<A>()) };
+    for i in flip {
+        v.invert_axis(ndarray::Axis(i));
+    }
+    v
 }
 
 /// # Safety

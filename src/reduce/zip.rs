@@ -1,6 +1,7 @@
 //! [`Pool::zip`]: several arrays split on the same rows, read and written in one call, in
 //! ndarray's spirit (its `Zip` and `azip!`).
 
+use std::mem::size_of;
 use std::ops::Range;
 
 use ndarray::{ArrayView, ArrayViewMut, Dimension};
@@ -11,17 +12,18 @@ use super::{describe, encode, fold, rows_of, view, view_mut};
 use crate::Pool;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::chunk::{ArrayPtr, ChunkFailure, ChunkInput, Trampoline};
-use crate::pool::control::{ArrayDesc, MAX_ARRAYS};
+use crate::pool::control::{ArrayDesc, MAX_ARRAYS, MAX_DIMS};
 use crate::pool::{Args, Finished};
-use crate::shm::{Element, Region, SharedArray};
+use crate::shm::{Element, Layout, Region, SharedArray, SharedView, SharedViewMut};
 
 mod sealed {
     pub trait Sealed {}
 }
 
-/// One array of a [`Pool::zip`]: `&SharedArray` is read (each chunk sees an `ArrayView` of
-/// its rows), `&mut SharedArray` is written (an `ArrayViewMut` of its rows, which no other
-/// chunk sees). Sealed: only these two.
+/// One array of a [`Pool::zip`]: `&SharedArray` and [`SharedView`] are read (each chunk sees
+/// an `ArrayView` of its indices along the split axis), `&mut SharedArray` and
+/// [`SharedViewMut`] are written (an `ArrayViewMut` of its indices, which no other chunk
+/// sees). Sealed: only these.
 pub trait ZipPart: sealed::Sealed {
     /// What a chunk gets of this array.
     type View<'a>;
@@ -71,6 +73,89 @@ impl<A: Element, D: Dimension> ZipPart for &mut SharedArray<A, D> {
         // SAFETY: the caller's contract, which is `view_mut`'s.
         unsafe { view_mut::<A, D>(a, rows) }
     }
+}
+
+impl<A: Element, D: Dimension> sealed::Sealed for SharedView<'_, A, D> {}
+impl<A: Element, D: Dimension> sealed::Sealed for SharedViewMut<'_, A, D> {}
+
+impl<A: Element, D: Dimension> ZipPart for SharedView<'_, A, D> {
+    type View<'a> = ArrayView<'a, A, D>;
+
+    #[allow(private_interfaces)]
+    fn describe(&self) -> Result<(&Region, ArrayDesc, usize, usize)> {
+        describe_view::<A, D>(self.region, &self.layout)
+    }
+
+    #[allow(private_interfaces)]
+    unsafe fn view<'a>(a: &ArrayPtr, rows: &Range<usize>) -> ArrayView<'a, A, D> {
+        // SAFETY: the caller's contract, which is `view`'s.
+        unsafe { view::<A, D>(a, rows) }
+    }
+}
+
+impl<A: Element, D: Dimension> ZipPart for SharedViewMut<'_, A, D> {
+    type View<'a> = ArrayViewMut<'a, A, D>;
+
+    #[allow(private_interfaces)]
+    fn describe(&self) -> Result<(&Region, ArrayDesc, usize, usize)> {
+        describe_view::<A, D>(self.region, &self.layout)
+    }
+
+    #[allow(private_interfaces)]
+    unsafe fn view<'a>(a: &ArrayPtr, rows: &Range<usize>) -> ArrayViewMut<'a, A, D> {
+        // SAFETY: the caller's contract, which is `view_mut`'s (a mutable view's elements are
+        // distinct, so disjoint index ranges of one axis are disjoint memory).
+        unsafe { view_mut::<A, D>(a, rows) }
+    }
+}
+
+/// A view's description, its number of chunkable indices (the split axis's length) and the
+/// bytes of one index's slab.
+fn describe_view<'r, A: Element, D: Dimension>(
+    region: &'r Region,
+    layout: &Layout<D>,
+) -> Result<(&'r Region, ArrayDesc, usize, usize)> {
+    let shape = layout.dim.slice();
+    if shape.len() > MAX_DIMS {
+        return Err(Error::invalid(format!(
+            "views of up to {MAX_DIMS} axes can be split, not {}",
+            shape.len()
+        )));
+    }
+    if !shape.is_empty() && layout.axis >= shape.len() {
+        return Err(Error::invalid(format!(
+            "axis {} does not exist in a view of {} axes",
+            layout.axis,
+            shape.len()
+        )));
+    }
+    let mut desc = ArrayDesc {
+        region: region.id(),
+        parent_addr: region.as_ptr() as u64,
+        offset: layout.offset as u64,
+        elem_size: size_of::<A>() as u64,
+        ndim: shape.len() as u64,
+        shape: [0; MAX_DIMS],
+        strides: [0; MAX_DIMS],
+        axis: layout.axis as u64,
+    };
+    for (d, &n) in desc.shape.iter_mut().zip(shape) {
+        *d = n as u64;
+    }
+    for (d, &st) in desc.strides.iter_mut().zip(&layout.strides) {
+        *d = st as i64;
+    }
+    let (rows, slab) = match shape.get(layout.axis) {
+        None => (1, size_of::<A>()),
+        Some(&n) => {
+            let others: usize = (shape.iter().enumerate())
+                .filter(|&(i, _)| i != layout.axis)
+                .map(|(_, &n)| n)
+                .product();
+            (n, others * size_of::<A>())
+        }
+    };
+    Ok((region, desc, rows, slab))
 }
 
 /// The arrays of a [`Pool::zip`]: a tuple of one to six [`ZipPart`]s (`&SharedArray` to read,

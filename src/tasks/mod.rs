@@ -501,6 +501,8 @@ where
         elem_size: 1,
         ndim: 1,
         shape: [used as u64, 0, 0, 0, 0, 0, 0, 0],
+        strides: [1, 0, 0, 0, 0, 0, 0, 0],
+        axis: 0,
     };
     let spec = CallSpec {
         trampoline: map_chunk::<T, R> as Trampoline,
