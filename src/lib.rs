@@ -19,9 +19,15 @@
 //! - [`SharedArray`]: an ndarray in a `MAP_SHARED` memfd mapping that workers read and write
 //!   in place, with no copy, whether made before or after the pool.
 //! - [`Pool`]: persistent worker processes, forked by a fork server from a clean copy of the
-//!   program ([`StartMethod`]), so a task may print, log, use rayon or any library. [`Pool::par_reduce`], [`Pool::par_reduce_with`],
-//!   [`Pool::par_reduce_zip`], [`Pool::par_for_each_mut`], [`Pool::par_reduce_range`], and the
-//!   free function [`par_reduce`] on a default pool.
+//!   program ([`StartMethod`]), so a task may print, log, use rayon or any library.
+//!   [`Pool::par_reduce`], [`Pool::par_reduce_with`], [`Pool::par_reduce_zip`],
+//!   [`Pool::par_for_each_mut`], [`Pool::par_reduce_range`], and the free function
+//!   [`par_reduce`] on a default pool.
+//! - [`Pool::zip`]: up to six arrays split on the same rows, read and written, reduced, or
+//!   searched with an early stop ([`Zip::find_any`]); [`SharedView`]s choose slices, a
+//!   transpose or another axis to split, with no copy.
+//! - Handles: a [`SharedValue`], [`Queue`], [`Connection`] or [`ArrayHandle`] travels to a
+//!   task or child inside its serialised arguments and arrives as the same shared object.
 //! - Faults cost one chunk: a panic, an abort, a segfault or a SIGKILL in a worker becomes an
 //!   [`Error`] with a matchable [`ErrorKind`], the dead worker is replaced, and the pool goes on.
 //! - The `multiprocessing.Pool` API on the same workers: [`Pool::map`], [`Pool::imap`],

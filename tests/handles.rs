@@ -252,3 +252,69 @@ fn a_second_array_as_a_read_only_handle() {
         assert_eq!(s, 2000.0, "{method:?}");
     }
 }
+
+#[test]
+fn a_barrier_and_a_semaphore_to_started_children() {
+    let _w = common::watchdog(60, "barrier and semaphore");
+    use shmpar::{Barrier, Semaphore};
+    let barrier = SharedValue::new(Barrier::new(3)).unwrap();
+    let permits = SharedValue::new(Semaphore::new(1)).unwrap();
+    let inside = SharedValue::new(AtomicU32::new(0)).unwrap();
+    type Kit = (
+        SharedValue<Barrier>,
+        SharedValue<Semaphore>,
+        SharedValue<AtomicU32>,
+    );
+    let kids: Vec<Process<u32>> = (0..2)
+        .map(|_| {
+            Process::start(
+                |(barrier, permits, inside): Kit| {
+                    barrier.wait().unwrap();
+                    // One at a time through the semaphore: never two inside.
+                    let mut most = 0;
+                    for _ in 0..200 {
+                        permits.acquire().unwrap();
+                        most = most.max(inside.fetch_add(1, Ordering::SeqCst) + 1);
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        permits.release();
+                    }
+                    most
+                },
+                (barrier.clone(), permits.clone(), inside.clone()),
+            )
+            .unwrap()
+        })
+        .collect();
+    barrier.wait().unwrap();
+    for k in kids {
+        assert_eq!(k.join_value().unwrap(), 1);
+    }
+}
+
+#[test]
+fn a_queue_a_pipe_end_and_an_event_in_pool_tasks() {
+    let _w = common::watchdog(60, "pool task handles");
+    for method in METHODS {
+        let p = pool(method);
+        let q = Queue::<u32>::new(64).unwrap();
+        let (mine, theirs) = Pipe::<u32>::new().unwrap();
+        let seen = SharedValue::new(Event::new()).unwrap();
+        type Kit = (u32, Queue<u32>, shmpar::Connection<u32>, SharedValue<Event>);
+        let tasks = (0..20u32).map(|i| (i, q.clone(), theirs.clone(), seen.clone()));
+        let out = p
+            .map(tasks, |(i, q, end, seen): Kit| {
+                q.put(&(i * 2)).unwrap();
+                end.send(&i).unwrap();
+                seen.set();
+            })
+            .unwrap();
+        assert!(out.iter().all(Result::is_ok), "{method:?}");
+        assert!(seen.is_set(), "{method:?}");
+        let mut from_queue: Vec<u32> = (0..20).map(|_| q.get().unwrap()).collect();
+        from_queue.sort_unstable();
+        assert_eq!(from_queue, (0..20).map(|i| i * 2).collect::<Vec<_>>());
+        let mut from_pipe: Vec<u32> = (0..20).map(|_| mine.recv().unwrap()).collect();
+        from_pipe.sort_unstable();
+        assert_eq!(from_pipe, (0..20).collect::<Vec<_>>());
+    }
+}
