@@ -318,3 +318,129 @@ fn a_queue_a_pipe_end_and_an_event_in_pool_tasks() {
         assert_eq!(from_pipe, (0..20).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn a_replacement_that_joins_a_call_gets_its_handles() {
+    let _w = common::watchdog(60, "replacement handles");
+    for method in METHODS {
+        let p = pool(method);
+        let hits = SharedValue::new(AtomicU64::new(0)).unwrap();
+        // Task 3 kills its worker; the replacement joins the same call and runs tasks that
+        // name the counter.
+        let tasks = (0..40u64).map(|i| (i, hits.clone()));
+        let out = p
+            .map_with(
+                tasks,
+                |(i, hits): (u64, SharedValue<AtomicU64>)| {
+                    if i == 3 {
+                        std::process::abort();
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                    hits.fetch_add(1, Ordering::SeqCst)
+                },
+                &MapOptions::new().chunksize(1),
+            )
+            .unwrap();
+        let failed: Vec<usize> = (0..40).filter(|&i| out[i].is_err()).collect();
+        assert_eq!(failed, [3], "{method:?}: {:?}", out[failed[0]]);
+        assert_eq!(hits.load(Ordering::SeqCst), 39, "{method:?}");
+    }
+}
+
+#[test]
+fn handles_work_when_the_caller_helps() {
+    let p = Pool::builder()
+        .workers(1)
+        .caller_runs_chunks(true)
+        .chunk_bytes(64)
+        .build()
+        .unwrap();
+    let seen = SharedValue::new(AtomicU64::new(0)).unwrap();
+    let n = p
+        .par_reduce_range_with(
+            1000,
+            &seen,
+            |seen, r, _| {
+                seen.fetch_add(r.end - r.start, Ordering::Relaxed);
+                r.end - r.start
+            },
+            |a, b| a + b,
+        )
+        .unwrap();
+    assert_eq!((n, seen.load(Ordering::Relaxed)), (1000, 1000));
+}
+
+/// Serialises a value it makes and drops at once: what the region's descriptor was must not
+/// be reused for another object before it is sent.
+struct Ephemeral;
+
+impl Serialize for Ephemeral {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let v = SharedValue::new(AtomicU64::new(41)).unwrap();
+        v.serialize(s)
+        // `v` is dropped here, before the call sends anything.
+    }
+}
+
+impl<'de> Deserialize<'de> for Ephemeral {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = SharedValue::<AtomicU64>::deserialize(d)?;
+        assert_eq!(v.load(Ordering::SeqCst), 41);
+        Ok(Ephemeral)
+    }
+}
+
+#[test]
+fn a_handle_outlives_the_object_it_was_made_from() {
+    let _w = common::watchdog(60, "ephemeral");
+    let p = Pool::new(1).unwrap();
+    // Objects made right after take the descriptor numbers the dropped one freed.
+    let others: Vec<_> = (0..8)
+        .map(|i| SharedValue::new(AtomicU64::new(1000 + i)).unwrap())
+        .collect();
+    let out = p.map([Ephemeral, Ephemeral], |_: Ephemeral| 1u8).unwrap();
+    assert!(out.iter().all(Result::is_ok), "{out:?}");
+    drop(others);
+}
+
+/// A permanent array for the revocation test: a handle to it may be kept (it is never
+/// written), yet a worker's loan still ends with its call.
+static TABLE: std::sync::OnceLock<shmpar::SharedArray<u64, ndarray::Ix1>> =
+    std::sync::OnceLock::new();
+
+thread_local! {
+    static KEPT: std::cell::RefCell<Option<shmpar::ArrayHandle<'static, u64, ndarray::Ix1>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+#[test]
+fn an_array_lent_to_a_worker_is_gone_after_its_call() {
+    let _w = common::watchdog(60, "revocation");
+    use shmpar::ArrayHandle;
+    let table = TABLE.get_or_init(|| {
+        shmpar::SharedArray::from_array(&ndarray::Array1::from_elem(1000, 7u64)).unwrap()
+    });
+    let p = Pool::new(1).unwrap();
+    // The first call keeps the handle in the worker (a 'static borrow makes that possible).
+    let out = p
+        .map(
+            [table.handle()],
+            |h: ArrayHandle<'static, u64, ndarray::Ix1>| {
+                let first = h.view()[0];
+                KEPT.with(|k| *k.borrow_mut() = Some(h));
+                first
+            },
+        )
+        .unwrap();
+    assert_eq!(*out[0].as_ref().unwrap(), 7);
+    // A later call reads the kept handle: the loan ended with the first call, so the read
+    // faults (the worker dies, reported) rather than read memory its owner may now write.
+    let out = p
+        .map([0u8], |_| {
+            KEPT.with(|k| k.borrow().as_ref().map(|h| h.view()[0]))
+        })
+        .unwrap();
+    let err = out[0].as_ref().unwrap_err();
+    assert_eq!(err.kind(), shmpar::ErrorKind::WorkerDied, "{err}");
+    assert_eq!(err.signal(), Some(11));
+}

@@ -217,8 +217,7 @@ impl PoolBuilder {
         let encoded = Args::encode(&args, "the worker_init arguments").and_then(|a| {
             let handles = (a.handles.iter())
                 .map(|h| {
-                    // SAFETY: `args` still owns the objects its handles name.
-                    let fd = unsafe { h.fd() }.try_clone_to_owned().map_err(|e| {
+                    let fd = h.fd().try_clone_to_owned().map_err(|e| {
                         Error::io("could not keep a shared object for worker_init", e)
                     })?;
                     Ok((h.handle(), fd))
@@ -413,6 +412,7 @@ unsafe fn init_plain(user_fn: usize, _args: &[u8], index: usize) {
 unsafe fn init_with<A: DeserializeOwned>(user_fn: usize, args: &[u8], index: usize) {
     // SAFETY: `worker_init_with` encoded a `fn(&A, usize)` with this trampoline.
     let f: fn(&A, usize) = unsafe { std::mem::transmute(user_fn) };
+    crate::shm::handle::clear_reason();
     let args: A = postcard::from_bytes(args).unwrap_or_else(|e| {
         panic!(
             "the worker_init arguments could not be read back: {}",

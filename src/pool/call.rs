@@ -73,6 +73,22 @@ pub(crate) struct CallSpec<'a> {
     pub(crate) keep_going: bool,
 }
 
+/// What a worker that joins a call in progress must have: the call's arrays and the shared
+/// objects its arguments name.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Joining<'a> {
+    pub(crate) regions: &'a [&'a Region],
+    pub(crate) handles: &'a [Outgoing],
+}
+
+impl Joining<'_> {
+    /// For a worker that starts between calls.
+    pub(crate) const NONE: Joining<'static> = Joining {
+        regions: &[],
+        handles: &[],
+    };
+}
+
 /// Serialised arguments and the shared objects they name (see `shm::handle`).
 #[derive(Debug, Default)]
 pub(crate) struct Args {
@@ -263,10 +279,16 @@ impl PoolShared {
         hdr.job.seq.store(u64::from(seq), Ordering::Release);
         self.wake_workers();
 
-        if self.config.caller_runs_setting() {
+        // The caller cannot decode handles (it sends them, it does not receive them): with
+        // handles in the call, the workers run every chunk.
+        if self.config.caller_runs_setting() && spec.handles.is_empty() {
             self.help(seq, &mut calls);
         }
-        let waited = self.wait(seq, n, spec.keep_going, &regions);
+        let joining = Joining {
+            regions: &regions,
+            handles: spec.handles,
+        };
+        let waited = self.wait(seq, n, spec.keep_going, joining);
         Ok((seq, n, waited, calls))
     }
 
@@ -357,7 +379,7 @@ impl PoolShared {
 
     /// Waits for the call to finish: spins for the pool's spin time, then sleeps on `done`,
     /// checking every `CHECK_EVERY` that every worker lives and replacing the dead.
-    fn wait(self: &Arc<Self>, seq: u32, n: usize, keep_going: bool, regions: &[&Region]) -> Waited {
+    fn wait(self: &Arc<Self>, seq: u32, n: usize, keep_going: bool, call: Joining<'_>) -> Waited {
         let hdr = self.control.header();
         let spin = self.config.spin_setting();
         let timeout = self.config.call_timeout_setting();
@@ -379,7 +401,7 @@ impl PoolShared {
             }
             let now = Instant::now();
             if now - last_check >= CHECK_EVERY {
-                self.check_workers(seq, &mut out, regions);
+                self.check_workers(seq, &mut out, call);
                 last_check = now;
             }
             if let Some(limit) = timeout {
@@ -407,7 +429,7 @@ impl PoolShared {
 
     /// Reaps dead workers, fails the chunks they held, and starts replacements.
     /// `regions`: the call's, which a replacement joining it must map.
-    fn check_workers(self: &Arc<Self>, seq: u32, out: &mut Waited, regions: &[&Region]) {
+    fn check_workers(self: &Arc<Self>, seq: u32, out: &mut Waited, call: Joining<'_>) {
         let mut dead = Vec::new();
         {
             let mut workers = self.workers.lock();
@@ -459,7 +481,7 @@ impl PoolShared {
             }
         }
         for i in dead {
-            if let Err(e) = self.spawn(self, i, regions) {
+            if let Err(e) = self.spawn(self, i, call) {
                 out.spawn_error.get_or_insert(e);
             }
         }
@@ -498,7 +520,7 @@ impl PoolShared {
             .collect();
         let mut failed = None;
         for i in missing {
-            if let Err(e) = self.spawn(self, i, &[]) {
+            if let Err(e) = self.spawn(self, i, Joining::NONE) {
                 failed.get_or_insert(e);
             }
         }
@@ -530,7 +552,7 @@ impl PoolShared {
         for i in dead {
             // A failed start leaves the slot empty; the call then runs on the others, or fails
             // cleanly when none is left.
-            let _ = self.spawn(self, i, &[]);
+            let _ = self.spawn(self, i, Joining::NONE);
         }
     }
 

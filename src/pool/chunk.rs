@@ -50,9 +50,10 @@ impl ArrayPtr {
         }
         shape[self.axis] = rows.end - rows.start;
         let step = self.strides[self.axis] * self.elem_size as isize;
-        // SAFETY (of the later use): rows.start <= the axis's length, and the array's element at
-        // index `rows.start` along the axis lies within its mapping (the parent checked the
-        // whole view), so the offset stays within (or one past) the mapping.
+        // `wrapping_offset`: no claim is made here. The pointer is dereferenced only through a
+        // view of the chunk's indices, which lie within the array (or view) the parent
+        // described; every description comes from ndarray's own (checked) views of a
+        // `SharedArray`, as `Layout` and `describe` are crate-private.
         let ptr = self.ptr.wrapping_offset(rows.start as isize * step);
         (ptr, shape)
     }

@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 pub use builder::PoolBuilder;
-pub(crate) use call::{Args, CallSpec, ChunkReport, ChunkState, Finished, Grid};
+pub(crate) use call::{Args, CallSpec, ChunkReport, ChunkState, Finished, Grid, Joining};
 use control::{Control, IDLE, INIT_FAILED, Layout, READY, STARTING, pack};
 use mail::Mail;
 use worker::{Boot, WorkerStart};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::lifecycle::{self, Child, StartMethod};
-use crate::shm::handle::Outgoing;
+use crate::shm::handle::{Handle, Outgoing};
 use crate::shm::{Region, RegionInfo, RegionWatcher, registry};
 use crate::sys;
 
@@ -291,7 +291,7 @@ impl Pool {
         let pool = Pool { shared };
         for i in 0..workers {
             // On failure `pool` drops here and reaps the workers already started.
-            pool.shared.spawn(&pool.shared, i, &[])?;
+            pool.shared.spawn(&pool.shared, i, Joining::NONE)?;
         }
         for i in 0..workers {
             pool.shared.wait_started(i)?;
@@ -310,7 +310,8 @@ impl PoolShared {
     /// start method. It is registered (alive) when this returns; it may still be running its
     /// initializer (see [`wait_started`](Self::wait_started)). `regions`: those of a call in
     /// progress, which a replacement joins at once (a worker forked directly inherits them).
-    fn spawn(&self, this: &Arc<PoolShared>, index: usize, regions: &[&Region]) -> Result<()> {
+    fn spawn(&self, this: &Arc<PoolShared>, index: usize, call: Joining<'_>) -> Result<()> {
+        let regions = call.regions;
         // ORDERING: Relaxed: set once, before the shutdown's wake-up.
         if self.control.header().wake.shutdown.load(Ordering::Relaxed) != 0 {
             return Err(Error::new(
@@ -331,6 +332,7 @@ impl PoolShared {
         let arena = &self.arenas[index];
         let register = {
             let shared = Arc::clone(this);
+            let received_handles: HashSet<u64> = call.handles.iter().map(|h| h.id).collect();
             move |child: Child, fork_seq: u64, received: HashSet<u64>, log_synced: bool| {
                 let mut workers = shared.workers.lock();
                 let w = Worker {
@@ -339,7 +341,7 @@ impl PoolShared {
                     fork_seq,
                     sock: parent_end,
                     received,
-                    received_handles: HashSet::new(),
+                    received_handles,
                     log_synced,
                     queue: VecDeque::new(),
                     mail_seq: 0,
@@ -371,6 +373,10 @@ impl PoolShared {
                 let init_fds: Vec<RawFd> = (self.config.init_fds().iter())
                     .map(|fd| fd.as_raw_fd())
                     .collect();
+                // The shared objects of a call in progress, which a replacement joins.
+                let call_handles: Vec<(Handle, RawFd)> = (call.handles.iter())
+                    .map(|h| (h.handle(), h.fd().as_raw_fd()))
+                    .collect();
                 let result = lifecycle::fork_worker(
                     move |parent, fork_seq| {
                         // Moved whole: the struct, not its fields, is `Send`.
@@ -379,13 +385,14 @@ impl PoolShared {
                         // socket and the initializer's shared objects.
                         let mut keep = vec![start.sock];
                         keep.extend(init_fds.iter().copied());
+                        keep.extend(call_handles.iter().map(|&(_, fd)| fd));
                         let kept = sys::keep_only_fds(&keep);
-                        if let Some(init) = &start.init {
-                            for (&handle, &fd) in init.handles.iter().zip(&kept[1..]) {
-                                // SAFETY: `keep_only_fds` made this descriptor for us alone.
-                                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                                crate::shm::handle::receive(handle, fd);
-                            }
+                        let handles = (start.init.iter().flat_map(|i| i.handles.iter().copied()))
+                            .chain(call_handles.iter().map(|&(h, _)| h));
+                        for (handle, &fd) in handles.zip(&kept[1..]) {
+                            // SAFETY: `keep_only_fds` made this descriptor for us alone.
+                            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                            crate::shm::handle::receive(handle, fd);
                         }
                         worker::worker_main(WorkerStart {
                             parent,
@@ -413,6 +420,7 @@ impl PoolShared {
                         .iter()
                         .map(|r| (r.id(), r.map_len() as u64))
                         .collect(),
+                    handles: call.handles.iter().map(|h| h.handle()).collect(),
                     log: None,
                 };
                 let log = crate::logging::inheritance();
@@ -423,6 +431,7 @@ impl PoolShared {
                 let mut fds = vec![self.control_region.fd(), arena.fd(), child_end.as_fd()];
                 fds.extend(log.as_ref().map(|(_, fd)| fd.as_fd()));
                 fds.extend(self.config.init_fds());
+                fds.extend(call.handles.iter().map(|h| h.fd()));
                 fds.extend(regions.iter().map(|r| r.fd()));
                 let child = lifecycle::server::spawn(worker::served_main, &payload, &fds)?;
                 drop(child_end);
@@ -592,9 +601,8 @@ impl PoolShared {
             // one forked after the object existed: handles resolve through descriptors only.
             for h in handles {
                 if !w.received_handles.contains(&h.id) {
-                    // SAFETY: the caller borrows the object for the whole call, so its region
-                    // (and descriptor) is alive.
-                    let fd = unsafe { h.fd() }
+                    let fd = h
+                        .fd()
                         .try_clone_to_owned()
                         .map_err(|e| Error::io("could not duplicate a region's descriptor", e))?;
                     w.post(

@@ -80,6 +80,9 @@ pub(crate) struct Boot {
     /// The regions of the call in progress, for a replacement that joins it: (id, length),
     /// their descriptors following the first three.
     pub(crate) regions: Vec<(u64, u64)>,
+    /// The shared objects of the call in progress: their descriptors follow the
+    /// initializer's, before the regions'.
+    pub(crate) handles: Vec<crate::shm::handle::Handle>,
     /// The parent's logger, if it has one: its descriptor follows the first three.
     pub(crate) log: Option<crate::logging::LogSetup>,
 }
@@ -104,7 +107,8 @@ pub(crate) fn served_main(payload: Vec<u8>, fds: Vec<OwnedFd>) {
     if let (Some(setup), Some(fd)) = (boot.log, boot.log.and_then(|_| fds.next())) {
         crate::logging::adopt(setup, fd);
     }
-    for (&handle, fd) in boot.init.iter().flat_map(|i| &i.handles).zip(&mut fds) {
+    let handles = (boot.init.iter().flat_map(|i| &i.handles)).chain(&boot.handles);
+    for (&handle, fd) in handles.zip(&mut fds) {
         crate::shm::handle::receive(handle, fd);
     }
     let mut mapped = Vec::with_capacity(boot.regions.len());
@@ -199,6 +203,8 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
             };
             // SAFETY: the arena is ours; `regions` knows this worker's mappings.
             unsafe { work_on_call(&control, call, start.index, arena, &regions, budget) };
+            // This worker is done with the call: arrays lent to it for the call go back.
+            crate::shm::handle::revoke_lent();
         }
         wait_for_change(&control, epoch, start.spin, start.parent);
     }

@@ -123,6 +123,7 @@ type StartTrampoline = unsafe fn(user_fn: usize, args: &[u8]) -> Vec<u8>;
 unsafe fn run_start<A: DeserializeOwned, R: Serialize>(user_fn: usize, args: &[u8]) -> Vec<u8> {
     // SAFETY: `Process::start` encoded a `fn(A) -> R` with this trampoline.
     let f: fn(A) -> R = unsafe { std::mem::transmute(user_fn) };
+    crate::shm::handle::clear_reason();
     let args: A = postcard::from_bytes(args).unwrap_or_else(|e| {
         panic!(
             "the process's arguments could not be read back: {}",
@@ -222,8 +223,7 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
         let outbox = outbox()?;
         let mut fds = vec![outbox.as_fd()];
         fds.extend(log.as_ref().map(|(_, fd)| fd.as_fd()));
-        // SAFETY: the objects the arguments name are alive: `value` is still ours.
-        fds.extend(args.handles.iter().map(|h| unsafe { h.fd() }));
+        fds.extend(args.handles.iter().map(|h| h.fd()));
         let child = lifecycle::server::spawn(start_main, &payload, &fds)?;
         drop(value);
         Ok(Process::new(child, outbox))

@@ -540,7 +540,7 @@ impl<T> std::fmt::Debug for Queue<T> {
 
 /// A `Queue` travels inside the arguments of a shmpar call as a handle and arrives as the same
 /// queue (see [`SharedValue`](crate::SharedValue)'s `Serialize` for where that works).
-impl<T> Serialize for Queue<T> {
+impl<T: 'static> Serialize for Queue<T> {
     fn serialize<S: serde::Serializer>(
         &self,
         serializer: S,
@@ -549,7 +549,7 @@ impl<T> Serialize for Queue<T> {
     }
 }
 
-impl<'de, T: Serialize + DeserializeOwned> serde::Deserialize<'de> for Queue<T> {
+impl<'de, T: Serialize + DeserializeOwned + 'static> serde::Deserialize<'de> for Queue<T> {
     fn deserialize<D: serde::Deserializer<'de>>(
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {

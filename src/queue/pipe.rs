@@ -160,7 +160,7 @@ impl<T> std::fmt::Debug for Connection<T> {
 
 /// A `Connection` travels inside the arguments of a shmpar call as the handles of its two
 /// queues, and arrives as the same end of the pipe.
-impl<T: Serialize + DeserializeOwned> Serialize for Connection<T> {
+impl<T: Serialize + DeserializeOwned + 'static> Serialize for Connection<T> {
     fn serialize<S: serde::Serializer>(
         &self,
         serializer: S,
@@ -169,7 +169,7 @@ impl<T: Serialize + DeserializeOwned> Serialize for Connection<T> {
     }
 }
 
-impl<'de, T: Serialize + DeserializeOwned> serde::Deserialize<'de> for Connection<T> {
+impl<'de, T: Serialize + DeserializeOwned + 'static> serde::Deserialize<'de> for Connection<T> {
     fn deserialize<D: serde::Deserializer<'de>>(
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {

@@ -537,6 +537,7 @@ fn encode<R: Serialize>(r: &R, out: &mut [u8]) -> Result<usize, ChunkFailure> {
 }
 
 fn decode_params<P: DeserializeOwned>(bytes: &[u8]) -> P {
+    crate::shm::handle::clear_reason();
     match postcard::from_bytes(bytes) {
         Ok(p) => p,
         Err(e) => panic!(

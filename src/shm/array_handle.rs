@@ -14,7 +14,11 @@ use super::{Element, SharedArray, handle};
 /// holds the handle may read it: that is why it travels only in calls that end before they
 /// return (pool calls), not to [`Process::start`](crate::Process::start) or
 /// [`worker_init_with`](crate::PoolBuilder::worker_init_with), whose arguments must be
-/// `'static`. To write arrays in parallel, use [`Pool::zip`](crate::Pool::zip).
+/// `'static` (a child or an initializer that receives one anyway, from a hand-made
+/// `Serialize`, gets an error). It is a loan for one call: a worker that keeps a received
+/// handle past its call finds its memory revoked (reading it faults, and the worker is
+/// reported dead) rather than race with the owner's next writes. To write arrays in
+/// parallel, use [`Pool::zip`](crate::Pool::zip).
 ///
 /// ```compile_fail
 /// // A child outlives the call that starts it: a borrowed array cannot go with it.
@@ -103,7 +107,7 @@ struct Layout {
     shape: Vec<u64>,
 }
 
-impl<A: Element, D: Dimension> Serialize for ArrayHandle<'_, A, D> {
+impl<A: Element, D: Dimension + 'static> Serialize for ArrayHandle<'_, A, D> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let a = self.array();
         let h = handle::send::<SharedArray<A, D>>(a.region()).map_err(serde::ser::Error::custom)?;
@@ -115,9 +119,17 @@ impl<A: Element, D: Dimension> Serialize for ArrayHandle<'_, A, D> {
     }
 }
 
-impl<'de, A: Element, D: Dimension> Deserialize<'de> for ArrayHandle<'_, A, D> {
+impl<'de, A: Element, D: Dimension + 'static> Deserialize<'de> for ArrayHandle<'_, A, D> {
     fn deserialize<De: serde::Deserializer<'de>>(d: De) -> std::result::Result<Self, De::Error> {
         let (h, layout) = <(handle::Handle, Layout)>::deserialize(d)?;
+        // A loan lasts one pool call, which only a pool worker knows the end of.
+        if !matches!(crate::lifecycle::role(), crate::lifecycle::Role::Worker(_)) {
+            let e = crate::error::Error::invalid(
+                "an array handle is lent to pool tasks for one call, not to other processes",
+            );
+            handle::remember(&e);
+            return Err(serde::de::Error::custom(e));
+        }
         let region = handle::open::<SharedArray<A, D>>(h).map_err(|e| {
             handle::remember(&e);
             serde::de::Error::custom(e)
@@ -134,8 +146,17 @@ impl<'de, A: Element, D: Dimension> Deserialize<'de> for ArrayHandle<'_, A, D> {
         // Checks that the shape fits the region at the offset, aligned.
         let a = SharedArray::from_region(region, layout.offset as usize, dim)
             .map_err(serde::de::Error::custom)?;
+        handle::lend(a.region().as_ptr() as usize, a.region().map_len());
         Ok(ArrayHandle {
             inner: Inner::Received(a),
         })
+    }
+}
+
+impl<A: Element, D: Dimension> Drop for ArrayHandle<'_, A, D> {
+    fn drop(&mut self) {
+        if let Inner::Received(a) = &self.inner {
+            handle::unlend(a.region().as_ptr() as usize);
+        }
     }
 }

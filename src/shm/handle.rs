@@ -21,7 +21,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -37,16 +37,17 @@ pub(crate) struct Handle {
     pub(crate) fingerprint: u64,
 }
 
-/// A region an argument refers to, recorded while serialising: valid while the caller keeps
-/// the object borrowed (for the duration of the call that sends it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A region an argument refers to, recorded while serialising, with a descriptor of its own:
+/// it stays valid whatever happens to the object afterwards (a `Serialize` impl may make an
+/// object, serialise it and drop it).
+#[derive(Debug)]
 pub(crate) struct Outgoing {
     pub(crate) id: u64,
     pub(crate) len: u64,
     /// The type of the object that lives there: the receiver checks every handle against the
     /// type the *sender* recorded, so hand-made bytes cannot claim another type.
     pub(crate) fingerprint: u64,
-    fd: RawFd,
+    fd: OwnedFd,
 }
 
 impl Outgoing {
@@ -59,13 +60,9 @@ impl Outgoing {
         }
     }
 
-    /// The region's descriptor.
-    ///
-    /// # Safety
-    /// Only while the object it was recorded from is alive (the caller still borrows it).
-    pub(crate) unsafe fn fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the caller guarantees the region, which owns the descriptor, is alive.
-        unsafe { BorrowedFd::borrow_raw(self.fd) }
+    /// The region's descriptor (our own duplicate).
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
@@ -82,48 +79,48 @@ pub(crate) fn collecting<T>(f: impl FnOnce() -> T) -> (T, Vec<Outgoing>) {
     (out, got.unwrap_or_default())
 }
 
-/// The fingerprint of type `T`: the same in every process running this executable.
-pub(crate) fn fingerprint<T>() -> u64 {
-    // FNV-1a over the type's name, size and alignment.
-    let name = std::any::type_name::<T>();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let sizes = [size_of::<T>() as u64, align_of::<T>() as u64];
-    for b in name
-        .bytes()
-        .chain(sizes.iter().flat_map(|s| s.to_le_bytes()))
-    {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+/// The fingerprint of type `T`: its `TypeId` (unique within a build, and the same in every
+/// process running this executable), hashed with its size. Never 0 (0 marks an array's
+/// region, which no handle names).
+pub(crate) fn fingerprint<T: 'static>() -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same value in every process.
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new_with_keys(0x5348_4d50_4152, 0x4841_4e44_4c45);
+    std::any::TypeId::of::<T>().hash(&mut h);
+    size_of::<T>().hash(&mut h);
+    h.finish().max(1)
 }
 
 /// The handle of `region` for an object of type `T`, recording the region for the call being
 /// serialised. Fails outside such a call, and in a process that received the object itself
 /// (handles are passed on by the process that made the object).
-pub(crate) fn send<T>(region: &Region) -> Result<Handle> {
+pub(crate) fn send<T: 'static>(region: &Region) -> Result<Handle> {
     if region.id() == 0 {
         return Err(Error::invalid(
             "this shared object was received from another process: only the process that made \
              it can pass it on",
         ));
     }
-    let out = Outgoing {
+    let handle = Handle {
         id: region.id(),
         len: region.map_len() as u64,
         fingerprint: fingerprint::<T>(),
-        fd: region.fd().as_raw_fd(),
     };
     OUTGOING.with(|o| match o.borrow_mut().as_mut() {
         Some(list) => {
-            if !list.iter().any(|r| r.id == out.id) {
-                list.push(out);
+            if !list.iter().any(|r| r.id == handle.id) {
+                let fd = region.fd().try_clone_to_owned().map_err(|e| {
+                    Error::io("could not duplicate a shared object's descriptor", e)
+                })?;
+                list.push(Outgoing {
+                    id: handle.id,
+                    len: handle.len,
+                    fingerprint: handle.fingerprint,
+                    fd,
+                });
             }
-            Ok(Handle {
-                id: out.id,
-                len: out.len,
-                fingerprint: out.fingerprint,
-            })
+            Ok(handle)
         }
         None => Err(Error::invalid(
             "a shared object can be serialised only as the arguments of a shmpar call (a pool \
@@ -165,7 +162,7 @@ pub(crate) fn forget(id: u64) {
 }
 
 /// The region a handle for an object of type `T` names, mapped afresh in this process.
-pub(crate) fn open<T>(handle: Handle) -> Result<Region> {
+pub(crate) fn open<T: 'static>(handle: Handle) -> Result<Region> {
     if handle.fingerprint != fingerprint::<T>() {
         return Err(Error::invalid(format!(
             "a handle of another type was sent where a {} was expected",
@@ -196,7 +193,7 @@ pub(crate) fn open<T>(handle: Handle) -> Result<Region> {
 }
 
 /// Serialises a shared object's handle (for `Serialize` impls).
-pub(crate) fn serialize<T, S: serde::Serializer>(
+pub(crate) fn serialize<T: 'static, S: serde::Serializer>(
     region: &Region,
     serializer: S,
 ) -> std::result::Result<S::Ok, S::Error> {
@@ -206,7 +203,7 @@ pub(crate) fn serialize<T, S: serde::Serializer>(
 }
 
 /// Reads a shared object's handle and maps its region (for `Deserialize` impls).
-pub(crate) fn deserialize<'de, T, D: serde::Deserializer<'de>>(
+pub(crate) fn deserialize<'de, T: 'static, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> std::result::Result<Region, D::Error> {
     let handle = Handle::deserialize(deserializer)?;
@@ -224,6 +221,34 @@ pub(crate) fn remember(error: &Error) {
 
 thread_local! {
     static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// Mappings of arrays lent to this worker for one call (see [`revoke_lent`]).
+    static LENT: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Records the mapping of an array lent by a handle for the call in progress.
+pub(crate) fn lend(addr: usize, len: usize) {
+    LENT.with(|l| l.borrow_mut().push((addr, len)));
+}
+
+/// The mapping at `addr` is being dropped: nothing to revoke there any more.
+pub(crate) fn unlend(addr: usize) {
+    LENT.with(|l| l.borrow_mut().retain(|&(a, _)| a != addr));
+}
+
+/// Ends the loans of a finished call: an array handle is a borrow for the length of its call
+/// (the owner may write the array afterwards), so a worker that kept one (in a static, say)
+/// faults if it reads it later, rather than race with the owner's writes.
+pub(crate) fn revoke_lent() {
+    let lent = LENT.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    for (addr, len) in lent {
+        crate::sys::protect_none(addr as *mut u8, len);
+    }
+}
+
+/// Forgets the reason a handle gave before: call before decoding, so that a failure swallowed
+/// earlier (an `Option` fallback) is not blamed for a later one.
+pub(crate) fn clear_reason() {
+    LAST_ERROR.with(|l| l.borrow_mut().take());
 }
 
 /// What went wrong in decoding `what`: `error`, with the reason a handle gave if one failed.

@@ -90,11 +90,10 @@ impl<D: Dimension> Layout<D> {
         self.dim.slice_mut().reverse();
         self.strides.reverse();
         let n = self.strides.len();
-        self.axis = if n == 0 {
-            0
-        } else {
-            n - 1 - self.axis.min(n - 1)
-        };
+        // An axis the view does not have stays as it is, for `zip` to refuse.
+        if self.axis < n {
+            self.axis = n - 1 - self.axis;
+        }
         self
     }
 }

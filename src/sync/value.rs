@@ -234,7 +234,7 @@ impl<T: ShmSafe> std::fmt::Debug for SharedValue<T> {
 ///
 /// Serialising one anywhere else (with serde_json, say) is an error: a file cannot carry
 /// shared memory.
-impl<T: ShmSafe> serde::Serialize for SharedValue<T> {
+impl<T: ShmSafe + 'static> serde::Serialize for SharedValue<T> {
     fn serialize<S: serde::Serializer>(
         &self,
         serializer: S,
@@ -243,7 +243,7 @@ impl<T: ShmSafe> serde::Serialize for SharedValue<T> {
     }
 }
 
-impl<'de, T: ShmSafe> serde::Deserialize<'de> for SharedValue<T> {
+impl<'de, T: ShmSafe + 'static> serde::Deserialize<'de> for SharedValue<T> {
     fn deserialize<D: serde::Deserializer<'de>>(
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {

@@ -65,6 +65,15 @@ pub(crate) fn map_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<*mut u8> 
     }
 }
 
+/// Makes a mapping inaccessible: any later access faults (SIGSEGV) instead of reading memory
+/// that is no longer lent to this process.
+pub(crate) fn protect_none(ptr: *mut u8, len: usize) {
+    // SAFETY: mprotect changes the protection of pages we mapped; no Rust reference is made
+    // from it. A failure leaves the pages readable, which is reported by the caller's design
+    // only as a weaker guarantee, so it is ignored here.
+    unsafe { libc::mprotect(ptr.cast(), len, libc::PROT_NONE) };
+}
+
 /// Unmaps a mapping. Async-signal-safe.
 ///
 /// # Safety
@@ -268,19 +277,25 @@ pub(crate) fn recv_message(
 pub(crate) fn keep_only_fds(keep: &[RawFd]) -> Vec<RawFd> {
     const FIRST: RawFd = 3;
     let n = keep.len() as RawFd;
-    // Above every descriptor involved, so that the moves below never overwrite one to keep.
-    let base = keep.iter().copied().max().unwrap_or(0).max(FIRST + n) + 1;
+    // Copies at FIRST + n or above first, so that the moves below never overwrite a
+    // descriptor still to be moved. Any failure ends the child: a worker on the wrong
+    // descriptors would read one object as another.
     // SAFETY: F_DUPFD on descriptors this single-threaded child owns; the copies are closed
     // by the close_range below (they are all >= FIRST + n).
     let temps: Vec<RawFd> = keep
         .iter()
-        .map(|&fd| unsafe { libc::fcntl(fd, libc::F_DUPFD, base) })
+        .map(|&fd| unsafe { libc::fcntl(fd, libc::F_DUPFD, FIRST + n) })
         .collect();
+    if temps.iter().any(|&t| t < 0) {
+        exit_now(1);
+    }
     for (i, &t) in temps.iter().enumerate() {
         let target = FIRST + i as RawFd;
         // SAFETY: dup2 onto a number this child may reuse; it clears FD_CLOEXEC on the copy,
         // which is what a worker wants (it never execs).
-        unsafe { libc::dup2(t, target) };
+        if unsafe { libc::dup2(t, target) } != target {
+            exit_now(1);
+        }
     }
     for &fd in keep.iter().filter(|&&fd| fd < FIRST) {
         // The caller had closed a standard stream, so a kept descriptor landed there: give

@@ -685,16 +685,17 @@ unsafe fn map_chunk<T: DeserializeOwned, R: Serialize>(
             let hi = offsets.add(i + 1).read() as usize;
             std::slice::from_raw_parts(data.add(lo), hi - lo)
         };
-        let outcome =
-            match panic::catch_unwind(AssertUnwindSafe(|| postcard::from_bytes::<T>(bytes).map(f)))
-            {
-                Ok(Ok(r)) => Outcome::Ok(r),
-                Ok(Err(e)) => Outcome::Panicked(format!(
-                    "the task could not be decoded in the worker: {}",
-                    crate::shm::handle::explain(e)
-                )),
-                Err(payload) => Outcome::Panicked(panic_message(&*payload)),
-            };
+        let outcome = match panic::catch_unwind(AssertUnwindSafe(|| {
+            crate::shm::handle::clear_reason();
+            postcard::from_bytes::<T>(bytes).map(f)
+        })) {
+            Ok(Ok(r)) => Outcome::Ok(r),
+            Ok(Err(e)) => Outcome::Panicked(format!(
+                "the task could not be decoded in the worker: {}",
+                crate::shm::handle::explain(e)
+            )),
+            Err(payload) => Outcome::Panicked(panic_message(&*payload)),
+        };
         match postcard::to_slice(&outcome, &mut out[written..]) {
             Ok(used) => written += used.len(),
             Err(postcard::Error::SerializeBufferFull) => return Err(ChunkFailure::TooLarge),
