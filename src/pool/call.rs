@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::MutexGuard;
@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::chunk::{self, Trampoline};
 use super::control::{
-    ArrayDesc, CALLER, CLAIMING, DIED, IDLE, JobDesc, KEEP_GOING, MAX_ARRAYS, OK, PANICKED,
+    ArrayDesc, CALLER, CLAIMING, DIED, FULL, IDLE, JobDesc, KEEP_GOING, MAX_ARRAYS, OK, PANICKED,
     PARAMS_CAP, PENDING, STOPPED, TOO_LARGE, pack, unpack,
 };
 use super::{CallState, PoolShared};
@@ -73,6 +73,65 @@ pub(crate) struct CallSpec<'a> {
     pub(crate) keep_going: bool,
 }
 
+/// The pool's call lock, held by one thread for one call; it knows its holder so that a
+/// call from inside a call (its `combine`) is an error rather than a wait for itself.
+pub(crate) struct CallLock<'p> {
+    guard: MutexGuard<'p, CallState>,
+    owner: &'p AtomicUsize,
+}
+
+impl std::ops::Deref for CallLock<'_> {
+    type Target = CallState;
+
+    fn deref(&self) -> &CallState {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for CallLock<'_> {
+    fn deref_mut(&mut self) -> &mut CallState {
+        &mut self.guard
+    }
+}
+
+impl Drop for CallLock<'_> {
+    fn drop(&mut self) {
+        // ORDERING: Relaxed: only the holder's own thread compares it with itself; the mutex
+        // orders everything else.
+        self.owner.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A number that tells this thread from every other live one: the address of a thread-local.
+fn this_thread() -> usize {
+    thread_local! {
+        static ME: u8 = const { 0 };
+    }
+    ME.with(|m| m as *const u8 as usize)
+}
+
+impl PoolShared {
+    /// Takes the call lock: an error if this very thread holds it already (a call made from
+    /// `combine`, which runs while its call still holds the results).
+    fn lock_calls(&self) -> Result<CallLock<'_>> {
+        let me = this_thread();
+        // ORDERING: Relaxed: equal only if this thread stored it (see `CallLock::drop`).
+        if self.calls_owner.load(Ordering::Relaxed) == me {
+            return Err(Error::invalid(
+                "a call on a pool from inside one of its own calls (its combine function, say) \
+                 would wait for itself; use another pool for the inner call",
+            ));
+        }
+        let guard = self.calls.lock();
+        // ORDERING: see above.
+        self.calls_owner.store(me, Ordering::Relaxed);
+        Ok(CallLock {
+            guard,
+            owner: &self.calls_owner,
+        })
+    }
+}
+
 /// What a worker that joins a call in progress must have: the call's arrays and the shared
 /// objects its arguments name.
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +169,7 @@ impl Args {
 /// in place while the caller decodes them.
 pub(crate) struct Finished<'p> {
     shared: &'p PoolShared,
-    calls: MutexGuard<'p, CallState>,
+    calls: CallLock<'p>,
     nchunks: usize,
 }
 
@@ -202,7 +261,7 @@ impl PoolShared {
     fn run<'p>(
         self: &'p Arc<Self>,
         spec: &CallSpec<'_>,
-    ) -> Result<(u32, usize, Waited, MutexGuard<'p, CallState>)> {
+    ) -> Result<(u32, usize, Waited, CallLock<'p>)> {
         let n = spec.grid.nchunks;
         if spec.params.len() > PARAMS_CAP {
             return Err(Error::invalid(format!(
@@ -216,7 +275,7 @@ impl PoolShared {
         }
         debug_assert!(n >= 1 && n <= self.control.layout().max_chunks);
         let regions: Vec<&Region> = spec.arrays.iter().map(|(r, _)| *r).collect();
-        let mut calls = self.calls.lock();
+        let mut calls = self.lock_calls()?;
         if self.config.max_tasks_setting().is_some() {
             // Recycled workers leave between calls: replace them before publishing.
             self.replace_exited();
@@ -556,12 +615,15 @@ impl PoolShared {
         }
     }
 
+    /// At a time-out: kills every worker still in call `seq`, and every one that never joined
+    /// it (a healthy idle worker joins within microseconds; one that did not in the whole
+    /// time-out is stopped or stuck). Only the workers that finished their part are spared.
     fn kill_workers_in(&self, seq: u32) {
         let workers = self.workers.lock();
         for (i, w) in workers.iter().enumerate().filter(|(_, w)| w.alive) {
             // ORDERING: SeqCst, as in `no_live_worker_in`.
             let (s, state) = unpack(self.control.worker(i).current.load(Ordering::SeqCst));
-            if s == seq && state != IDLE {
+            if s != seq || state != IDLE {
                 let _ = w.child.kill();
             }
         }
@@ -574,7 +636,7 @@ impl PoolShared {
         seq: u32,
         n: usize,
         waited: Waited,
-        calls: MutexGuard<'p, CallState>,
+        calls: CallLock<'p>,
     ) -> Result<Finished<'p>> {
         let hdr = self.control.header();
         // ORDERING: SeqCst, like the other loads of the wait.
@@ -643,10 +705,16 @@ impl PoolShared {
         }
         // A chunk that asked to stop leaves the chunks after the cancellation unrun: fine.
         if (incomplete && !stopped) || waited.timed_out {
+            let timed_out = waited.timed_out;
             let err = waited.spawn_error.unwrap_or_else(|| {
                 Error::new(ErrorKind::Io, "the call ended before all of its chunks ran")
             });
-            return self.fail_with(err, &Waited::default(), calls);
+            // A time-out stays a time-out, even when no chunk had started.
+            let flags = Waited {
+                timed_out,
+                ..Waited::default()
+            };
+            return self.fail_with(err, &flags, calls);
         }
         Ok(Finished {
             shared: self,
@@ -660,7 +728,7 @@ impl PoolShared {
         &'p self,
         err: Error,
         waited: &Waited,
-        calls: MutexGuard<'p, CallState>,
+        calls: CallLock<'p>,
     ) -> Result<Finished<'p>> {
         drop(calls);
         if waited.timed_out {
@@ -715,8 +783,12 @@ pub(crate) enum ChunkState {
     Ok,
     /// Something outside the tasks panicked; `bytes` holds the message.
     Panicked,
-    /// The results did not fit in the arena: the first `progress` tasks' results are in `bytes`.
+    /// A task's result is larger than the whole arena: the first `progress` tasks' results
+    /// are in `bytes`, task `progress` failed for size.
     TooLarge,
+    /// The arena is full for this call: the first `progress` tasks' results are in `bytes`,
+    /// the others run again.
+    Full,
     /// The runner died: the first `progress` tasks finished, task `progress` was running.
     Died,
     /// Never started.
@@ -738,7 +810,7 @@ pub(crate) struct ChunkReport<'a> {
 /// A finished task-style call: every chunk's report, the call lock held while they are read.
 pub(crate) struct TaskChunks<'p> {
     shared: &'p PoolShared,
-    calls: MutexGuard<'p, CallState>,
+    calls: CallLock<'p>,
     n: usize,
     claimed: usize,
     waited: Waited,
@@ -759,6 +831,7 @@ impl TaskChunks<'_> {
             OK => ChunkState::Ok,
             PANICKED => ChunkState::Panicked,
             TOO_LARGE => ChunkState::TooLarge,
+            FULL => ChunkState::Full,
             DIED => ChunkState::Died,
             _ if i < self.claimed && !self.waited.deaths.is_empty() => ChunkState::Died,
             _ => ChunkState::NotRun,
@@ -766,7 +839,7 @@ impl TaskChunks<'_> {
         let (bytes, progress) = match state {
             ChunkState::NotRun => (&[][..], 0),
             ChunkState::Ok | ChunkState::Panicked => (self.shared.chunk_bytes(i, &self.calls), 0),
-            ChunkState::TooLarge | ChunkState::Died => {
+            ChunkState::TooLarge | ChunkState::Full | ChunkState::Died => {
                 // ORDERING: Acquire on `progress`, paired with `ChunkInput::report`: at least
                 // that many tasks' bytes are within `len`.
                 let progress = slot.progress.load(Ordering::Acquire) as usize;

@@ -13,8 +13,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 
 use super::control::{
-    CALLER, ChunkSlot, Control, JobDesc, KEEP_GOING, MAX_ARRAYS, MAX_DIMS, OK, PANICKED, STOPPED,
-    TOO_LARGE,
+    CALLER, ChunkSlot, Control, FULL, JobDesc, KEEP_GOING, MAX_ARRAYS, MAX_DIMS, OK, PANICKED,
+    STOPPED, TOO_LARGE,
 };
 
 /// One array of a chunk, resolved to this process's address of the whole array.
@@ -67,6 +67,8 @@ pub(crate) struct ChunkInput<'a> {
     pub(crate) index: usize,
     pub(crate) params: &'a [u8],
     pub(crate) user_fn: usize,
+    /// The runner's whole result space (a result larger than this can never be returned).
+    pub(crate) arena_len: usize,
     slot: &'a ChunkSlot,
 }
 
@@ -99,6 +101,9 @@ pub(crate) enum ChunkFailure {
     /// Not a failure: the result fills this many bytes, and the call should stop (an early
     /// exit: the chunks not yet started are not run).
     Stop(usize),
+    /// The next result would fit in an empty result space but not in what is left of it in
+    /// this call: the tasks not done run again later (task-style calls only).
+    Full,
 }
 
 /// Runs the user's function on one chunk and serialises its result into `out`, returning the
@@ -218,6 +223,7 @@ pub(crate) unsafe fn run_chunk(
         index,
         params,
         user_fn: crate::lifecycle::code::address(job.user_fn),
+        arena_len: arena.len(),
         slot,
     };
     // SAFETY: the parent stored the offset of a `Trampoline` of this very executable.
@@ -238,13 +244,17 @@ pub(crate) unsafe fn run_chunk(
             *used += len;
             (STOPPED, offset, len)
         }
-        Ok(Err(ChunkFailure::TooLarge)) => {
+        Ok(Err(ChunkFailure::TooLarge | ChunkFailure::Full)) => {
             // Keep what the tasks that fit published (task-style calls report as they go).
             let offset = *used;
             // ORDERING: written by this thread in `ChunkInput::report`.
             let len = (slot.len.load(Ordering::Relaxed) as usize).min(arena.len() - offset);
             *used += len;
-            (TOO_LARGE, offset, len)
+            let state = match outcome {
+                Ok(Err(ChunkFailure::Full)) => FULL,
+                _ => TOO_LARGE,
+            };
+            (state, offset, len)
         }
         Err(payload) => {
             let msg = panic_message(&*payload);

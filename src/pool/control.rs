@@ -50,6 +50,9 @@ pub(crate) const TOO_LARGE: u32 = 3;
 pub(crate) const DIED: u32 = 4;
 /// The chunk has its result and asks the call to stop: chunks not yet started never run.
 pub(crate) const STOPPED: u32 = 5;
+/// A task-style chunk stopped because its runner's result space is full for this call: the
+/// tasks it finished keep their results, the rest run again in a later call.
+pub(crate) const FULL: u32 = 6;
 
 /// Worker-slot states (low half of `current`); anything smaller is a chunk index.
 pub(crate) const IDLE: u32 = u32::MAX;

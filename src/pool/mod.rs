@@ -77,6 +77,8 @@ pub(crate) struct PoolShared {
     control: Control,
     arenas: Vec<Region>,
     calls: Mutex<CallState>,
+    /// The thread that holds `calls` (see `call::CallLock`), 0 for none.
+    calls_owner: std::sync::atomic::AtomicUsize,
     workers: Mutex<Vec<Worker>>,
     /// The serialised inputs of task-style calls (`map` and friends), reused between calls;
     /// held from filling it to the end of the call.
@@ -95,7 +97,7 @@ struct StartFailures {
     last: Option<(ErrorKind, String)>,
 }
 
-struct CallState {
+pub(crate) struct CallState {
     seq: u32,
     caller_arena: Vec<u8>,
 }
@@ -277,6 +279,7 @@ impl Pool {
             workers_wanted: workers,
             control,
             arenas,
+            calls_owner: std::sync::atomic::AtomicUsize::new(0),
             calls: Mutex::new(CallState {
                 seq: 0,
                 caller_arena: Vec::new(),

@@ -169,6 +169,7 @@ impl Pool {
             ready: VecDeque::new(),
             exhausted: false,
             unordered: false,
+            taken: 0,
         }
     }
 
@@ -192,6 +193,7 @@ impl Pool {
     {
         Imap {
             unordered: true,
+            taken: 0,
             ..self.imap(items, f)
         }
     }
@@ -317,6 +319,8 @@ pub struct Imap<'p, I, T, R> {
     ready: VecDeque<Result<R>>,
     exhausted: bool,
     unordered: bool,
+    /// Input items taken so far: the input index of the next batch's first task.
+    taken: usize,
 }
 
 impl<I, T, R> Iterator for Imap<'_, I, T, R>
@@ -343,6 +347,10 @@ where
         if batch.is_empty() {
             return None;
         }
+        let first = self.taken;
+        self.taken += batch.len();
+        // An error names its task by input index, not by its place in the batch.
+        let renumber = |(i, r): (usize, Result<R>)| r.map_err(|e| e.with_task(first + i));
         match run_tasks(
             self.pool.shared(),
             &batch,
@@ -350,13 +358,18 @@ where
             chunksize,
             self.options.retries_setting(),
         ) {
-            Ok(mut results) => {
+            Ok(results) => {
+                let mut results: Vec<(usize, (Result<R>, u64))> =
+                    results.into_iter().enumerate().collect();
                 if self.unordered {
-                    results.sort_by_key(|(_, order)| *order);
+                    results.sort_by_key(|(_, (_, order))| *order);
                 }
-                self.ready.extend(results.into_iter().map(|(r, _)| r));
+                self.ready
+                    .extend(results.into_iter().map(|(i, (r, _))| renumber((i, r))));
             }
-            Err(e) => self.ready.extend(batch.iter().map(|_| Err(e.clone()))),
+            Err(e) => self
+                .ready
+                .extend((0..batch.len()).map(|i| renumber((i, Err(e.clone()))))),
         }
         self.ready.pop_front()
     }
@@ -547,7 +560,9 @@ where
         let rest = &tasks[finished..];
         match report.state {
             ChunkState::Ok => {}
-            ChunkState::NotRun => next.extend_from_slice(rest),
+            // Out of result space for this call: the rest, from the task that did not fit, run
+            // again in the next round, as if new.
+            ChunkState::NotRun | ChunkState::Full => next.extend_from_slice(rest),
             ChunkState::Panicked => {
                 let msg = String::from_utf8_lossy(report.bytes).into_owned();
                 for p in rest {
@@ -698,7 +713,15 @@ unsafe fn map_chunk<T: DeserializeOwned, R: Serialize>(
         };
         match postcard::to_slice(&outcome, &mut out[written..]) {
             Ok(used) => written += used.len(),
-            Err(postcard::Error::SerializeBufferFull) => return Err(ChunkFailure::TooLarge),
+            Err(postcard::Error::SerializeBufferFull) => {
+                // Too large for any result space, or only for what is left of this one?
+                let need = postcard::to_stdvec(&outcome).map_or(usize::MAX, |v| v.len());
+                return Err(if need > input.arena_len {
+                    ChunkFailure::TooLarge
+                } else {
+                    ChunkFailure::Full
+                });
+            }
             Err(e) => panic!("a task's result could not be serialised: {e}"),
         }
         input.report(done + 1, written);

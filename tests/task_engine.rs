@@ -1,0 +1,131 @@
+//! The task engine's fixes: a task fails for size only when its own result is larger than the
+//! result space; a time-out is `TimedOut` even before any chunk ran, and a stopped worker is
+//! replaced; a call from `combine` is an error, not a deadlock.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use ndarray::Ix1;
+use shmpar::{ErrorKind, MapOptions, Pool, SharedArray};
+
+#[test]
+fn many_small_results_never_fail_for_size() {
+    let _w = common::watchdog(120, "result space");
+    // 64 KiB of result space per worker: 200,000 results of ~5 bytes fill it many times over.
+    let p = Pool::builder()
+        .workers(2)
+        .result_bytes(64 << 10)
+        .build()
+        .unwrap();
+    let out = p.map(0..200_000u64, |x| x * 2).unwrap();
+    let bad: Vec<_> = out
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_err())
+        .take(3)
+        .collect();
+    assert!(bad.is_empty(), "{bad:?}");
+    assert!(
+        out.iter()
+            .enumerate()
+            .all(|(i, r)| *r.as_ref().unwrap() == i as u64 * 2)
+    );
+    // Forty results of 20 KiB each with 64 KiB of space: each fits alone, so each arrives.
+    let big = p
+        .map_with(
+            0..40u32,
+            |i| vec![i as u8; 20 << 10],
+            &MapOptions::new().chunksize(4),
+        )
+        .unwrap();
+    assert!(
+        big.iter().all(Result::is_ok),
+        "{:?}",
+        big.iter().find(|r| r.is_err())
+    );
+    // A result larger than the whole space fails alone, with the kind that says so.
+    let huge = p
+        .map(0..3u32, |i| {
+            if i == 1 {
+                vec![0u8; 100 << 10]
+            } else {
+                vec![1u8]
+            }
+        })
+        .unwrap();
+    assert_eq!(
+        huge[1].as_ref().unwrap_err().kind(),
+        ErrorKind::ResultTooLarge
+    );
+    assert!(huge[0].is_ok() && huge[2].is_ok());
+}
+
+#[test]
+fn a_timeout_before_any_chunk_ran_is_timed_out_and_the_stopped_worker_is_replaced() {
+    let _w = common::watchdog(60, "stopped worker");
+    let p = Pool::builder()
+        .workers(1)
+        .call_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let a = SharedArray::<f64, Ix1>::zeros(1000).unwrap();
+    let stopped = p.worker_pids()[0];
+    let status = std::process::Command::new("kill")
+        .args(["-STOP", &stopped.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t = Instant::now();
+    let err = p.par_reduce(&a, |c| c.sum(), |x, y| x + y).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // The stopped worker was killed and replaced: the next call works.
+    assert_eq!(p.par_reduce(&a, |c| c.sum(), |x, y| x + y).unwrap(), 0.0);
+    assert!(!p.worker_pids().contains(&stopped));
+}
+
+#[test]
+fn calling_the_pool_from_combine_is_an_error() {
+    let _w = common::watchdog(60, "reentrant combine");
+    static POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
+    let p = POOL.get_or_init(|| Pool::new(2).unwrap());
+    let a = SharedArray::from_array(&ndarray::Array1::from_elem(100_000, 1.0f64)).unwrap();
+    let r = p.par_reduce(
+        &a,
+        |c| c.sum(),
+        |x, y| {
+            // A nested call on the same pool from `combine`, which runs while the call is open.
+            let inner =
+                POOL.get()
+                    .unwrap()
+                    .par_reduce_range(10, |r, _| r.end - r.start, |a, b| a + b);
+            assert_eq!(inner.unwrap_err().kind(), ErrorKind::InvalidInput);
+            x + y
+        },
+    );
+    assert_eq!(r.unwrap(), 100_000.0);
+}
+
+#[test]
+fn an_imap_error_names_its_input_index() {
+    let _w = common::watchdog(60, "imap index");
+    let p = Pool::new(2).unwrap();
+    let opts = MapOptions::new().read_ahead(100);
+    for unordered in [false, true] {
+        let f = |x: u32| -> u32 {
+            if x == 180 {
+                panic!("task 180");
+            }
+            x
+        };
+        let results: Vec<_> = if unordered {
+            p.imap_unordered(0..300u32, f).collect()
+        } else {
+            p.imap_with(0..300u32, f, &opts).collect()
+        };
+        let errs: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].task(), Some(180), "unordered: {unordered}");
+    }
+}
