@@ -21,7 +21,7 @@ pub use zip::{Found, Zip, ZipArrays, ZipPart};
 use std::mem::size_of;
 use std::ops::Range;
 
-use ndarray::{ArrayView, ArrayViewMut, Dimension, ShapeBuilder};
+use ndarray::{ArrayView, ArrayViewMut, Dimension};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -30,7 +30,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pool::chunk::{ArrayPtr, ChunkFailure, ChunkInput, Trampoline};
 use crate::pool::control::{ArrayDesc, MAX_DIMS};
 use crate::pool::{Args, CallSpec, Finished, Grid};
-use crate::shm::{Element, Region, SharedArray};
+use crate::shm::{Element, Region, SharedArray, raw_view};
 
 /// How `map` turns one chunk into a partial result.
 type MapFn<A, D, R> = fn(ArrayView<'_, A, D>) -> R;
@@ -547,45 +547,16 @@ fn decode_params<P: DeserializeOwned>(bytes: &[u8]) -> P {
     }
 }
 
-/// The pointer, shape and (non-negative) strides of `rows`, and the axes to invert after:
-/// ndarray builds views from non-negative strides only, so a reversed axis starts from its
-/// lowest address and is flipped back.
-fn dims<D: Dimension>(a: &ArrayPtr, rows: &Range<usize>) -> (*mut u8, D, D, Vec<usize>) {
-    let (mut ptr, shape) = a.rows(rows);
-    let mut dim = D::zeros(a.ndim);
-    dim.slice_mut().copy_from_slice(&shape[..a.ndim]);
-    let mut strides = D::zeros(a.ndim);
-    let mut flip = Vec::new();
-    for (i, (d, &s)) in strides
-        .slice_mut()
-        .iter_mut()
-        .zip(&a.strides[..a.ndim])
-        .enumerate()
-    {
-        if s < 0 && shape[i] > 0 {
-            // The last index along this axis is the lowest address.
-            ptr = ptr.wrapping_offset((shape[i] as isize - 1) * s * a.elem_size as isize);
-            flip.push(i);
-        }
-        *d = s.unsigned_abs();
-    }
-    (ptr, dim, strides, flip)
-}
-
 /// # Safety
 /// `a` describes a live array of `A` with `D`'s number of axes; `rows` is within it.
 unsafe fn view<'a, A: Element, D: Dimension>(
     a: &ArrayPtr,
     rows: &Range<usize>,
 ) -> ArrayView<'a, A, D> {
-    let (ptr, dim, strides, flip) = dims::<D>(a, rows);
-    // SAFETY: the caller guarantees the rows are live `A`s laid out as described; `ptr` is
-    // their lowest element and the strides are the described ones, made non-negative.
-    let mut v = unsafe { ArrayView::from_shape_ptr(dim.strides(strides), ptr as *const A) };
-    for i in flip {
-        v.invert_axis(ndarray::Axis(i));
-    }
-    v
+    let (ptr, shape) = a.rows(rows);
+    // SAFETY: the caller guarantees these are live `A`s laid out as described, not written
+    // while the view lives.
+    unsafe { raw_view::<A, D>(ptr, &shape[..a.ndim], &a.strides[..a.ndim]).deref_into_view() }
 }
 
 /// # Safety
@@ -594,13 +565,9 @@ unsafe fn view_mut<'a, A: Element, D: Dimension>(
     a: &ArrayPtr,
     rows: &Range<usize>,
 ) -> ArrayViewMut<'a, A, D> {
-    let (ptr, dim, strides, flip) = dims::<D>(a, rows);
-    // SAFETY: the caller guarantees the rows are live and ours alone; as in `view`.
-    let mut v = unsafe { ArrayViewMut::from_shape_ptr(dim.strides(strides), ptr.cast::<A>()) };
-    for i in flip {
-        v.invert_axis(ndarray::Axis(i));
-    }
-    v
+    let (ptr, shape) = a.rows(rows);
+    // SAFETY: the caller guarantees these are live `A`s laid out as described, ours alone.
+    unsafe { raw_view::<A, D>(ptr, &shape[..a.ndim], &a.strides[..a.ndim]).deref_into_view_mut() }
 }
 
 /// # Safety

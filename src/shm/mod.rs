@@ -13,5 +13,5 @@ pub use array_handle::ArrayHandle;
 pub use element::Element;
 pub use files::{NAMED_OFFSET, cleanup_stale};
 pub(crate) use region::{Region, RegionInfo, RegionWatcher, registry};
-pub(crate) use view::Layout;
+pub(crate) use view::{Layout, raw_view};
 pub use view::{SharedView, SharedViewMut};

@@ -4,7 +4,7 @@
 use std::marker::PhantomData;
 use std::mem::size_of;
 
-use ndarray::{ArrayView, Axis, Dimension, SliceArg};
+use ndarray::{ArrayView, Axis, Dimension, RawArrayViewMut, ShapeBuilder, SliceArg};
 
 use super::{Element, Region, SharedArray};
 
@@ -96,6 +96,41 @@ impl<D: Dimension> Layout<D> {
         }
         self
     }
+}
+
+/// A raw view of `shape` elements of `A` at `ptr` (the element at index 0) with `strides` in
+/// elements, negative ones included: ndarray builds views from non-negative strides only, so
+/// a reversed axis starts from its lowest address and is flipped back. The one place where
+/// shmpar turns a layout into an ndarray view.
+///
+/// # Safety
+/// The layout must describe elements of `A` within one live mapping (as a view ndarray made
+/// did); `shape.len()` must be `D`'s number of axes.
+pub(crate) unsafe fn raw_view<A, D: Dimension>(
+    ptr: *mut u8,
+    shape: &[usize],
+    strides: &[isize],
+) -> RawArrayViewMut<A, D> {
+    let mut dim = D::zeros(shape.len());
+    dim.slice_mut().copy_from_slice(shape);
+    let mut steps = D::zeros(shape.len());
+    let mut low = ptr;
+    let mut flip = Vec::new();
+    for (i, (d, &s)) in steps.slice_mut().iter_mut().zip(strides).enumerate() {
+        if s < 0 && shape[i] > 0 {
+            // The last index along this axis is the lowest address.
+            low = low.wrapping_offset((shape[i] as isize - 1) * s * size_of::<A>() as isize);
+            flip.push(i);
+        }
+        *d = s.unsigned_abs();
+    }
+    // SAFETY: the caller's layout, from its lowest element with its strides made
+    // non-negative: the same elements.
+    let mut v = unsafe { RawArrayViewMut::from_shape_ptr(dim.strides(steps), low.cast::<A>()) };
+    for i in flip {
+        v.invert_axis(Axis(i));
+    }
+    v
 }
 
 impl<A: Element, D: Dimension> SharedArray<A, D> {
@@ -224,36 +259,12 @@ impl<'a, A: Element, D: Dimension> SharedView<'a, A, D> {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn view(&self) -> ArrayView<'_, A, D> {
-        let shape = self.layout.dim.slice();
-        let mut strides = self.layout.dim.clone();
-        let mut ptr = self.region.as_ptr().wrapping_add(self.layout.offset);
-        let mut flip = Vec::new();
-        for (i, (d, &s)) in strides
-            .slice_mut()
-            .iter_mut()
-            .zip(&self.layout.strides)
-            .enumerate()
-        {
-            if s < 0 && shape[i] > 0 {
-                // ndarray takes non-negative strides: start from the lowest element, flip back.
-                ptr = ptr.wrapping_offset((shape[i] as isize - 1) * s * size_of::<A>() as isize);
-                flip.push(i);
-            }
-            *d = s.unsigned_abs();
-        }
+        let ptr = self.region.as_ptr().wrapping_add(self.layout.offset);
         // SAFETY: the layout was taken from a valid view of the array (ndarray checked the
-        // slice), which this view borrows, so the elements are live and not written; `ptr` is
-        // their lowest element and the strides are the view's, made non-negative.
-        let mut v = unsafe {
-            ArrayView::from_shape_ptr(
-                ndarray::ShapeBuilder::strides(self.layout.dim.clone(), strides),
-                ptr.cast::<A>(),
-            )
-        };
-        for i in flip {
-            v.invert_axis(Axis(i));
+        // slice), which this view borrows, so the elements are live and not written.
+        unsafe {
+            raw_view::<A, D>(ptr, self.layout.dim.slice(), &self.layout.strides).deref_into_view()
         }
-        v
     }
 }
 
