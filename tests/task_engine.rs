@@ -129,3 +129,48 @@ fn an_imap_error_names_its_input_index() {
         assert_eq!(errs[0].task(), Some(180), "unordered: {unordered}");
     }
 }
+
+/// A value whose `Serialize` fails for 13 and whose `Deserialize` fails for 7.
+#[derive(Debug, PartialEq)]
+struct Picky(u32);
+
+impl serde::Serialize for Picky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 13 {
+            return Err(serde::ser::Error::custom("13 will not be written"));
+        }
+        s.serialize_u32(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Picky {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = <u32 as serde::Deserialize>::deserialize(d)?;
+        if v == 7 {
+            return Err(serde::de::Error::custom("7 will not be read"));
+        }
+        Ok(Picky(v))
+    }
+}
+
+#[test]
+fn a_failing_serialize_or_deserialize_fails_only_its_task() {
+    let _w = common::watchdog(60, "picky");
+    let p = Pool::new(2).unwrap();
+    for chunksize in [1, 5, 40] {
+        let out = p
+            .map_with(0..40u32, Picky, &MapOptions::new().chunksize(chunksize))
+            .unwrap();
+        for (i, r) in out.iter().enumerate() {
+            match i {
+                7 => assert_eq!(r.as_ref().unwrap_err().kind(), ErrorKind::Decode),
+                13 => assert_eq!(r.as_ref().unwrap_err().kind(), ErrorKind::WorkerPanicked),
+                _ => assert_eq!(
+                    r.as_ref().unwrap(),
+                    &Picky(i as u32),
+                    "chunksize {chunksize}"
+                ),
+            }
+        }
+    }
+}

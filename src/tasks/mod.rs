@@ -538,22 +538,26 @@ where
             ChunkState::NotRun => 0,
             _ => report.progress.min(tasks.len()),
         };
-        for (k, p) in tasks.iter().enumerate().take(finished) {
-            let outcome = match postcard::take_from_bytes::<Outcome<R>>(bytes) {
-                Ok((o, rest)) => {
-                    bytes = rest;
-                    match o {
-                        Outcome::Ok(r) => Ok(r),
-                        Outcome::Panicked(msg) => Err(Error::new(ErrorKind::WorkerPanicked, msg)
-                            .with_task(p.index)
-                            .with_pid(report.pid)),
-                    }
+        for p in tasks.iter().take(finished) {
+            // Each outcome is `[length: u32][bytes]`: one that fails to decode costs only its
+            // own task.
+            let (one, rest) = match bytes.split_first_chunk::<4>() {
+                Some((len, rest)) if u32::from_le_bytes(*len) as usize <= rest.len() => {
+                    rest.split_at(u32::from_le_bytes(*len) as usize)
                 }
+                _ => (&[][..], &[][..]),
+            };
+            bytes = rest;
+            let outcome = match postcard::from_bytes::<Outcome<R>>(one) {
+                Ok(Outcome::Ok(r)) => Ok(r),
+                Ok(Outcome::Panicked(msg)) => Err(Error::new(ErrorKind::WorkerPanicked, msg)
+                    .with_task(p.index)
+                    .with_pid(report.pid)),
                 Err(e) => Err(Error::new(
                     ErrorKind::Decode,
                     format!("a task's result could not be decoded: {e}"),
                 )
-                .with_task(tasks[k].index)),
+                .with_task(p.index)),
             };
             results[p.index] = Some((outcome, order));
         }
@@ -622,6 +626,42 @@ fn task_failure(report: &crate::pool::ChunkReport<'_>, task: usize) -> Error {
         .with_signal(report.status.and_then(ExitStatus::signal))
     };
     err.with_task(task).with_pid(report.pid)
+}
+
+/// Writes one task's outcome as `[length: u32][postcard bytes]`, so that the parent can skip
+/// an outcome it fails to decode without losing the ones after it. A result whose `Serialize`
+/// fails becomes that task's error. Returns the bytes written.
+fn put_outcome<R: Serialize>(
+    outcome: &Outcome<R>,
+    out: &mut [u8],
+    arena_len: usize,
+) -> Result<usize, ChunkFailure> {
+    let full = |outcome: &Outcome<R>| {
+        // Too large for any result space, or only for what is left of this one?
+        let need = postcard::to_stdvec(outcome).map_or(usize::MAX, |v| v.len() + 4);
+        if need > arena_len {
+            ChunkFailure::TooLarge
+        } else {
+            ChunkFailure::Full
+        }
+    };
+    if out.len() < 4 {
+        return Err(full(outcome));
+    }
+    let len = match postcard::to_slice(outcome, &mut out[4..]) {
+        Ok(used) => used.len(),
+        Err(postcard::Error::SerializeBufferFull) => return Err(full(outcome)),
+        Err(e) => {
+            let failed =
+                Outcome::<R>::Panicked(format!("the task's result could not be serialised: {e}"));
+            match postcard::to_slice(&failed, &mut out[4..]) {
+                Ok(used) => used.len(),
+                Err(_) => return Err(full(&failed)),
+            }
+        }
+    };
+    out[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(4 + len)
 }
 
 /// Writes the batch's tasks into the shared input region: `[n][offsets; n + 1][bytes]`.
@@ -711,19 +751,7 @@ unsafe fn map_chunk<T: DeserializeOwned, R: Serialize>(
             )),
             Err(payload) => Outcome::Panicked(panic_message(&*payload)),
         };
-        match postcard::to_slice(&outcome, &mut out[written..]) {
-            Ok(used) => written += used.len(),
-            Err(postcard::Error::SerializeBufferFull) => {
-                // Too large for any result space, or only for what is left of this one?
-                let need = postcard::to_stdvec(&outcome).map_or(usize::MAX, |v| v.len());
-                return Err(if need > input.arena_len {
-                    ChunkFailure::TooLarge
-                } else {
-                    ChunkFailure::Full
-                });
-            }
-            Err(e) => panic!("a task's result could not be serialised: {e}"),
-        }
+        written += put_outcome(&outcome, &mut out[written..], input.arena_len)?;
         input.report(done + 1, written);
     }
     Ok(written)
