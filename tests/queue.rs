@@ -248,3 +248,25 @@ fn oversized_messages_are_refused_whole() {
     );
     assert!(q.is_empty());
 }
+
+#[test]
+fn recv_returns_end_of_file_once_the_other_end_dies() {
+    let _w = common::watchdog(60, "pipe eof");
+    let (mine, theirs) = Pipe::<u32>::new().unwrap();
+    // The child sends one message, then is killed while it waits.
+    let mut child = Process::start(
+        |end: shmpar::Connection<u32>| {
+            end.send(&1).unwrap();
+            std::thread::sleep(Duration::from_secs(30));
+        },
+        theirs,
+    )
+    .unwrap();
+    assert_eq!(mine.recv().unwrap(), 1);
+    child.kill().unwrap();
+    let t = Instant::now();
+    let err = mine.recv().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    child.join().unwrap();
+}

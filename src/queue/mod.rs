@@ -46,6 +46,10 @@ struct Header {
     /// The largest message accepted, as asked for at creation.
     max_message: u32,
     messages: AtomicU64,
+    /// For one direction of a [`Pipe`](crate::Pipe): the process that holds the sending end
+    /// (0 for a plain queue). A reader waiting on an empty queue whose writer has died gets
+    /// end of file instead of waiting forever.
+    writer: AtomicU32,
 }
 
 const HEADER: usize = size_of::<Header>().next_multiple_of(64);
@@ -157,6 +161,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 slot_bytes: slot as u32,
                 max_message: message_bytes as u32,
                 messages: AtomicU64::new(0),
+                writer: AtomicU32::new(0),
             });
         }
         Ok(Queue {
@@ -192,6 +197,21 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// The region the queue lives in.
     pub(crate) fn region(&self) -> &Region {
         &self.region
+    }
+
+    /// Records this process as the one that writes to this queue (one direction of a pipe).
+    pub(crate) fn set_writer(&self) {
+        // ORDERING: Relaxed: a hint read by readers while they wait; nothing is published by it.
+        self.header()
+            .writer
+            .store(sys::pid() as u32, Ordering::Relaxed);
+    }
+
+    /// True when this queue's recorded writer process has ended (a pipe's other end is gone).
+    fn writer_gone(&self) -> bool {
+        // ORDERING: see `set_writer`.
+        let w = self.header().writer.load(Ordering::Relaxed) as i32;
+        w != 0 && w != sys::pid() && !sys::process_alive(w)
     }
 
     fn header(&self) -> &Header {
@@ -384,6 +404,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 &h.putters,
                 seen,
                 wait,
+                None,
                 "the queue is full",
                 "the queue stayed full",
             )?;
@@ -462,20 +483,32 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     "the queue is closed and empty",
                 ));
             }
+            if self.writer_gone() {
+                return Err(Error::new(
+                    ErrorKind::Closed,
+                    "the process at the other end of the pipe has ended",
+                ));
+            }
             // ORDERING: SeqCst; read under the lock, so a put after it bumps it.
             let seen = h.not_empty.load(Ordering::SeqCst);
             drop(g);
+            // A pipe's reader looks at its writer's life now and then while it waits.
+            let poll = (h.writer.load(Ordering::Relaxed) != 0).then_some(WRITER_CHECK); // ORDERING: see `set_writer`.
             wait_for_change(
                 &h.not_empty,
                 &h.getters,
                 seen,
                 wait,
+                poll,
                 "the queue is empty",
                 "no message came in time",
             )?;
         }
     }
 }
+
+/// How often a pipe's waiting reader checks that its writer lives.
+const WRITER_CHECK: Duration = Duration::from_millis(100);
 
 /// How long a waiting put or get spins (yielding the CPU) for the other side before it sleeps:
 /// a busy peer answers within microseconds, far sooner than a futex wake-up arrives.
@@ -489,6 +522,7 @@ fn wait_for_change(
     waiters: &AtomicU32,
     seen: u32,
     wait: Option<Option<Instant>>,
+    poll: Option<Duration>,
     busy: &str,
     too_long: &str,
 ) -> Result<()> {
@@ -501,10 +535,15 @@ fn wait_for_change(
     let Some(left) = crate::sync::remaining(deadline) else {
         return Err(Error::new(ErrorKind::TimedOut, too_long));
     };
+    // `poll`: wake up that often anyway, for the caller to look at something else.
+    let sleep = match (left, poll) {
+        (Some(l), Some(p)) => Some(l.min(p)),
+        (l, p) => l.or(p),
+    };
     // ORDERING: SeqCst: we announce ourselves, then the kernel re-reads `word` in futex_wait;
     // the other side bumps `word`, then reads `waiters`. One of us sees the other.
     waiters.fetch_add(1, Ordering::SeqCst);
-    sys::futex_wait(word, seen, left);
+    sys::futex_wait(word, seen, sleep);
     waiters.fetch_sub(1, Ordering::SeqCst);
     Ok(())
 }

@@ -10,24 +10,35 @@ use super::Queue;
 use crate::error::Result;
 
 /// A duplex channel between two processes (Python's `multiprocessing.Pipe()`): two queues, one
-/// each way. Create it before forking; give one [`Connection`] to each side.
+/// each way. Give one [`Connection`] to the other process in its arguments.
 ///
 /// ```
-/// use shmpar::{Pipe, Process};
+/// use shmpar::{Connection, Pipe, Process};
 ///
 /// # fn main() -> shmpar::Result<()> {
 /// let (parent, child) = Pipe::<String>::new()?;
-/// // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
-/// let kid = unsafe { Process::fork(|| {
-///     let question = child.recv().unwrap();
-///     child.send(&format!("{question}? 42")).unwrap();
-/// }) }?;
+/// let kid = Process::start(
+///     |end: Connection<String>| {
+///         let question = end.recv().unwrap();
+///         end.send(&format!("{question}? 42")).unwrap();
+///     },
+///     child,
+/// )?;
 /// parent.send(&"the answer".to_string())?;
 /// assert_eq!(parent.recv()?, "the answer? 42");
 /// kid.join()?.into_result()?;
+/// // The other end's process has ended: `recv` says so (end of file) instead of waiting.
+/// assert_eq!(parent.recv().unwrap_err().kind(), shmpar::ErrorKind::Closed);
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # End of file
+/// An end sent to another process as a handle records that process as its writer: once it has
+/// ended and every message it sent has been read, `recv` at the other end fails with
+/// [`ErrorKind::Closed`](crate::ErrorKind::Closed) within about 100 ms, rather than wait
+/// forever. (An end that reached a child by [`Process::fork`](crate::Process::fork) is not
+/// recorded: the writer is still the parent.)
 #[derive(Debug)]
 pub struct Pipe<T>(std::marker::PhantomData<fn(T) -> T>);
 
@@ -59,6 +70,9 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
     ) -> Result<(Connection<T>, Connection<T>)> {
         let ab = Arc::new(Queue::with_message_bytes(capacity, message_bytes)?);
         let ba = Arc::new(Queue::with_message_bytes(capacity, message_bytes)?);
+        // Both ends are ours for now; an end sent to another process records that process.
+        ab.set_writer();
+        ba.set_writer();
         Ok((
             Connection {
                 send: Arc::clone(&ab),
@@ -174,6 +188,8 @@ impl<'de, T: Serialize + DeserializeOwned + 'static> serde::Deserialize<'de> for
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
         let (send, recv) = <(Queue<T>, Queue<T>)>::deserialize(deserializer)?;
+        // This process holds this end now: the other end's reader gets end of file if it dies.
+        send.set_writer();
         Ok(Connection {
             send: Arc::new(send),
             recv: Arc::new(recv),

@@ -79,6 +79,31 @@ impl Pool {
         self.map_with(items, f, &MapOptions::new())
     }
 
+    /// Like [`map`](Pool::map), but all or nothing (joblib's `Parallel`): every result in
+    /// input order, or the first failure in input order. Every task runs either way; a failed
+    /// task does not stop the others.
+    ///
+    /// ```
+    /// # fn main() -> shmpar::Result<()> {
+    /// let pool = shmpar::Pool::new(2)?;
+    /// assert_eq!(pool.try_map(1..5u32, |x| x * 10)?, [10, 20, 30, 40]);
+    /// let err = pool.try_map(0..5u32, |x| 100 / x).unwrap_err();
+    /// assert_eq!((err.kind(), err.task()), (shmpar::ErrorKind::WorkerPanicked, Some(0)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_map<T, R>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        f: TaskFn<T, R>,
+    ) -> Result<Vec<R>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.map(items, f)?.into_iter().collect()
+    }
+
     /// [`map`](Pool::map) with options: chunk size, retries of idempotent tasks.
     ///
     /// ```
