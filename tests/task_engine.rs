@@ -130,7 +130,8 @@ fn an_imap_error_names_its_input_index() {
     }
 }
 
-/// A value whose `Serialize` fails for 13 and whose `Deserialize` fails for 7.
+/// A value whose `Serialize` fails for 13 and panics for 17, and whose `Deserialize` fails
+/// for 7.
 #[derive(Debug, PartialEq)]
 struct Picky(u32);
 
@@ -138,6 +139,9 @@ impl serde::Serialize for Picky {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if self.0 == 13 {
             return Err(serde::ser::Error::custom("13 will not be written"));
+        }
+        if self.0 == 17 {
+            panic!("17 panics while it is written");
         }
         s.serialize_u32(self.0)
     }
@@ -164,7 +168,7 @@ fn a_failing_serialize_or_deserialize_fails_only_its_task() {
         for (i, r) in out.iter().enumerate() {
             match i {
                 7 => assert_eq!(r.as_ref().unwrap_err().kind(), ErrorKind::Decode),
-                13 => assert_eq!(r.as_ref().unwrap_err().kind(), ErrorKind::WorkerPanicked),
+                13 | 17 => assert_eq!(r.as_ref().unwrap_err().kind(), ErrorKind::WorkerPanicked),
                 _ => assert_eq!(
                     r.as_ref().unwrap(),
                     &Picky(i as u32),

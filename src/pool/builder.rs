@@ -318,6 +318,10 @@ impl PoolBuilder {
         if self.result_bytes < 64 {
             return Err(Error::invalid("result_bytes must be at least 64"));
         }
+        if self.result_bytes > u32::MAX as usize {
+            // Task results are framed with a 32-bit length.
+            return Err(Error::invalid("result_bytes must be at most 4 GiB - 1"));
+        }
         self.init_setting()?;
         if crate::lifecycle::in_child() {
             return Err(Error::new(

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::chunk::{self, Trampoline};
 use super::control::{
     ArrayDesc, CALLER, CLAIMING, DIED, FULL, IDLE, JobDesc, KEEP_GOING, MAX_ARRAYS, OK, PANICKED,
-    PARAMS_CAP, PENDING, STOPPED, TOO_LARGE, pack, unpack,
+    PARAMS_CAP, PENDING, READY, STOPPED, TOO_LARGE, pack, unpack,
 };
 use super::{CallState, PoolShared};
 use crate::error::{Error, ErrorKind, Result};
@@ -114,21 +114,31 @@ impl PoolShared {
     /// Takes the call lock: an error if this very thread holds it already (a call made from
     /// `combine`, which runs while its call still holds the results).
     fn lock_calls(&self) -> Result<CallLock<'_>> {
-        let me = this_thread();
+        self.not_inside_a_call()?;
+        let guard = self.calls.lock();
+        // ORDERING: Relaxed: equal to this thread's number only if this thread stored it (see
+        // `CallLock::drop`).
+        self.calls_owner.store(this_thread(), Ordering::Relaxed);
+        Ok(CallLock {
+            guard,
+            owner: &self.calls_owner,
+        })
+    }
+}
+
+impl PoolShared {
+    /// An error if this thread is inside a call on this pool (its `combine`, or a task run by
+    /// a helping caller): a nested call would wait for itself. Checked before any of the
+    /// pool's locks is taken.
+    pub(crate) fn not_inside_a_call(&self) -> Result<()> {
         // ORDERING: Relaxed: equal only if this thread stored it (see `CallLock::drop`).
-        if self.calls_owner.load(Ordering::Relaxed) == me {
+        if self.calls_owner.load(Ordering::Relaxed) == this_thread() {
             return Err(Error::invalid(
                 "a call on a pool from inside one of its own calls (its combine function, say) \
                  would wait for itself; use another pool for the inner call",
             ));
         }
-        let guard = self.calls.lock();
-        // ORDERING: see above.
-        self.calls_owner.store(me, Ordering::Relaxed);
-        Ok(CallLock {
-            guard,
-            owner: &self.calls_owner,
-        })
+        Ok(())
     }
 }
 
@@ -362,6 +372,7 @@ impl PoolShared {
             arena: &mut calls.caller_arena,
             used: 0,
             used_word: None,
+            full: false,
         };
         let mut call = None;
         while let Some(i) = chunk::claim_next(&self.control, seq) {
@@ -621,8 +632,15 @@ impl PoolShared {
     fn kill_workers_in(&self, seq: u32) {
         let workers = self.workers.lock();
         for (i, w) in workers.iter().enumerate().filter(|(_, w)| w.alive) {
+            let slot = self.control.worker(i);
+            // A replacement still running its initializer has not had a chance to join: its
+            // start is bounded by its own failures, not by this call's time-out.
+            // ORDERING: Acquire, paired with the worker's Release store of `ready`.
+            if slot.ready.load(Ordering::Acquire) != READY {
+                continue;
+            }
             // ORDERING: SeqCst, as in `no_live_worker_in`.
-            let (s, state) = unpack(self.control.worker(i).current.load(Ordering::SeqCst));
+            let (s, state) = unpack(slot.current.load(Ordering::SeqCst));
             if s != seq || state != IDLE {
                 let _ = w.child.kill();
             }

@@ -187,6 +187,8 @@ pub(crate) struct Runner<'a> {
     /// A worker's `arena_used` word, updated before each chunk is published (so that once the
     /// parent has seen every chunk final, no late store can undo its reset for the next call).
     pub(crate) used_word: Option<&'a std::sync::atomic::AtomicU64>,
+    /// The arena ran out of room for this call: later task chunks are handed back unrun.
+    pub(crate) full: bool,
 }
 
 /// Runs chunk `index` and publishes its outcome in the chunk's slot. Returns true when the
@@ -230,9 +232,18 @@ pub(crate) unsafe fn run_chunk(
     let trampoline: Trampoline =
         unsafe { std::mem::transmute(crate::lifecycle::code::address(job.trampoline)) };
     let out = &mut arena[*used..];
-    // SAFETY: the caller guarantees the input describes the call's live arrays and that the
-    // chunk is ours alone.
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| unsafe { trampoline(&input, out) }));
+    let outcome = if runner.full {
+        // Out of room for this call already: hand the chunk back without running a task
+        // whose result could not be kept.
+        Ok(Err(ChunkFailure::Full))
+    } else {
+        // SAFETY: the caller guarantees the input describes the call's live arrays and that
+        // the chunk is ours alone.
+        panic::catch_unwind(AssertUnwindSafe(|| unsafe { trampoline(&input, out) }))
+    };
+    if matches!(outcome, Ok(Err(ChunkFailure::Full))) {
+        runner.full = true;
+    }
     let (state, offset, len) = match outcome {
         Ok(Ok(len)) => {
             let offset = *used;

@@ -264,6 +264,7 @@ unsafe fn work_on_call(
         arena,
         used,
         used_word: Some(&slot.arena_used),
+        full: false,
     };
     let mut call: Option<chunk::CallView<'_>> = None;
     while let Some(i) = chunk::claim_next(control, seq) {

@@ -188,8 +188,11 @@ impl<'de, T: Serialize + DeserializeOwned + 'static> serde::Deserialize<'de> for
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
         let (send, recv) = <(Queue<T>, Queue<T>)>::deserialize(deserializer)?;
-        // This process holds this end now: the other end's reader gets end of file if it dies.
-        send.set_writer();
+        // A started child holds this end now: the other end's reader gets end of file if it
+        // dies. (A pool task only borrows an end for a task; its worker is not the holder.)
+        if crate::lifecycle::role() == crate::lifecycle::Role::Child {
+            send.set_writer();
+        }
         Ok(Connection {
             send: Arc::new(send),
             recv: Arc::new(recv),

@@ -116,8 +116,10 @@ pub(crate) unsafe fn raw_view<A, D: Dimension>(
     let mut steps = D::zeros(shape.len());
     let mut low = ptr;
     let mut flip = Vec::new();
+    // An empty view has no element to reach: no pointer arithmetic, no flips.
+    let empty = shape.contains(&0);
     for (i, (d, &s)) in steps.slice_mut().iter_mut().zip(strides).enumerate() {
-        if s < 0 && shape[i] > 0 {
+        if s < 0 && !empty {
             // The last index along this axis is the lowest address.
             low = low.wrapping_offset((shape[i] as isize - 1) * s * size_of::<A>() as isize);
             flip.push(i);

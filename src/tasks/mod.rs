@@ -106,6 +106,15 @@ impl Pool {
 
     /// [`map`](Pool::map) with options: chunk size, retries of idempotent tasks.
     ///
+    /// # Result space
+    /// Each worker keeps a call's results in its result space
+    /// ([`PoolBuilder::result_bytes`](crate::PoolBuilder::result_bytes)). When it fills, the
+    /// tasks not yet done run again in a later round of the same `map`, so no result is lost
+    /// for room; the task whose result did not fit has run once already and runs again (give
+    /// tasks with side effects room enough, or make them idempotent). Only a result larger
+    /// than the whole space fails, with
+    /// [`ErrorKind::ResultTooLarge`](crate::ErrorKind::ResultTooLarge).
+    ///
     /// ```
     /// use shmpar::MapOptions;
     /// # fn main() -> shmpar::Result<()> {
@@ -525,6 +534,9 @@ where
     T: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
+    // Before the input lock: a task run by a helping caller that calls this pool must get an
+    // error, not wait for the lock its own call holds.
+    shared.not_inside_a_call()?;
     let mut input = shared.task_input.lock();
     let (region, used) = fill_input(&mut input, encoded, batch)?;
     let n = batch.len();
@@ -776,7 +788,18 @@ unsafe fn map_chunk<T: DeserializeOwned, R: Serialize>(
             )),
             Err(payload) => Outcome::Panicked(panic_message(&*payload)),
         };
-        written += put_outcome(&outcome, &mut out[written..], input.arena_len)?;
+        // A `Serialize` that panics fails its own task, like one that returns an error.
+        let put = panic::catch_unwind(AssertUnwindSafe(|| {
+            put_outcome(&outcome, &mut out[written..], input.arena_len)
+        }))
+        .unwrap_or_else(|payload| {
+            let failed = Outcome::<R>::Panicked(format!(
+                "the task's result could not be serialised: {}",
+                panic_message(&*payload)
+            ));
+            put_outcome(&failed, &mut out[written..], input.arena_len)
+        });
+        written += put?;
         input.report(done + 1, written);
     }
     Ok(written)
