@@ -223,9 +223,14 @@ impl Child {
     /// Sends SIGKILL (never to a recycled pid: a served child is signalled through its pidfd;
     /// a direct child stays ours until we reap it).
     pub(crate) fn kill(&self) -> io::Result<()> {
+        self.signal(sys::SIGKILL)
+    }
+
+    /// Sends `signal` (see [`kill`](Self::kill) for why it reaches this very process).
+    pub(crate) fn signal(&self, signal: i32) -> io::Result<()> {
         match &self.served {
-            None => sys::kill(self.pid, sys::SIGKILL),
-            Some(s) => sys::pidfd_kill(s.pidfd.as_fd(), sys::SIGKILL),
+            None => sys::kill(self.pid, signal),
+            Some(s) => sys::pidfd_kill(s.pidfd.as_fd(), signal),
         }
     }
 }

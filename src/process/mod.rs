@@ -413,6 +413,39 @@ impl<R> Process<R> {
             .map_err(|e| Error::io("could not kill the child", e))
     }
 
+    /// Asks the child to stop with SIGTERM (Python's `terminate`): a child that does not
+    /// handle it ends as [`Exit::Signaled(15)`](Exit::Signaled). No effect once joined.
+    ///
+    /// ```
+    /// let mut child = shmpar::Process::start(|_: ()| std::thread::sleep(std::time::Duration::from_secs(30)), ())?;
+    /// child.terminate()?;
+    /// assert_eq!(child.join()?, shmpar::Exit::Signaled(15));
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn terminate(&mut self) -> Result<()> {
+        if self.exit.is_some() {
+            return Ok(());
+        }
+        self.child
+            .signal(sys::SIGTERM)
+            .map_err(|e| Error::io("could not signal the child", e))
+    }
+
+    /// True while the child runs (Python's `is_alive`); once it has ended, its exit is kept
+    /// for [`join`](Self::join).
+    ///
+    /// ```
+    /// let mut child = shmpar::Process::start(|_: ()| {}, ())?;
+    /// while child.is_alive()? {
+    ///     std::thread::sleep(std::time::Duration::from_millis(1));
+    /// }
+    /// assert_eq!(child.join()?, shmpar::Exit::Ok);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn is_alive(&mut self) -> Result<bool> {
+        Ok(self.join_timeout(Duration::ZERO)?.is_none())
+    }
+
     fn record(&mut self, status: ExitStatus) -> Exit {
         // What the child left in its outbox (it wrote it before it exited).
         let mut left = Vec::new();

@@ -15,6 +15,8 @@ use super::ExitStatus;
 
 /// SIGKILL, for `kill`.
 pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+/// SIGTERM, for `Process::terminate`.
+pub(crate) const SIGTERM: i32 = libc::SIGTERM;
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {

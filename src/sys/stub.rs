@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::ExitStatus;
 
 pub(crate) const SIGKILL: i32 = 9;
+pub(crate) const SIGTERM: i32 = 15;
 
 fn unsupported<T>() -> io::Result<T> {
     Err(io::Error::new(
