@@ -44,6 +44,8 @@ pub enum ErrorKind {
     WouldBlock,
     /// The queue or pipe was closed: no more messages will come.
     Closed,
+    /// The pool was shut down (dropped or terminated) before this task or call ran.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -61,6 +63,7 @@ impl ErrorKind {
             ErrorKind::Unrecoverable => "the lock is unrecoverable",
             ErrorKind::WouldBlock => "would block",
             ErrorKind::Closed => "closed",
+            ErrorKind::Cancelled => "cancelled",
         }
     }
 }

@@ -178,3 +178,57 @@ fn a_failing_serialize_or_deserialize_fails_only_its_task() {
         }
     }
 }
+
+#[test]
+fn a_dropped_pool_cancels_its_queued_tasks_and_join_waits_for_them() {
+    let _w = common::watchdog(60, "shutdown");
+    // Dropped: every queued task either ran or is Cancelled, never "WorkerDied".
+    let p = Pool::new(1).unwrap();
+    let slow = p.apply_async(
+        |ms: u64| {
+            std::thread::sleep(Duration::from_millis(ms));
+            ms
+        },
+        200,
+    );
+    let queued: Vec<_> = (0..6u32)
+        .map(|i| p.apply_async(|x: u32| x + 1, i))
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    drop(p);
+    assert_eq!(slow.get().unwrap(), 200);
+    let mut cancelled = 0;
+    for q in queued {
+        match q.get() {
+            Ok(v) => assert!((1..=6).contains(&v)),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
+                cancelled += 1;
+            }
+        }
+    }
+    eprintln!("{cancelled} of 6 queued tasks were cancelled");
+    // Joined: every one runs.
+    let p = Pool::new(2).unwrap();
+    let pending: Vec<_> = (0..20u32)
+        .map(|i| p.apply_async(|x: u32| x * 3, i))
+        .collect();
+    p.join();
+    let all: Vec<u32> = pending.into_iter().map(|r| r.get().unwrap()).collect();
+    assert_eq!(all, (0..20).map(|i| i * 3).collect::<Vec<_>>());
+}
+
+#[test]
+fn terminate_stops_a_running_task_at_once() {
+    let _w = common::watchdog(60, "terminate");
+    let p = Pool::new(1).unwrap();
+    let worker = p.worker_pids()[0];
+    let slow = p.apply_async(|s: u64| std::thread::sleep(Duration::from_secs(s)), 30);
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    p.terminate();
+    let err = slow.get().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WorkerDied, "{err}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(common::wait_gone(&[worker], Duration::from_secs(2)));
+}

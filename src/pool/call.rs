@@ -286,6 +286,13 @@ impl PoolShared {
         debug_assert!(n >= 1 && n <= self.control.layout().max_chunks);
         let regions: Vec<&Region> = spec.arrays.iter().map(|(r, _)| *r).collect();
         let mut calls = self.lock_calls()?;
+        // ORDERING: Relaxed: set under the call lock (which we hold now) by `shutdown`.
+        if self.control.header().wake.shutdown.load(Ordering::Relaxed) != 0 {
+            return Err(Error::new(
+                ErrorKind::Cancelled,
+                "the pool was shut down before this call ran",
+            ));
+        }
         if self.config.max_tasks_setting().is_some() {
             // Recycled workers leave between calls: replace them before publishing.
             self.replace_exited();

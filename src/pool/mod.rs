@@ -77,6 +77,9 @@ pub(crate) struct PoolShared {
     control: Control,
     arenas: Vec<Region>,
     calls: Mutex<CallState>,
+    /// `apply_async` tasks submitted and not finished (see [`Pool::join`]).
+    pub(crate) pending_async: Mutex<usize>,
+    pub(crate) async_done: parking_lot::Condvar,
     /// The thread that holds `calls` (see `call::CallLock`), 0 for none.
     calls_owner: std::sync::atomic::AtomicUsize,
     workers: Mutex<Vec<Worker>>,
@@ -280,6 +283,8 @@ impl Pool {
             control,
             arenas,
             calls_owner: std::sync::atomic::AtomicUsize::new(0),
+            pending_async: Mutex::new(0),
+            async_done: parking_lot::Condvar::new(),
             calls: Mutex::new(CallState {
                 seq: 0,
                 caller_arena: Vec::new(),
@@ -743,6 +748,60 @@ impl RegionWatcher for PoolShared {
         if any {
             self.wake_workers();
         }
+    }
+}
+
+impl Pool {
+    /// Waits for every task submitted with [`apply_async`](Pool::apply_async) to finish, then
+    /// stops the workers (Python's `close()` followed by `join()`: the pool is consumed, so
+    /// nothing new can be submitted). Dropping a pool instead cancels the queued tasks.
+    ///
+    /// ```
+    /// let pool = shmpar::Pool::new(2)?;
+    /// let pending: Vec<_> = (0..8u64).map(|i| pool.apply_async(|x: u64| x * x, i)).collect();
+    /// pool.join();
+    /// let squares: Vec<u64> = pending.into_iter().map(|p| p.get().unwrap()).collect();
+    /// assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49]);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn join(self) {
+        let mut pending = self.shared.pending_async.lock();
+        while *pending > 0 {
+            self.shared.async_done.wait(&mut pending);
+        }
+        drop(pending);
+        // `self` drops here: the workers stop.
+    }
+
+    /// Stops the workers at once (SIGKILL; Python's `terminate()`): a call in progress fails
+    /// with [`ErrorKind::WorkerDied`], and calls still queued (`apply_async` tasks) with
+    /// [`ErrorKind::Cancelled`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = shmpar::Pool::new(1)?;
+    /// let slow = pool.apply_async(|s: u64| std::thread::sleep(Duration::from_secs(s)), 30);
+    /// let queued = pool.apply_async(|x: u32| x, 1);
+    /// std::thread::sleep(Duration::from_millis(100));
+    /// pool.terminate();
+    /// assert!(slow.get().is_err());
+    /// assert!(matches!(queued.get(), Ok(1) | Err(_)));
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn terminate(self) {
+        // No replacement for the workers killed below; the queued calls see it and cancel.
+        // ORDERING: Relaxed: read under the call lock by later calls, and by `spawn`.
+        self.shared
+            .control
+            .header()
+            .wake
+            .shutdown
+            .store(1, Ordering::Relaxed);
+        for w in self.shared.workers.lock().iter().filter(|w| w.alive) {
+            // A worker already gone is what we want anyway.
+            let _ = w.child.kill();
+        }
+        // `self` drops here: queued calls are cancelled, the killed workers reaped.
     }
 }
 

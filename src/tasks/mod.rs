@@ -251,9 +251,19 @@ impl Pool {
     {
         let shared = self.shared_clone();
         let (tx, rx) = mpsc::channel();
+        *shared.pending_async.lock() += 1;
         let spawned = std::thread::Builder::new()
             .name("shmpar-apply-async".into())
             .spawn(move || {
+                /// Counts the task done when the thread ends, however it ends.
+                struct Done<'a>(&'a PoolShared);
+                impl Drop for Done<'_> {
+                    fn drop(&mut self) {
+                        *self.0.pending_async.lock() -= 1;
+                        self.0.async_done.notify_all();
+                    }
+                }
+                let _done = Done(&shared);
                 let out = run_tasks(&shared, &[arg], f, 1, 0)
                     .and_then(|mut v| {
                         v.pop()
@@ -263,6 +273,9 @@ impl Pool {
                     .and_then(|r| r);
                 let _ = tx.send(out);
             });
+        if spawned.is_err() {
+            *self.shared().pending_async.lock() -= 1;
+        }
         let value = spawned
             .err()
             .map(|e| Err(Error::io("could not start the apply_async thread", e)));
