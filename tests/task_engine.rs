@@ -232,3 +232,44 @@ fn terminate_stops_a_running_task_at_once() {
     assert!(t.elapsed() < Duration::from_secs(5));
     assert!(common::wait_gone(&[worker], Duration::from_secs(2)));
 }
+
+fn threads() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_thousand_apply_async_calls_use_few_threads_and_all_workers() {
+    let _w = common::watchdog(120, "apply_async");
+    let p = Pool::new(2).unwrap();
+    let before = threads();
+    let t = Instant::now();
+    let pending: Vec<_> = (0..1000u64)
+        .map(|i| {
+            p.apply_async(
+                |i: u64| {
+                    std::thread::sleep(Duration::from_millis(2));
+                    i * 2
+                },
+                i,
+            )
+        })
+        .collect();
+    let during = threads();
+    let values: Vec<u64> = pending.into_iter().map(|r| r.get().unwrap()).collect();
+    let took = t.elapsed();
+    assert_eq!(values, (0..1000).map(|i| i * 2).collect::<Vec<_>>());
+    assert!(
+        during <= before + 2,
+        "{before} threads before, {during} while 1,000 tasks were pending"
+    );
+    // 1,000 x 2 ms on 2 workers: about 1 s, not the 2 s of one task at a time.
+    assert!(took < Duration::from_millis(1800), "took {took:?}");
+    eprintln!("1,000 apply_async tasks of 2 ms on 2 workers: {took:?}, {during} threads");
+}

@@ -77,6 +77,9 @@ pub(crate) struct PoolShared {
     control: Control,
     arenas: Vec<Region>,
     calls: Mutex<CallState>,
+    /// Tasks submitted with `apply_async`, for the dispatcher (see `tasks::background`).
+    pub(crate) background: Mutex<crate::tasks::BackgroundQueue>,
+    pub(crate) background_ready: parking_lot::Condvar,
     /// `apply_async` tasks submitted and not finished (see [`Pool::join`]).
     pub(crate) pending_async: Mutex<usize>,
     pub(crate) async_done: parking_lot::Condvar,
@@ -261,10 +264,6 @@ impl Pool {
         &self.shared
     }
 
-    pub(crate) fn shared_clone(&self) -> Arc<PoolShared> {
-        Arc::clone(&self.shared)
-    }
-
     fn start(config: PoolBuilder) -> Result<Pool> {
         let workers = config.resolved_workers()?;
         let layout = Layout::new(workers, config.max_chunks_setting())
@@ -284,6 +283,8 @@ impl Pool {
             arenas,
             calls_owner: std::sync::atomic::AtomicUsize::new(0),
             pending_async: Mutex::new(0),
+            background: Mutex::new(Default::default()),
+            background_ready: parking_lot::Condvar::new(),
             async_done: parking_lot::Condvar::new(),
             calls: Mutex::new(CallState {
                 seq: 0,

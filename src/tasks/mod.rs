@@ -7,8 +7,10 @@
 //! keep their results, the task it was running fails alone (or is retried), and the tasks it
 //! had not started run elsewhere.
 
+mod background;
 mod options;
 
+pub(crate) use background::Queue as BackgroundQueue;
 pub use options::MapOptions;
 
 use std::collections::VecDeque;
@@ -233,7 +235,8 @@ impl Pool {
     }
 
     /// Runs one task in the background and returns a handle to its result (Python's
-    /// `apply_async`). Calls on a pool run one at a time: the task runs when the pool is free.
+    /// `apply_async`). Tasks submitted while the pool is busy are gathered and run together,
+    /// spread over every worker, by one dispatcher thread per pool (not a thread per task).
     ///
     /// ```
     /// # fn main() -> shmpar::Result<()> {
@@ -249,36 +252,23 @@ impl Pool {
         T: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let shared = self.shared_clone();
         let (tx, rx) = mpsc::channel();
-        *shared.pending_async.lock() += 1;
-        let spawned = std::thread::Builder::new()
-            .name("shmpar-apply-async".into())
-            .spawn(move || {
-                /// Counts the task done when the thread ends, however it ends.
-                struct Done<'a>(&'a PoolShared);
-                impl Drop for Done<'_> {
-                    fn drop(&mut self) {
-                        *self.0.pending_async.lock() -= 1;
-                        self.0.async_done.notify_all();
-                    }
-                }
-                let _done = Done(&shared);
-                let out = run_tasks(&shared, &[arg], f, 1, 0)
-                    .and_then(|mut v| {
-                        v.pop()
-                            .map(|(r, _)| r)
-                            .ok_or_else(|| Error::invalid("no result"))
-                    })
-                    .and_then(|r| r);
-                let _ = tx.send(out);
+        let reply = Box::new(move |result: Result<Vec<u8>>| {
+            let value = result.and_then(|bytes| {
+                postcard::from_bytes::<R>(&bytes).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Decode,
+                        format!("a task's result could not be decoded: {e}"),
+                    )
+                    .with_task(0)
+                })
             });
-        if spawned.is_err() {
-            *self.shared().pending_async.lock() -= 1;
-        }
-        let value = spawned
+            let _ = tx.send(value);
+        });
+        // `arg` lives until the job is queued with its own descriptors.
+        let value = background::submit(self.shared(), f, &arg, reply)
             .err()
-            .map(|e| Err(Error::io("could not start the apply_async thread", e)));
+            .map(Err);
         AsyncResult { rx, value }
     }
 }
@@ -486,7 +476,25 @@ where
     T: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
-    let encoded = Encoded::new(items)?;
+    run_tasks_with(shared, items, f, chunksize, retries, Vec::new())
+}
+
+/// [`run_tasks`], with shared objects named by arguments serialised beforehand (the
+/// background dispatcher's tasks).
+fn run_tasks_with<T, R>(
+    shared: &Arc<PoolShared>,
+    items: &[T],
+    f: TaskFn<T, R>,
+    chunksize: usize,
+    retries: u32,
+    handles: Vec<Outgoing>,
+) -> Result<Vec<(Result<R>, u64)>>
+where
+    T: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    let mut encoded = Encoded::new(items)?;
+    encoded.handles.extend(handles);
     let mut results: Vec<Option<(Result<R>, u64)>> = (0..items.len()).map(|_| None).collect();
     let mut pending: Vec<Pending> = (0..items.len())
         .map(|index| Pending { index, attempt: 0 })
