@@ -273,3 +273,26 @@ fn a_thousand_apply_async_calls_use_few_threads_and_all_workers() {
     assert!(took < Duration::from_millis(1800), "took {took:?}");
     eprintln!("1,000 apply_async tasks of 2 ms on 2 workers: {took:?}, {during} threads");
 }
+
+#[test]
+fn get_timeout_tells_not_ready_from_a_task_that_timed_out() {
+    let _w = common::watchdog(60, "get_timeout");
+    let p = Pool::builder()
+        .workers(1)
+        .call_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let mut r = p.apply_async(|s: u64| std::thread::sleep(Duration::from_secs(s)), 10);
+    let not_ready = r.get_timeout(Duration::from_millis(10)).unwrap_err();
+    assert_eq!(
+        (not_ready.kind(), not_ready.task()),
+        (ErrorKind::TimedOut, None)
+    );
+    let timed_out = r.get_timeout(Duration::from_secs(20)).unwrap_err();
+    assert_eq!(
+        (timed_out.kind(), timed_out.task()),
+        (ErrorKind::TimedOut, Some(0))
+    );
+    // The error stays; the task is not "lost".
+    assert_eq!(r.get().unwrap_err().kind(), ErrorKind::TimedOut);
+}

@@ -301,7 +301,9 @@ impl<R> AsyncResult<R> {
     }
 
     /// Waits at most `timeout`; fails with [`ErrorKind::TimedOut`] if the result is not ready
-    /// (the handle stays usable: call again later).
+    /// (the handle stays usable: call again later). Telling that apart from a task that ran
+    /// past the pool's `call_timeout` (also `TimedOut`): only the task's own error names its
+    /// task ([`Error::task`] is `Some(0)`), and it stays: every later `get` returns it again.
     ///
     /// ```
     /// use std::time::Duration;
@@ -313,10 +315,10 @@ impl<R> AsyncResult<R> {
     /// ```
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
         if let Some(v) = self.value.take() {
-            return v;
+            return self.keep_error(v);
         }
         match self.rx.recv_timeout(timeout) {
-            Ok(v) => v,
+            Ok(v) => self.keep_error(v),
             Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::new(
                 ErrorKind::TimedOut,
                 "the result is not ready yet",
@@ -326,6 +328,14 @@ impl<R> AsyncResult<R> {
                 "the background task was lost",
             )),
         }
+    }
+
+    /// An error stays for the next `get`/`get_timeout` too (a value is handed over once).
+    fn keep_error(&mut self, v: Result<R>) -> Result<R> {
+        if let Err(e) = &v {
+            self.value = Some(Err(e.clone()));
+        }
+        v
     }
 
     /// True when the result is ready (`get` will not wait).
