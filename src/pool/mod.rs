@@ -324,7 +324,7 @@ impl PoolShared {
         // ORDERING: Relaxed: set once, before the shutdown's wake-up.
         if self.control.header().wake.shutdown.load(Ordering::Relaxed) != 0 {
             return Err(Error::new(
-                ErrorKind::Unsupported,
+                ErrorKind::Cancelled,
                 "the pool is shutting down",
             ));
         }
@@ -344,6 +344,19 @@ impl PoolShared {
             let received_handles: HashSet<u64> = call.handles.iter().map(|h| h.id).collect();
             move |child: Child, fork_seq: u64, received: HashSet<u64>, log_synced: bool| {
                 let mut workers = shared.workers.lock();
+                // Terminated while this one was starting: it must not run anything. (Under
+                // the workers lock, which `terminate` holds while it kills.)
+                // ORDERING: Relaxed: `terminate` stores it before it takes the workers lock.
+                if shared
+                    .control
+                    .header()
+                    .wake
+                    .shutdown
+                    .load(Ordering::Relaxed)
+                    != 0
+                {
+                    let _ = child.kill();
+                }
                 let w = Worker {
                     child,
                     alive: true,
@@ -798,6 +811,14 @@ impl Pool {
             .wake
             .shutdown
             .store(1, Ordering::Relaxed);
+        // A caller that helps with chunks claims no more of them.
+        // ORDERING: SeqCst, like every store of `cancelled` (see `chunk::claim_next`).
+        self.shared
+            .control
+            .header()
+            .claim
+            .cancelled
+            .store(1, Ordering::SeqCst);
         for w in self.shared.workers.lock().iter().filter(|w| w.alive) {
             // A worker already gone is what we want anyway.
             let _ = w.child.kill();

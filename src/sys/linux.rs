@@ -523,13 +523,15 @@ pub(crate) fn shm_unlink(name: &str) -> io::Result<()> {
     cvt(unsafe { libc::shm_unlink(c.as_ptr()) }).map(drop)
 }
 
-/// True while `pid` names a process, a zombie included (`kill(pid, 0)`: only "no such
-/// process" says it is gone; a permission error means it exists).
+/// True while `pid` names a running process: `kill(pid, 0)` finds it (only "no such process"
+/// says it is gone; a permission error means it exists), and /proc, where it can be read,
+/// does not show a zombie. Where /proc cannot be read, `kill` alone decides.
 pub(crate) fn pid_exists(pid: i32) -> bool {
     // SAFETY: signal 0 checks for existence and sends nothing.
-    pid > 0
+    let exists = pid > 0
         && (unsafe { libc::kill(pid, 0) } == 0
-            || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH))
+            || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH));
+    exists && (std::fs::metadata(format!("/proc/{pid}")).is_err() || !thread_is_dead(pid as u32))
 }
 
 /// True while a process with this pid exists (a zombie counts as gone).

@@ -4,6 +4,7 @@
 //! function that knows its argument and result types) and its function, as code offsets.
 
 use std::collections::VecDeque;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::run_tasks_with;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::lifecycle::code;
 use crate::pool::PoolShared;
 use crate::shm::handle::{self, Outgoing};
@@ -64,6 +65,9 @@ pub(crate) struct Job {
     /// The shared objects its argument names.
     handles: Vec<Outgoing>,
     reply: Box<dyn FnOnce(Result<Vec<u8>>) + Send>,
+    /// The argument itself, kept until the job is answered: while it lives, the objects it
+    /// names stay alive in this process too, so the workers learn when they go.
+    _arg: Box<dyn Send>,
 }
 
 impl std::fmt::Debug for Job {
@@ -85,15 +89,15 @@ pub(crate) struct Queue {
 pub(super) fn submit<T, R>(
     shared: &Arc<PoolShared>,
     f: fn(T) -> R,
-    arg: &T,
+    arg: T,
     reply: Box<dyn FnOnce(Result<Vec<u8>>) + Send>,
 ) -> Result<()>
 where
-    T: Serialize + DeserializeOwned,
+    T: Serialize + DeserializeOwned + Send + 'static,
     R: Serialize + DeserializeOwned,
 {
     let method = shared.config().start_method_setting();
-    let args = crate::pool::Args::encode(arg, "the task's argument")?;
+    let args = crate::pool::Args::encode(&arg, "the task's argument")?;
     let job = Job {
         task: AnyTask {
             runner: code::offset_for(method, run_typed::<T, R> as Runner as usize)?,
@@ -102,6 +106,7 @@ where
         },
         handles: args.handles,
         reply,
+        _arg: Box::new(arg),
     };
     *shared.pending_async.lock() += 1;
     let mut queue = shared.background.lock();
@@ -124,6 +129,11 @@ where
         }
     }
     Ok(())
+}
+
+/// The same error for every job of a batch.
+fn all<T>(replies: &[T], error: Error) -> Vec<Result<Vec<u8>>> {
+    (0..replies.len()).map(|_| Err(error.clone())).collect()
 }
 
 /// Hands a job its result and counts it done.
@@ -154,25 +164,46 @@ fn dispatch(shared: &Arc<PoolShared>) {
         let mut tasks = Vec::with_capacity(jobs.len());
         let mut handles = Vec::new();
         let mut replies = Vec::with_capacity(jobs.len());
+        let mut args = Vec::with_capacity(jobs.len());
         for job in jobs {
             tasks.push(job.task);
             handles.extend(job.handles);
             replies.push(job.reply);
+            args.push(job._arg);
         }
         // One call for the batch, spread over every worker; each task's outcome is its own.
-        let outcomes = run_tasks_with(shared, &tasks, run_any, 1, 0, handles);
+        // Nothing that happens here may leave a job unanswered: a panic is caught too.
+        let outcomes = panic::catch_unwind(AssertUnwindSafe(|| {
+            run_tasks_with(shared, &tasks, run_any, 1, 0, handles)
+        }));
         let results: Vec<Result<Vec<u8>>> = match outcomes {
-            Ok(v) => v
+            Ok(Ok(v)) if v.len() == replies.len() => v
                 .into_iter()
                 // Each job is a task of its own: its error names task 0, as a lone task.
                 .map(|(r, _)| r.map_err(|e| e.with_task(0)))
                 .collect(),
-            Err(e) => (0..replies.len()).map(|_| Err(e.clone())).collect(),
+            Ok(Ok(_)) => all(
+                &replies,
+                Error::new(ErrorKind::WorkerDied, "a task was lost"),
+            ),
+            Ok(Err(e)) => all(&replies, e),
+            Err(payload) => all(
+                &replies,
+                Error::new(
+                    ErrorKind::WorkerPanicked,
+                    format!(
+                        "the apply_async dispatcher panicked: {}",
+                        crate::pool::chunk::panic_message(&*payload)
+                    ),
+                ),
+            ),
         };
         for (reply, result) in replies.into_iter().zip(results) {
-            reply(result);
+            // A reply that panics (a `Deserialize` of the user's) costs only its own answer.
+            let _ = panic::catch_unwind(AssertUnwindSafe(move || reply(result)));
             *shared.pending_async.lock() -= 1;
             shared.async_done.notify_all();
         }
+        drop(args);
     }
 }

@@ -265,8 +265,8 @@ impl Pool {
             });
             let _ = tx.send(value);
         });
-        // `arg` lives until the job is queued with its own descriptors.
-        let value = background::submit(self.shared(), f, &arg, reply)
+        // The job owns `arg` (and so any handle's descriptors) until it is answered.
+        let value = background::submit(self.shared(), f, arg, reply)
             .err()
             .map(Err);
         AsyncResult { rx, value }
