@@ -77,11 +77,11 @@ fn apply_async_runs_in_the_background() {
     let _w = common::watchdog(60, "apply_async");
     let p = pool(2);
     let handles: Vec<_> = (0..5u64)
-        .map(|i| p.apply_async(|x: u64| x * 10, i))
+        .map(|i| p.apply_async(i, |x: u64| x * 10))
         .collect();
     let values: Vec<u64> = handles.into_iter().map(|h| h.get().unwrap()).collect();
     assert_eq!(values, [0, 10, 20, 30, 40]);
-    let failing = p.apply_async(|x: u32| -> u32 { panic!("async {x}") }, 9);
+    let failing = p.apply_async(9, |x: u32| -> u32 { panic!("async {x}") });
     let err = failing.get().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::WorkerPanicked);
     assert!(err.message().starts_with("async 9"));

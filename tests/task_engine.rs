@@ -184,15 +184,12 @@ fn a_dropped_pool_cancels_its_queued_tasks_and_join_waits_for_them() {
     let _w = common::watchdog(60, "shutdown");
     // Dropped: every queued task either ran or is Cancelled, never "WorkerDied".
     let p = Pool::new(1).unwrap();
-    let slow = p.apply_async(
-        |ms: u64| {
-            std::thread::sleep(Duration::from_millis(ms));
-            ms
-        },
-        200,
-    );
+    let slow = p.apply_async(200, |ms: u64| {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    });
     let queued: Vec<_> = (0..6u32)
-        .map(|i| p.apply_async(|x: u32| x + 1, i))
+        .map(|i| p.apply_async(i, |x: u32| x + 1))
         .collect();
     std::thread::sleep(Duration::from_millis(50));
     drop(p);
@@ -211,7 +208,7 @@ fn a_dropped_pool_cancels_its_queued_tasks_and_join_waits_for_them() {
     // Joined: every one runs.
     let p = Pool::new(2).unwrap();
     let pending: Vec<_> = (0..20u32)
-        .map(|i| p.apply_async(|x: u32| x * 3, i))
+        .map(|i| p.apply_async(i, |x: u32| x * 3))
         .collect();
     p.join();
     let all: Vec<u32> = pending.into_iter().map(|r| r.get().unwrap()).collect();
@@ -223,7 +220,7 @@ fn terminate_stops_a_running_task_at_once() {
     let _w = common::watchdog(60, "terminate");
     let p = Pool::new(1).unwrap();
     let worker = p.worker_pids()[0];
-    let slow = p.apply_async(|s: u64| std::thread::sleep(Duration::from_secs(s)), 30);
+    let slow = p.apply_async(30, |s: u64| std::thread::sleep(Duration::from_secs(s)));
     std::thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
     p.terminate();
@@ -252,13 +249,10 @@ fn a_thousand_apply_async_calls_use_few_threads_and_all_workers() {
     let t = Instant::now();
     let pending: Vec<_> = (0..1000u64)
         .map(|i| {
-            p.apply_async(
-                |i: u64| {
-                    std::thread::sleep(Duration::from_millis(2));
-                    i * 2
-                },
-                i,
-            )
+            p.apply_async(i, |i: u64| {
+                std::thread::sleep(Duration::from_millis(2));
+                i * 2
+            })
         })
         .collect();
     let during = threads();
@@ -282,7 +276,7 @@ fn get_timeout_tells_not_ready_from_a_task_that_timed_out() {
         .call_timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    let mut r = p.apply_async(|s: u64| std::thread::sleep(Duration::from_secs(s)), 10);
+    let mut r = p.apply_async(10, |s: u64| std::thread::sleep(Duration::from_secs(s)));
     let not_ready = r.get_timeout(Duration::from_millis(10)).unwrap_err();
     assert_eq!(
         (not_ready.kind(), not_ready.task()),

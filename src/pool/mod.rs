@@ -772,7 +772,7 @@ impl Pool {
     ///
     /// ```
     /// let pool = shmpar::Pool::new(2)?;
-    /// let pending: Vec<_> = (0..8u64).map(|i| pool.apply_async(|x: u64| x * x, i)).collect();
+    /// let pending: Vec<_> = (0..8u64).map(|i| pool.apply_async(i, |x: u64| x * x)).collect();
     /// pool.join();
     /// let squares: Vec<u64> = pending.into_iter().map(|p| p.get().unwrap()).collect();
     /// assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49]);
@@ -794,8 +794,8 @@ impl Pool {
     /// ```
     /// use std::time::Duration;
     /// let pool = shmpar::Pool::new(1)?;
-    /// let slow = pool.apply_async(|s: u64| std::thread::sleep(Duration::from_secs(s)), 30);
-    /// let queued = pool.apply_async(|x: u32| x, 1);
+    /// let slow = pool.apply_async(30, |s: u64| std::thread::sleep(Duration::from_secs(s)));
+    /// let queued = pool.apply_async(1, |x: u32| x);
     /// std::thread::sleep(Duration::from_millis(100));
     /// pool.terminate();
     /// assert!(slow.get().is_err());

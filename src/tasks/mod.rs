@@ -238,16 +238,22 @@ impl Pool {
     /// `apply_async`). Tasks submitted while the pool is busy are gathered and run together,
     /// spread over every worker, by one dispatcher thread per pool (not a thread per task).
     ///
+    /// The argument comes first and the function last, as in [`map`](Pool::map) and
+    /// [`imap`](Pool::imap) (and rayon), not in Python's order. Several arguments travel as a
+    /// tuple; the function must not capture anything (put a shared object, such as a
+    /// [`SharedValue`](crate::SharedValue) or an [`ArrayHandle`](crate::ArrayHandle), in the
+    /// argument instead).
+    ///
     /// ```
     /// # fn main() -> shmpar::Result<()> {
     /// let pool = shmpar::Pool::new(2)?;
-    /// let pending = pool.apply_async(|(a, b): (u64, u64)| a.pow(b as u32), (3, 4));
+    /// let pending = pool.apply_async((3, 4), |(a, b): (u64, u64)| a.pow(b as u32));
     /// // ... other work ...
     /// assert_eq!(pending.get()?, 81);
     /// # Ok(())
     /// # }
     /// ```
-    pub fn apply_async<T, R>(&self, f: TaskFn<T, R>, arg: T) -> AsyncResult<R>
+    pub fn apply_async<T, R>(&self, arg: T, f: TaskFn<T, R>) -> AsyncResult<R>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
@@ -285,7 +291,7 @@ impl<R> AsyncResult<R> {
     ///
     /// ```
     /// let pool = shmpar::Pool::new(1)?;
-    /// assert_eq!(pool.apply_async(|x: i32| -x, 5).get()?, -5);
+    /// assert_eq!(pool.apply_async(5, |x: i32| -x).get()?, -5);
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn get(mut self) -> Result<R> {
@@ -308,7 +314,7 @@ impl<R> AsyncResult<R> {
     /// ```
     /// use std::time::Duration;
     /// let pool = shmpar::Pool::new(1)?;
-    /// let mut slow = pool.apply_async(|ms: u64| { std::thread::sleep(Duration::from_millis(ms)); ms }, 300);
+    /// let mut slow = pool.apply_async(300, |ms: u64| { std::thread::sleep(Duration::from_millis(ms)); ms });
     /// assert_eq!(slow.get_timeout(Duration::from_millis(1)).unwrap_err().kind(), shmpar::ErrorKind::TimedOut);
     /// assert_eq!(slow.get_timeout(Duration::from_secs(30))?, 300);
     /// # Ok::<(), shmpar::Error>(())
@@ -342,7 +348,7 @@ impl<R> AsyncResult<R> {
     ///
     /// ```
     /// let pool = shmpar::Pool::new(1)?;
-    /// let mut r = pool.apply_async(|x: u8| x, 1);
+    /// let mut r = pool.apply_async(1, |x: u8| x);
     /// while !r.ready() { std::thread::yield_now(); }
     /// assert_eq!(r.get()?, 1);
     /// # Ok::<(), shmpar::Error>(())
