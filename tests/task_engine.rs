@@ -290,3 +290,69 @@ fn get_timeout_tells_not_ready_from_a_task_that_timed_out() {
     // The error stays; the task is not "lost".
     assert_eq!(r.get().unwrap_err().kind(), ErrorKind::TimedOut);
 }
+
+#[test]
+fn map_async_returns_every_value_in_order_or_the_first_error() {
+    let _w = common::watchdog(120, "map_async");
+    let p = Pool::new(2).unwrap();
+    let before = threads();
+    let t = Instant::now();
+    let squares = p.map_async(0..1000u64, |x| {
+        std::thread::sleep(Duration::from_millis(2));
+        x * x
+    });
+    // Runs alongside other background work, and the caller is free meanwhile.
+    let other = p.apply_async(7u32, |x| x + 1);
+    let during = threads();
+    assert_eq!(
+        squares.get().unwrap(),
+        (0..1000u64).map(|x| x * x).collect::<Vec<_>>()
+    );
+    let took = t.elapsed();
+    assert_eq!(other.get().unwrap(), 8);
+    assert!(
+        during <= before + 2,
+        "{before} threads before, {during} during"
+    );
+    // 1,000 x 2 ms on 2 workers: about 1 s, not the 2 s of one task at a time.
+    assert!(took < Duration::from_millis(1800), "took {took:?}");
+
+    // The first failing task by input index, named by its index; the others still ran.
+    let failing = p.map_async(vec![3u32, 0, 5, 0], |x| 30 / x);
+    let err = failing.get().unwrap_err();
+    assert_eq!(
+        (err.kind(), err.task()),
+        (ErrorKind::WorkerPanicked, Some(1)),
+        "{err}"
+    );
+
+    // No items: an empty result at once.
+    assert_eq!(
+        p.map_async(Vec::<u8>::new(), |x| x).get().unwrap(),
+        Vec::<u8>::new()
+    );
+}
+
+#[test]
+fn map_async_ends_with_an_error_when_the_pool_is_terminated() {
+    let _w = common::watchdog(60, "map_async terminate");
+    let p = Pool::new(1).unwrap();
+    let slow = p.apply_async(300u64, |ms| std::thread::sleep(Duration::from_millis(ms)));
+    let queued = p.map_async(0..4u32, |x| x);
+    let mut queued_again = p.map_async(0..4u32, |x| x);
+    std::thread::sleep(Duration::from_millis(50));
+    p.terminate();
+    assert!(slow.get().is_err());
+    for err in [
+        queued.get().unwrap_err(),
+        queued_again
+            .get_timeout(Duration::from_secs(10))
+            .unwrap_err(),
+    ] {
+        assert!(
+            matches!(err.kind(), ErrorKind::Cancelled | ErrorKind::WorkerDied),
+            "{err}"
+        );
+        eprintln!("map_async after terminate: {err}");
+    }
+}

@@ -1,5 +1,5 @@
 //! The `multiprocessing.Pool` API on shmpar's workers: `map`, `imap`, `imap_unordered`,
-//! `apply_async`.
+//! `apply_async`, `map_async`.
 //!
 //! Tasks and results are serde types. The inputs of a batch are serialised into one shared
 //! region that the workers map once and keep; each worker serialises each task's outcome into
@@ -260,16 +260,7 @@ impl Pool {
     {
         let (tx, rx) = mpsc::channel();
         let reply = Box::new(move |result: Result<Vec<u8>>| {
-            let value = result.and_then(|bytes| {
-                postcard::from_bytes::<R>(&bytes).map_err(|e| {
-                    Error::new(
-                        ErrorKind::Decode,
-                        format!("a task's result could not be decoded: {e}"),
-                    )
-                    .with_task(0)
-                })
-            });
-            let _ = tx.send(value);
+            let _ = tx.send(decode_async::<R>(result, 0));
         });
         // The job owns `arg` (and so any handle's descriptors) until it is answered.
         let value = background::submit(self.shared(), f, arg, reply)
@@ -277,9 +268,109 @@ impl Pool {
             .map(Err);
         AsyncResult { rx, value }
     }
+
+    /// Runs `f` on every item in the background and returns one handle to all the results, in
+    /// input order (Python's `map_async`). The tasks join the same queue as
+    /// [`apply_async`](Pool::apply_async)'s, so they run alongside other background work,
+    /// spread over every worker, without a thread of their own.
+    ///
+    /// [`get`](AsyncResult::get) returns every value, or the error of the first task (by input
+    /// index, which [`Error::task`] names) that failed; it answers once every task has ended.
+    /// For each task's own outcome, use [`map`](Pool::map) or [`imap`](Pool::imap).
+    ///
+    /// ```
+    /// let pool = shmpar::Pool::new(2)?;
+    /// let squares = pool.map_async(0..10u64, |x| x * x);
+    /// // ... other work ...
+    /// assert_eq!(squares.get()?, (0..10).map(|x| x * x).collect::<Vec<u64>>());
+    ///
+    /// let failing = pool.map_async(vec![1u32, 0, 2], |x| 10 / x);
+    /// assert_eq!(failing.get().unwrap_err().task(), Some(1));
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn map_async<T, R>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        f: TaskFn<T, R>,
+    ) -> AsyncResult<Vec<R>>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let items: Vec<T> = items.into_iter().collect();
+        let (tx, rx) = mpsc::channel();
+        let gather = Arc::new(parking_lot::Mutex::new(Gather {
+            slots: (0..items.len()).map(|_| None).collect(),
+            left: items.len(),
+            tx,
+        }));
+        gather.lock().send_if_done();
+        for (i, item) in items.into_iter().enumerate() {
+            let for_reply = Arc::clone(&gather);
+            let reply = Box::new(move |result: Result<Vec<u8>>| {
+                for_reply.lock().put(i, decode_async::<R>(result, i));
+            });
+            if let Err(e) = background::submit(self.shared(), f, item, reply) {
+                // Not queued, so never answered: this slot is settled here.
+                gather.lock().put(i, Err(e.with_task(i)));
+            }
+        }
+        AsyncResult { rx, value: None }
+    }
 }
 
-/// The pending result of [`Pool::apply_async`].
+/// A background task's serialised result, decoded. The task's own error (one that names a
+/// task, or a result that does not decode) names `task`; a pool-wide one names none.
+fn decode_async<R: DeserializeOwned>(result: Result<Vec<u8>>, task: usize) -> Result<R> {
+    match result {
+        Ok(bytes) => postcard::from_bytes::<R>(&bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::Decode,
+                format!("a task's result could not be decoded: {e}"),
+            )
+            .with_task(task)
+        }),
+        Err(e) if e.task().is_some() => Err(e.with_task(task)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The results of [`Pool::map_async`] as they arrive, sent on when the last one has.
+struct Gather<R> {
+    slots: Vec<Option<Result<R>>>,
+    left: usize,
+    tx: mpsc::Sender<Result<Vec<R>>>,
+}
+
+impl<R> Gather<R> {
+    fn put(&mut self, i: usize, value: Result<R>) {
+        // Once answered, the slots are gone and nothing more is expected.
+        let Some(slot) = self.slots.get_mut(i) else {
+            return;
+        };
+        if slot.replace(value).is_none() {
+            self.left -= 1;
+            self.send_if_done();
+        }
+    }
+
+    /// Once every slot is filled: all the values, or the first error by input index.
+    fn send_if_done(&mut self) {
+        if self.left != 0 {
+            return;
+        }
+        let all: Result<Vec<R>> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .map(|slot| {
+                slot.unwrap_or_else(|| Err(Error::new(ErrorKind::WorkerDied, "a task was lost")))
+            })
+            .collect();
+        // The receiver may be gone: nobody wants the results any more.
+        let _ = self.tx.send(all);
+    }
+}
+
+/// The pending result of [`Pool::apply_async`] or [`Pool::map_async`].
 #[derive(Debug)]
 pub struct AsyncResult<R> {
     rx: mpsc::Receiver<Result<R>>,
