@@ -356,3 +356,35 @@ fn map_async_ends_with_an_error_when_the_pool_is_terminated() {
         eprintln!("map_async after terminate: {err}");
     }
 }
+
+/// The state letter of process `pid` in /proc (`T` when stopped).
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+#[test]
+fn dropping_a_pool_with_a_stopped_worker_is_quick() {
+    let _w = common::watchdog(60, "drop stopped");
+    let p = Pool::new(2).unwrap();
+    let pids = p.worker_pids();
+    let status = std::process::Command::new("kill")
+        .args(["-STOP", &pids[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t = Instant::now();
+    while proc_state(pids[0]) != Some('T') {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the worker never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let t = Instant::now();
+    drop(p);
+    let took = t.elapsed();
+    // It used to wait out a 2 s grace period for a worker that could never exit.
+    assert!(took < Duration::from_millis(1000), "drop took {took:?}");
+    assert!(common::wait_gone(&pids, Duration::from_secs(2)));
+}

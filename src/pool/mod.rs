@@ -707,11 +707,14 @@ impl PoolShared {
         for w in workers.iter_mut().filter(|w| w.alive) {
             loop {
                 match w.child.try_wait() {
-                    Ok(None) if Instant::now() < deadline => {
+                    // A stopped worker will not exit by itself: no point waiting for it.
+                    Ok(None)
+                        if Instant::now() < deadline && !sys::process_stopped(w.child.pid()) =>
+                    {
                         std::thread::sleep(Duration::from_micros(200))
                     }
                     Ok(None) => {
-                        // Busy in a long chunk, or stuck: it has no more work to do.
+                        // Busy in a long chunk, stopped, or stuck: it has no more work to do.
                         let _ = w.child.kill();
                         let _ = w.child.wait();
                         break;

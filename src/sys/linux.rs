@@ -481,23 +481,28 @@ pub(crate) fn on_fork_in_child(child: unsafe extern "C" fn()) -> io::Result<()> 
     }
 }
 
+/// The state letter /proc shows for thread or process `tid` (`R`, `S`, `T`, `Z`, ...), or
+/// `None` when there is no such thread. Reads /proc, so it is for slow paths only.
+fn proc_state(tid: u32) -> Option<u8> {
+    let stat = std::fs::read(format!("/proc/{tid}/stat")).ok()?;
+    // The state is the first field after the command name's closing parenthesis.
+    let after = stat
+        .iter()
+        .rposition(|&b| b == b')')
+        .map_or(&stat[..], |i| &stat[i + 1..]);
+    after.iter().copied().find(|b| !b.is_ascii_whitespace())
+}
+
 /// True when the thread `tid` no longer runs: no such thread, or a zombie (killed, not yet
 /// reaped). Reads /proc, so it is for slow paths only.
 pub(crate) fn thread_is_dead(tid: u32) -> bool {
-    match std::fs::read(format!("/proc/{tid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => {
-            // The state is the first field after the command name's closing parenthesis.
-            let after = stat
-                .iter()
-                .rposition(|&b| b == b')')
-                .map_or(&stat[..], |i| &stat[i + 1..]);
-            matches!(
-                after.iter().find(|b| !b.is_ascii_whitespace()),
-                Some(b'Z' | b'X') | None
-            )
-        }
-    }
+    matches!(proc_state(tid), Some(b'Z' | b'X') | None)
+}
+
+/// True when process `pid` is stopped (SIGSTOP, or a tracer's stop): it will not move until
+/// someone continues it. Reads /proc, so it is for slow paths only.
+pub(crate) fn process_stopped(pid: i32) -> bool {
+    pid > 0 && matches!(proc_state(pid as u32), Some(b'T' | b't'))
 }
 
 /// Creates (exclusively, mode 0600) or opens the named POSIX shared memory segment `/name`.

@@ -115,6 +115,11 @@ pub(crate) fn thread_is_dead(_tid: u32) -> bool {
     false
 }
 
+/// Never known to be stopped where /proc cannot be read.
+pub(crate) fn process_stopped(_pid: i32) -> bool {
+    false
+}
+
 pub(crate) type RawMutex = [u64; 5];
 pub(crate) const RAW_MUTEX_ZERO: RawMutex = [0; 5];
 
