@@ -59,6 +59,10 @@ impl Pool {
     /// task's slot; every other task still returns its result, and the pool serves the next
     /// call. The outer `Result` fails only if the pool itself cannot run (no worker could start).
     ///
+    /// There is no separate `starmap`: Python's `starmap(f, [(a, b), ...])` is a `map` over
+    /// tuples whose closure takes the tuple apart, as in the second example. `f` cannot capture
+    /// (see [`par_reduce`](Pool::par_reduce) for why); what it needs goes in the items.
+    ///
     /// ```
     /// # fn main() -> shmpar::Result<()> {
     /// let pool = shmpar::Pool::new(2)?;
@@ -66,6 +70,10 @@ impl Pool {
     /// assert!(out[0].is_err());
     /// assert_eq!(out[1].as_ref().ok(), Some(&100));
     /// assert_eq!(out[9].as_ref().ok(), Some(&11));
+    ///
+    /// // Python's starmap: several arguments per task, as a tuple.
+    /// let powers = pool.try_map(vec![(2u64, 10u32), (3, 4)], |(base, exp)| base.pow(exp))?;
+    /// assert_eq!(powers, vec![1024, 81]);
     /// # Ok(())
     /// # }
     /// ```
