@@ -270,3 +270,61 @@ fn recv_returns_end_of_file_once_the_other_end_dies() {
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     child.join().unwrap();
 }
+
+/// Takes jobs until the queue closes; counts each, then marks it done.
+fn finish_jobs((q, finished): (Queue<u64>, SharedValue<AtomicU64>)) {
+    while let Ok(job) = q.get() {
+        std::thread::sleep(Duration::from_micros(job % 200));
+        // ORDERING: Relaxed: the count is published by task_done's lock.
+        finished.fetch_add(1, Ordering::Relaxed);
+        q.task_done().unwrap();
+    }
+}
+
+#[test]
+fn join_returns_once_every_message_is_marked_done() {
+    let _w = common::watchdog(120, "queue join");
+    let q = Queue::<u64>::new(32).unwrap();
+    let finished = SharedValue::new(AtomicU64::new(0)).unwrap();
+    let consumers: Vec<Process> = (0..3)
+        .map(|_| Process::start(finish_jobs, (q.clone(), finished.clone())).unwrap())
+        .collect();
+    for round in 0..5u64 {
+        for i in 0..200 {
+            q.put(&(round * 1000 + i)).unwrap();
+        }
+        q.join_timeout(Duration::from_secs(30)).unwrap();
+        // Not one message short: join waited for the last task_done.
+        assert_eq!(finished.load(Ordering::Relaxed), (round + 1) * 200);
+    }
+    // More task_done calls than messages is an error, not a wrapped count.
+    assert_eq!(q.task_done().unwrap_err().kind(), ErrorKind::InvalidInput);
+    q.close();
+    for c in consumers {
+        c.join().unwrap().into_result().unwrap();
+    }
+}
+
+#[test]
+fn join_timeout_is_the_way_out_when_a_consumer_dies_with_its_message() {
+    let _w = common::watchdog(60, "queue join dead consumer");
+    let q = Queue::<u64>::new(4).unwrap();
+    q.put(&1).unwrap();
+    let dies = Process::start(
+        |q: Queue<u64>| {
+            let _job = q.get().unwrap();
+            // Ends without task_done, as a crash would.
+        },
+        q.clone(),
+    )
+    .unwrap();
+    dies.join().unwrap().into_result().unwrap();
+    assert!(q.is_empty());
+    let t = Instant::now();
+    let err = q.join_timeout(Duration::from_millis(300)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TimedOut);
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    // Whoever knows the message is lost marks it done; then join returns.
+    q.task_done().unwrap();
+    q.join().unwrap();
+}

@@ -25,9 +25,12 @@ use crate::sys;
 struct Cursor {
     head: u64,
     tail: u64,
+    /// Messages marked done by [`Queue::task_done`]; never more than `tail`. The queue's
+    /// unfinished work is `tail - done`, so a put stays one store.
+    done: u64,
 }
 
-// SAFETY: two integers.
+// SAFETY: three integers.
 unsafe impl crate::ShmSafe for Cursor {}
 
 /// The queue's shared header; the slots follow it.
@@ -50,6 +53,9 @@ struct Header {
     /// (0 for a plain queue). A reader waiting on an empty queue whose writer has died gets
     /// end of file instead of waiting forever.
     writer: AtomicU32,
+    /// Bumped after every `task_done` (futex word for `join`).
+    done_seq: AtomicU32,
+    joiners: AtomicU32,
 }
 
 const HEADER: usize = size_of::<Header>().next_multiple_of(64);
@@ -79,11 +85,16 @@ const HEADER: usize = size_of::<Header>().next_multiple_of(64);
 /// # }
 /// ```
 ///
+/// Every queue is also Python's `JoinableQueue`: a consumer calls
+/// [`task_done`](Queue::task_done) when it has finished with a message, and
+/// [`join`](Queue::join) waits until every message ever put has been marked done.
+///
 /// # When a process dies
 /// A put or get is committed by one store under a robust [`ShmMutex`]: a process killed in the
 /// middle leaves the queue as if the operation never started, and the next user takes the lock
 /// over. No message is ever lost half-way or delivered twice. (A message a consumer had already
-/// taken is gone with it.)
+/// taken is gone with it, and so is its `task_done`: use
+/// [`join_timeout`](Queue::join_timeout) where a consumer may die.)
 pub struct Queue<T> {
     /// Shared by the clones: the memory goes when the last one does.
     region: Arc<Region>,
@@ -162,6 +173,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 max_message: message_bytes as u32,
                 messages: AtomicU64::new(0),
                 writer: AtomicU32::new(0),
+                done_seq: AtomicU32::new(0),
+                joiners: AtomicU32::new(0),
             });
         }
         Ok(Queue {
@@ -445,6 +458,103 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ```
     pub fn try_get(&self) -> Result<T> {
         self.get_until(None)
+    }
+
+    /// Marks one message taken from the queue as finished (Python's
+    /// `JoinableQueue.task_done`). Fails with [`ErrorKind::InvalidInput`] when called more
+    /// times than messages were put.
+    ///
+    /// ```
+    /// let q = shmpar::Queue::new(4)?;
+    /// q.put(&1u8)?;
+    /// let _job = q.get()?;
+    /// q.task_done()?;
+    /// assert_eq!(q.task_done().unwrap_err().kind(), shmpar::ErrorKind::InvalidInput);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn task_done(&self) -> Result<()> {
+        let h = self.header();
+        let mut g = self.lock()?;
+        if g.done >= g.tail {
+            return Err(Error::invalid(
+                "task_done was called more times than messages were put",
+            ));
+        }
+        g.done += 1; // the commit
+        drop(g);
+        // ORDERING: SeqCst, as `not_empty` in `put_until`: bump, then read the waiter count.
+        h.done_seq.fetch_add(1, Ordering::SeqCst);
+        if h.joiners.load(Ordering::SeqCst) != 0 {
+            sys::futex_wake(&h.done_seq, i32::MAX);
+        }
+        Ok(())
+    }
+
+    /// Waits until every message put so far has been marked done with
+    /// [`task_done`](Self::task_done) (Python's `JoinableQueue.join`).
+    ///
+    /// It waits as long as that takes: if a consumer can die between `get` and `task_done`,
+    /// use [`join_timeout`](Self::join_timeout).
+    ///
+    /// ```
+    /// use shmpar::{Process, Queue};
+    ///
+    /// # fn main() -> shmpar::Result<()> {
+    /// let q = Queue::<u32>::new(16)?;
+    /// // SAFETY: the child runs only this closure, which touches the queue's shared memory and its own copy of what it captured, then `_exit`s.
+    /// let worker = unsafe { Process::fork(|| {
+    ///     while let Ok(_job) = q.get() {
+    ///         q.task_done().unwrap();
+    ///     }
+    /// }) }?;
+    /// for i in 0..10 {
+    ///     q.put(&i)?;
+    /// }
+    /// q.join()?; // every job was taken and finished
+    /// q.close();
+    /// worker.join()?.into_result()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn join(&self) -> Result<()> {
+        self.join_until(None)
+    }
+
+    /// [`join`](Self::join), failing with [`ErrorKind::TimedOut`] if some message is still
+    /// unfinished after `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = shmpar::Queue::new(4)?;
+    /// q.put(&1u8)?;
+    /// let err = q.join_timeout(Duration::from_millis(5)).unwrap_err();
+    /// assert_eq!(err.kind(), shmpar::ErrorKind::TimedOut);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        self.join_until(Some(Instant::now() + timeout))
+    }
+
+    fn join_until(&self, deadline: Option<Instant>) -> Result<()> {
+        let h = self.header();
+        loop {
+            let g = self.lock()?;
+            if g.done == g.tail {
+                return Ok(());
+            }
+            // ORDERING: SeqCst; read under the lock, so a `task_done` after it bumps it.
+            let seen = h.done_seq.load(Ordering::SeqCst);
+            drop(g);
+            wait_for_change(
+                &h.done_seq,
+                &h.joiners,
+                seen,
+                Some(deadline),
+                None,
+                "messages are unfinished",
+                "some message is still unfinished",
+            )?;
+        }
     }
 
     fn get_until(&self, wait: Option<Option<Instant>>) -> Result<T> {
