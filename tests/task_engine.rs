@@ -388,3 +388,72 @@ fn dropping_a_pool_with_a_stopped_worker_is_quick() {
     assert!(took < Duration::from_millis(1000), "drop took {took:?}");
     assert!(common::wait_gone(&pids, Duration::from_secs(2)));
 }
+
+#[test]
+fn apply_async_callback_is_called_once_per_task_even_when_one_panics() {
+    let _w = common::watchdog(60, "callbacks");
+    let p = Pool::new(2).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..200u32 {
+        let tx = tx.clone();
+        p.apply_async_callback(
+            i,
+            |x| {
+                assert!(x != 13, "unlucky");
+                x * 2
+            },
+            move |r| {
+                // A callback that panics costs only itself.
+                assert!(i != 77, "callback panics");
+                tx.send((i, r)).unwrap();
+            },
+        );
+    }
+    drop(tx);
+    // join returns only after every callback ran.
+    p.join();
+    let mut got: Vec<(u32, shmpar::Result<u32>)> = rx.try_iter().collect();
+    got.sort_by_key(|(i, _)| *i);
+    assert_eq!(
+        got.len(),
+        199,
+        "every task but the one whose callback panicked"
+    );
+    for (i, r) in got {
+        if i == 13 {
+            let e = r.unwrap_err();
+            assert_eq!(
+                (e.kind(), e.task()),
+                (ErrorKind::WorkerPanicked, Some(0)),
+                "{e}"
+            );
+        } else {
+            assert_eq!(r.unwrap(), i * 2);
+        }
+    }
+}
+
+#[test]
+fn a_task_that_cannot_be_submitted_calls_its_callback_at_once() {
+    let _w = common::watchdog(60, "callback submit error");
+    let p = Pool::new(1).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let caller = std::thread::current().id();
+    p.apply_async_callback(
+        Picky(13),
+        |x| x.0,
+        move |r| {
+            tx.send((std::thread::current().id(), r)).unwrap();
+        },
+    );
+    // Already answered, on this thread, with the serialisation error.
+    let (thread, r) = rx.try_recv().unwrap();
+    assert_eq!(thread, caller);
+    assert_eq!(r.unwrap_err().kind(), ErrorKind::InvalidInput);
+    // A result that does not decode fails in the callback too, naming its task.
+    let (tx, rx) = std::sync::mpsc::channel();
+    p.apply_async_callback(7u32, Picky, move |r| tx.send(r).unwrap());
+    p.join();
+    let e = rx.try_recv().unwrap().unwrap_err();
+    assert_eq!((e.kind(), e.task()), (ErrorKind::Decode, Some(0)), "{e}");
+}

@@ -1,5 +1,5 @@
 //! The `multiprocessing.Pool` API on shmpar's workers: `map`, `imap`, `imap_unordered`,
-//! `apply_async`, `map_async`.
+//! `apply_async`, `apply_async_callback`, `map_async`.
 //!
 //! Tasks and results are serde types. The inputs of a batch are serialised into one shared
 //! region that the workers map once and keep; each worker serialises each task's outcome into
@@ -275,6 +275,53 @@ impl Pool {
             .err()
             .map(Err);
         AsyncResult { rx, value }
+    }
+
+    /// Runs `f(arg)` in the background and hands its outcome to `callback` (Python's
+    /// `apply_async` with `callback` and `error_callback`, in one closure). The callback is
+    /// called exactly once, with the value or the error: on the pool's dispatcher thread once
+    /// the task has ended, or at once on this thread if the task could not be submitted.
+    ///
+    /// The callback holds up the other background results while it runs: keep it short, and
+    /// send the value elsewhere (a channel) for real work. A callback that panics loses only
+    /// its own result. [`Pool::join`] returns after every callback has run.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// let pool = shmpar::Pool::new(2)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// for i in 0..4u64 {
+    ///     let tx = tx.clone();
+    ///     pool.apply_async_callback(i, |x| x * 10, move |r| tx.send(r.unwrap()).unwrap());
+    /// }
+    /// pool.join();
+    /// let mut got: Vec<u64> = rx.try_iter().collect();
+    /// got.sort();
+    /// assert_eq!(got, [0, 10, 20, 30]);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn apply_async_callback<T, R, C>(&self, arg: T, f: TaskFn<T, R>, callback: C)
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        C: FnOnce(Result<R>) + Send + 'static,
+    {
+        // The callback moves into the reply, or comes back here if the task was never queued.
+        let callback = Arc::new(parking_lot::Mutex::new(Some(callback)));
+        let for_reply = Arc::clone(&callback);
+        let reply = Box::new(move |result: Result<Vec<u8>>| {
+            let callback = for_reply.lock().take();
+            if let Some(callback) = callback {
+                callback(decode_async::<R>(result, 0));
+            }
+        });
+        if let Err(e) = background::submit(self.shared(), f, arg, reply) {
+            // Bound first: the guard must be gone before the callback runs.
+            let unsent = callback.lock().take();
+            if let Some(callback) = unsent {
+                callback(Err(e));
+            }
+        }
     }
 
     /// Runs `f` on every item in the background and returns one handle to all the results, in
