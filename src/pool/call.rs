@@ -286,7 +286,8 @@ impl PoolShared {
         debug_assert!(n >= 1 && n <= self.control.layout().max_chunks);
         let regions: Vec<&Region> = spec.arrays.iter().map(|(r, _)| *r).collect();
         let mut calls = self.lock_calls()?;
-        // ORDERING: Relaxed: set under the call lock (which we hold now) by `shutdown`.
+        // ORDERING: Relaxed: `shutdown` sets it under the call lock (which we hold now);
+        // `terminate` sets it without, so a helping caller and `spawn` look again later.
         if self.control.header().wake.shutdown.load(Ordering::Relaxed) != 0 {
             return Err(Error::new(
                 ErrorKind::Cancelled,
@@ -383,6 +384,11 @@ impl PoolShared {
         };
         let mut call = None;
         while let Some(i) = chunk::claim_next(&self.control, seq) {
+            // ORDERING: Relaxed: a hint; `terminate` also cancels the claims (SeqCst).
+            if self.control.header().wake.shutdown.load(Ordering::Relaxed) != 0 {
+                // Terminated: this chunk and the rest are left to the call's end.
+                break;
+            }
             let call = call.get_or_insert_with(|| {
                 let regions = super::worker::Regions {
                     mapped: &HashMap::new(),

@@ -790,9 +790,11 @@ impl Pool {
         // `self` drops here: the workers stop.
     }
 
-    /// Stops the workers at once (SIGKILL; Python's `terminate()`): a call in progress fails
-    /// with [`ErrorKind::WorkerDied`], and calls still queued (`apply_async` tasks) with
-    /// [`ErrorKind::Cancelled`].
+    /// Stops the workers at once (SIGKILL; Python's `terminate()`): a task that was running
+    /// fails with [`ErrorKind::WorkerDied`], and tasks that had not started (queued
+    /// `apply_async` tasks, or the unstarted part of a call, which no replacement worker picks
+    /// up) with [`ErrorKind::Cancelled`]. Which of the two a task gets depends on how far it
+    /// was when the signal came, so match both where it does not matter.
     ///
     /// ```
     /// use std::time::Duration;

@@ -499,10 +499,11 @@ pub(crate) fn thread_is_dead(tid: u32) -> bool {
     matches!(proc_state(tid), Some(b'Z' | b'X') | None)
 }
 
-/// True when process `pid` is stopped (SIGSTOP, or a tracer's stop): it will not move until
-/// someone continues it. Reads /proc, so it is for slow paths only.
+/// True when process `pid` is stopped by a signal (SIGSTOP and friends): it will not move
+/// until someone continues it. A tracer's stop (`t`: a debugger) does not count. Reads /proc,
+/// so it is for slow paths only.
 pub(crate) fn process_stopped(pid: i32) -> bool {
-    pid > 0 && matches!(proc_state(pid as u32), Some(b'T' | b't'))
+    pid > 0 && proc_state(pid as u32) == Some(b'T')
 }
 
 /// Creates (exclusively, mode 0600) or opens the named POSIX shared memory segment `/name`.

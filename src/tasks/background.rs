@@ -37,6 +37,9 @@ pub(super) struct AnyTask {
 /// `user_fn` must be a `fn(T) -> R` for the `T` and `R` this runner was instantiated for.
 type Runner = unsafe fn(user_fn: usize, arg: &[u8]) -> Vec<u8>;
 
+/// What a job's outcome is handed to: its serialised result, or why there is none.
+pub(super) type Reply = Box<dyn FnOnce(Result<Vec<u8>>) + Send>;
+
 unsafe fn run_typed<T: DeserializeOwned, R: Serialize>(user_fn: usize, arg: &[u8]) -> Vec<u8> {
     // SAFETY: `task` encoded a `fn(T) -> R` with this runner.
     let f: fn(T) -> R = unsafe { std::mem::transmute(user_fn) };
@@ -64,10 +67,10 @@ pub(crate) struct Job {
     task: AnyTask,
     /// The shared objects its argument names.
     handles: Vec<Outgoing>,
-    reply: Box<dyn FnOnce(Result<Vec<u8>>) + Send>,
-    /// The argument itself, kept until the job is answered: while it lives, the objects it
+    reply: Reply,
+    /// The argument itself, kept until its task has ended: while it lives, the objects it
     /// names stay alive in this process too, so the workers learn when they go.
-    _arg: Box<dyn Send>,
+    arg: Box<dyn Send>,
 }
 
 impl std::fmt::Debug for Job {
@@ -90,7 +93,7 @@ pub(super) fn submit<T, R>(
     shared: &Arc<PoolShared>,
     f: fn(T) -> R,
     arg: T,
-    reply: Box<dyn FnOnce(Result<Vec<u8>>) + Send>,
+    reply: Reply,
 ) -> Result<()>
 where
     T: Serialize + DeserializeOwned + Send + 'static,
@@ -106,7 +109,7 @@ where
         },
         handles: args.handles,
         reply,
-        _arg: Box::new(arg),
+        arg: Box::new(arg),
     };
     *shared.pending_async.lock() += 1;
     let mut queue = shared.background.lock();
@@ -136,16 +139,52 @@ fn all<T>(replies: &[T], error: Error) -> Vec<Result<Vec<u8>>> {
     (0..replies.len()).map(|_| Err(error.clone())).collect()
 }
 
-/// Hands a job its result and counts it done.
+/// Hands a job its result and counts it done. A reply that panics (the user's callback or
+/// `Deserialize`) costs only its own answer; the count goes down whatever happens.
 fn finish(shared: &PoolShared, job: Job, result: Result<Vec<u8>>) {
-    (job.reply)(result);
+    let Job { reply, arg, .. } = job;
+    drop_quietly(arg);
+    answer(shared, reply, result);
+}
+
+/// Calls one reply, catching its panic, and counts its job done.
+fn answer(shared: &PoolShared, reply: Reply, result: Result<Vec<u8>>) {
+    let _ = panic::catch_unwind(AssertUnwindSafe(move || reply(result)));
     *shared.pending_async.lock() -= 1;
     shared.async_done.notify_all();
+}
+
+/// Drops a job's argument; a `Drop` of the user's that panics must not stop the dispatcher.
+fn drop_quietly<T>(value: T) {
+    let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(value)));
+}
+
+thread_local! {
+    /// On a dispatcher thread, where callbacks run, the pool it serves ([`pool_id`]): waiting
+    /// there for one of that pool's background results would wait for itself.
+    static ON_DISPATCHER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Names a pool for [`not_on_dispatcher`] (its shared state's address, never 0).
+pub(crate) fn pool_id(shared: &Arc<PoolShared>) -> usize {
+    Arc::as_ptr(shared) as usize
+}
+
+/// Fails with [`ErrorKind::InvalidInput`] on pool `pool`'s dispatcher thread (inside one of
+/// its callbacks), where waiting for one of its background results would never end.
+pub(crate) fn not_on_dispatcher(pool: usize, what: &str) -> Result<()> {
+    if ON_DISPATCHER.with(|d| d.get()) == pool {
+        return Err(Error::invalid(format!(
+            "{what} cannot wait inside a callback: it runs on the thread that delivers the results"
+        )));
+    }
+    Ok(())
 }
 
 /// The dispatcher: runs every queued job, a batch per call, until the queue has stayed empty
 /// for `IDLE`; after the pool's shutdown, cancels what is left.
 fn dispatch(shared: &Arc<PoolShared>) {
+    ON_DISPATCHER.with(|d| d.set(pool_id(shared)));
     loop {
         let jobs: Vec<Job> = {
             let mut queue = shared.background.lock();
@@ -169,7 +208,7 @@ fn dispatch(shared: &Arc<PoolShared>) {
             tasks.push(job.task);
             handles.extend(job.handles);
             replies.push(job.reply);
-            args.push(job._arg);
+            args.push(job.arg);
         }
         // One call for the batch, spread over every worker; each task's outcome is its own.
         // Nothing that happens here may leave a job unanswered: a panic is caught too.
@@ -198,12 +237,10 @@ fn dispatch(shared: &Arc<PoolShared>) {
                 ),
             ),
         };
+        // The workers are done with the arguments' objects: they may go before the answers.
+        drop_quietly(args);
         for (reply, result) in replies.into_iter().zip(results) {
-            // A reply that panics (a `Deserialize` of the user's) costs only its own answer.
-            let _ = panic::catch_unwind(AssertUnwindSafe(move || reply(result)));
-            *shared.pending_async.lock() -= 1;
-            shared.async_done.notify_all();
+            answer(shared, reply, result);
         }
-        drop(args);
     }
 }

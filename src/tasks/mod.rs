@@ -274,7 +274,11 @@ impl Pool {
         let value = background::submit(self.shared(), f, arg, reply)
             .err()
             .map(Err);
-        AsyncResult { rx, value }
+        AsyncResult {
+            rx,
+            value,
+            pool: background::pool_id(self.shared()),
+        }
     }
 
     /// Runs `f(arg)` in the background and hands its outcome to `callback` (Python's
@@ -284,7 +288,9 @@ impl Pool {
     ///
     /// The callback holds up the other background results while it runs: keep it short, and
     /// send the value elsewhere (a channel) for real work. A callback that panics loses only
-    /// its own result. [`Pool::join`] returns after every callback has run.
+    /// its own result. [`Pool::join`] returns after every callback has run. A callback cannot
+    /// wait for another of the pool's background results
+    /// ([`AsyncResult::get`] says [`ErrorKind::InvalidInput`]): chain work by submitting it.
     ///
     /// ```
     /// use std::sync::mpsc;
@@ -370,7 +376,11 @@ impl Pool {
                 gather.lock().put(i, Err(e.with_task(i)));
             }
         }
-        AsyncResult { rx, value: None }
+        AsyncResult {
+            rx,
+            value: None,
+            pool: background::pool_id(self.shared()),
+        }
     }
 }
 
@@ -378,13 +388,25 @@ impl Pool {
 /// task, or a result that does not decode) names `task`; a pool-wide one names none.
 fn decode_async<R: DeserializeOwned>(result: Result<Vec<u8>>, task: usize) -> Result<R> {
     match result {
-        Ok(bytes) => postcard::from_bytes::<R>(&bytes).map_err(|e| {
-            Error::new(
-                ErrorKind::Decode,
-                format!("a task's result could not be decoded: {e}"),
-            )
-            .with_task(task)
-        }),
+        // A `Deserialize` of the user's that panics is a decoding failure of this task alone.
+        Ok(bytes) => {
+            match panic::catch_unwind(AssertUnwindSafe(|| postcard::from_bytes::<R>(&bytes))) {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(e)) => Err(Error::new(
+                    ErrorKind::Decode,
+                    format!("a task's result could not be decoded: {e}"),
+                )
+                .with_task(task)),
+                Err(payload) => Err(Error::new(
+                    ErrorKind::Decode,
+                    format!(
+                        "decoding a task's result panicked: {}",
+                        panic_message(&*payload)
+                    ),
+                )
+                .with_task(task)),
+            }
+        }
         Err(e) if e.task().is_some() => Err(e.with_task(task)),
         Err(e) => Err(e),
     }
@@ -430,10 +452,14 @@ impl<R> Gather<R> {
 pub struct AsyncResult<R> {
     rx: mpsc::Receiver<Result<R>>,
     value: Option<Result<R>>,
+    /// The pool that delivers it (see `background::not_on_dispatcher`).
+    pool: usize,
 }
 
 impl<R> AsyncResult<R> {
-    /// Waits for the result.
+    /// Waits for the result. Inside a callback of the same pool
+    /// ([`apply_async_callback`](Pool::apply_async_callback)) it fails with
+    /// [`ErrorKind::InvalidInput`] instead of waiting forever, unless the result is already there.
     ///
     /// ```
     /// let pool = shmpar::Pool::new(1)?;
@@ -443,6 +469,10 @@ impl<R> AsyncResult<R> {
     pub fn get(mut self) -> Result<R> {
         if let Some(v) = self.value.take() {
             return v;
+        }
+        if let Err(e) = background::not_on_dispatcher(self.pool, "AsyncResult::get") {
+            // Only what has already arrived can be had here.
+            return self.rx.try_recv().unwrap_or(Err(e));
         }
         self.rx.recv().unwrap_or_else(|_| {
             Err(Error::new(
