@@ -73,8 +73,8 @@ pub use shm::{
     ArrayHandle, Element, NAMED_OFFSET, SharedArray, SharedView, SharedViewMut, cleanup_stale,
 };
 pub use sync::{
-    Barrier, CachePadded, Event, LockError, LockResult, PthreadMutex, PthreadMutexGuard, Semaphore,
-    SharedValue, ShmMutex, ShmMutexGuard, ShmSafe,
+    Barrier, CachePadded, Condvar, Event, LockError, LockResult, PthreadMutex, PthreadMutexGuard,
+    Semaphore, SharedValue, ShmMutex, ShmMutexGuard, ShmSafe,
 };
 pub use tasks::{AsyncResult, Imap, MapOptions, TaskError};
 

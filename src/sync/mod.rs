@@ -1,5 +1,5 @@
-//! Cross-process synchronisation: values in shared memory, a robust mutex, barrier, semaphore,
-//! event, and padded atomics.
+//! Cross-process synchronisation: values in shared memory, a robust mutex and its condition
+//! variable, barrier, semaphore, event, and padded atomics.
 //!
 //! Everything here lives in a [`SharedValue`] (or inside a type that does) and works between
 //! any processes that map it: the parent, its [`Process`](crate::Process) children, pool
@@ -18,6 +18,7 @@
 //!   sharing). Fastest of all is a local count per process, added to the shared one once.
 
 mod barrier;
+mod condvar;
 mod event;
 mod mutex;
 mod padded;
@@ -26,6 +27,7 @@ mod semaphore;
 mod value;
 
 pub use barrier::Barrier;
+pub use condvar::Condvar;
 pub use event::Event;
 pub use mutex::{LockError, LockResult, ShmMutex, ShmMutexGuard};
 pub use padded::CachePadded;

@@ -217,7 +217,7 @@ impl<T> ShmMutex<T> {
 
     /// The fast path: one compare-and-swap; the rest is in `lock_slow`.
     #[inline]
-    fn lock_until(&self, deadline: Option<Instant>) -> LockResult<'_, T> {
+    pub(super) fn lock_until(&self, deadline: Option<Instant>) -> LockResult<'_, T> {
         let me = current_tid();
         // ORDERING: Acquire on success: what the previous owner wrote is visible to us.
         if self
@@ -461,7 +461,12 @@ pub struct ShmMutexGuard<'a, T> {
     not_send: PhantomData<*const ()>,
 }
 
-impl<T> ShmMutexGuard<'_, T> {
+impl<'a, T> ShmMutexGuard<'a, T> {
+    /// The mutex this guard holds (for [`Condvar`](super::Condvar), which unlocks and relocks).
+    pub(super) fn mutex(&self) -> &'a ShmMutex<T> {
+        self.mutex
+    }
+
     /// After [`LockError::OwnerDied`]: declares the data repaired, so the mutex works normally
     /// again. Without it, unlocking makes the mutex unrecoverable for everyone. A no-op on a
     /// guard from a normal lock.
