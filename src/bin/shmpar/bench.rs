@@ -218,60 +218,52 @@ pub(crate) fn measure(
                 };
                 r.unwrap_or(Answer::Number(f64::NAN))
             };
-            let mut answers: Vec<Answer> = Vec::new();
-            if w == Workload::Affine {
-                let timings = measure_affine(pool, rayon_pool, &a, rounds, bytes)?;
-                for t in timings {
-                    cells.push(Cell {
-                        workload: w,
-                        bytes,
-                        variant: t.name.to_string(),
-                        median: t.median,
-                    });
-                }
-                progress.inc(1);
-                continue;
-            }
-            let mut variants = vec![
-                Variant {
-                    name: "serial",
-                    run: Box::new(|| kernel(w, sa, sb)),
-                },
-                Variant {
-                    name: "rayon",
-                    run: Box::new(|| {
-                        rayon_pool.install(|| {
-                            sa.par_chunks(piece)
-                                .zip(sb.par_chunks(piece))
-                                .map(|(x, y)| kernel(w, x, y))
-                                .reduce_with(Answer::combine)
-                                .unwrap_or(Answer::Number(0.0))
-                        })
-                    }),
-                },
-                Variant {
-                    name: "shmpar",
-                    run: Box::new(|| shm(w)),
-                },
-            ];
-            let min_sample = if bytes >= 64 << 20 {
-                Duration::ZERO
+            let timings = if w == Workload::Affine {
+                measure_affine(pool, rayon_pool, &a, rounds, bytes)?
             } else {
-                Duration::from_millis(5)
-            };
-            let timings = measure::interleaved(&mut variants, rounds, min_sample, &mut answers);
-            if let Some(first) = answers.first() {
-                for (t, ans) in timings.iter().zip(&answers) {
-                    if !ans.close_to(first) {
-                        progress.println(format!(
-                            "warning: {} {} {}: {ans:?} differs from serial's {first:?}",
-                            w.key(),
-                            bytes,
-                            t.name
-                        ));
+                let mut answers: Vec<Answer> = Vec::new();
+                let mut variants = vec![
+                    Variant {
+                        name: "serial",
+                        run: Box::new(|| kernel(w, sa, sb)),
+                    },
+                    Variant {
+                        name: "rayon",
+                        run: Box::new(|| {
+                            rayon_pool.install(|| {
+                                sa.par_chunks(piece)
+                                    .zip(sb.par_chunks(piece))
+                                    .map(|(x, y)| kernel(w, x, y))
+                                    .reduce_with(Answer::combine)
+                                    .unwrap_or(Answer::Number(0.0))
+                            })
+                        }),
+                    },
+                    Variant {
+                        name: "shmpar",
+                        run: Box::new(|| shm(w)),
+                    },
+                ];
+                let min_sample = if bytes >= 64 << 20 {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(5)
+                };
+                let timings = measure::interleaved(&mut variants, rounds, min_sample, &mut answers);
+                if let Some(first) = answers.first() {
+                    for (t, ans) in timings.iter().zip(&answers) {
+                        if !ans.close_to(first) {
+                            progress.println(format!(
+                                "warning: {} {} {}: {ans:?} differs from serial's {first:?}",
+                                w.key(),
+                                bytes,
+                                t.name
+                            ));
+                        }
                     }
                 }
-            }
+                timings
+            };
             for t in timings {
                 cells.push(Cell {
                     workload: w,
