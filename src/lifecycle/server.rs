@@ -500,14 +500,14 @@ fn spawn_child(
     mut fds: Vec<OwnedFd>,
 ) -> ([u8; 24], Option<OwnedFd>) {
     if fds.is_empty() {
-        return (encode(FAILED, libc_einval(), 0), None);
+        return (encode(FAILED, sys::EINVAL as u64, 0), None);
     }
     let server = sys::pid();
     // SAFETY: the server is single-threaded, so the child inherits no lock held elsewhere;
     // it leaves only through `_exit` (in `run_child`).
     match unsafe { sys::fork() } {
         Ok(sys::Forked::Child) => {
-            // SAFETY: the socket is ours in this copy too; the child must not hold it.
+            // The socket is ours in this copy too; the child must not hold it.
             let raw = sock.as_raw_fd();
             let payload = fds.remove(0);
             run_child(server, raw, entry, len, payload, fds)
@@ -527,12 +527,6 @@ fn spawn_child(
             None,
         ),
     }
-}
-
-fn libc_einval() -> u64 {
-    std::io::Error::from(std::io::ErrorKind::InvalidInput)
-        .raw_os_error()
-        .unwrap_or(22) as u64
 }
 
 /// A new child of the server: dies with it, reads its payload, runs its entry, and leaves.

@@ -300,17 +300,9 @@ pub(crate) fn adopt(setup: LogSetup, fd: OwnedFd) {
     if active() {
         return;
     }
-    let level = [
-        log::LevelFilter::Off,
-        log::LevelFilter::Error,
-        log::LevelFilter::Warn,
-        log::LevelFilter::Info,
-        log::LevelFilter::Debug,
-        log::LevelFilter::Trace,
-    ]
-    .get(setup.level)
-    .copied()
-    .unwrap_or(log::LevelFilter::Info);
+    let level = log::LevelFilter::iter()
+        .nth(setup.level)
+        .unwrap_or(log::LevelFilter::Info);
     let (mode, queue, file) = if setup.append {
         (Mode::Append, None, Some(File::from(fd)))
     } else {

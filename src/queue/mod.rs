@@ -400,12 +400,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 drop(g);
                 // ORDERING: relaxed statistics.
                 h.messages.fetch_add(1, Ordering::Relaxed);
-                // ORDERING: SeqCst: bump then read the waiter count; a getter announces itself
-                // then sleeps on the old sequence value (futex re-checks it). No lost wake-up.
-                h.not_empty.fetch_add(1, Ordering::SeqCst);
-                if h.getters.load(Ordering::SeqCst) != 0 {
-                    sys::futex_wake(&h.not_empty, 1);
-                }
+                bump_and_wake(&h.not_empty, &h.getters, 1);
                 buf.clear();
                 return Ok(());
             }
@@ -482,11 +477,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
         g.done += 1; // the commit
         drop(g);
-        // ORDERING: SeqCst, as `not_empty` in `put_until`: bump, then read the waiter count.
-        h.done_seq.fetch_add(1, Ordering::SeqCst);
-        if h.joiners.load(Ordering::SeqCst) != 0 {
-            sys::futex_wake(&h.done_seq, i32::MAX);
-        }
+        bump_and_wake(&h.done_seq, &h.joiners, i32::MAX);
         Ok(())
     }
 
@@ -572,11 +563,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 }
                 g.head += 1; // the commit
                 drop(g);
-                // ORDERING: SeqCst, as in `put_until`.
-                h.not_full.fetch_add(1, Ordering::SeqCst);
-                if h.putters.load(Ordering::SeqCst) != 0 {
-                    sys::futex_wake(&h.not_full, 1);
-                }
+                bump_and_wake(&h.not_full, &h.putters, 1);
                 return postcard::from_bytes(&buf).map_err(|e| {
                     Error::new(
                         ErrorKind::Decode,
@@ -656,6 +643,18 @@ fn wait_for_change(
     sys::futex_wait(word, seen, sleep);
     waiters.fetch_sub(1, Ordering::SeqCst);
     Ok(())
+}
+
+/// The other side of [`wait_for_change`]: after a commit, moves `word` on and wakes up to
+/// `count` of the `waiters` asleep on it (the futex call is skipped when nobody sleeps).
+fn bump_and_wake(word: &AtomicU32, waiters: &AtomicU32, count: i32) {
+    // ORDERING: SeqCst: bump, then read the waiter count; a waiter announces itself, then
+    // sleeps on the old value (the futex re-checks it). One of us sees the other: no lost
+    // wake-up.
+    word.fetch_add(1, Ordering::SeqCst);
+    if waiters.load(Ordering::SeqCst) != 0 {
+        sys::futex_wake(word, count);
+    }
 }
 
 /// Spins until `word` changes from `seen` or `SPIN` passes; true if it changed.

@@ -15,6 +15,9 @@ use super::ExitStatus;
 
 /// SIGKILL, for `kill`.
 pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+
+/// EINVAL, the errno of a bad argument.
+pub(crate) const EINVAL: i32 = libc::EINVAL;
 /// SIGTERM, for `Process::terminate`.
 pub(crate) const SIGTERM: i32 = libc::SIGTERM;
 
@@ -537,7 +540,8 @@ pub(crate) fn pid_exists(pid: i32) -> bool {
     let exists = pid > 0
         && (unsafe { libc::kill(pid, 0) } == 0
             || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH));
-    exists && (std::fs::metadata(format!("/proc/{pid}")).is_err() || !thread_is_dead(pid as u32))
+    // No state (no /proc, or gone just now) leaves the answer to `kill`.
+    exists && !matches!(proc_state(pid as u32), Some(b'Z' | b'X'))
 }
 
 /// True while a process with this pid exists (a zombie counts as gone).

@@ -9,6 +9,10 @@ use std::time::Duration;
 use super::ExitStatus;
 
 pub(crate) const SIGKILL: i32 = 9;
+
+/// EINVAL, the errno of a bad argument.
+pub(crate) const EINVAL: i32 = 22;
+
 pub(crate) const SIGTERM: i32 = 15;
 
 fn unsupported<T>() -> io::Result<T> {

@@ -88,23 +88,32 @@ pub(crate) struct Queue {
     dispatching: bool,
 }
 
-/// Submits `f(arg)`; `reply` gets its serialised result (or why there is none).
+/// Submits `f(arg)`; `reply` gets its serialised result (or why there is none) on the
+/// dispatcher. When the task cannot be submitted at all, the error comes back with the unused
+/// `reply`, for the caller to answer with.
 pub(super) fn submit<T, R>(
     shared: &Arc<PoolShared>,
     f: fn(T) -> R,
     arg: T,
     reply: Reply,
-) -> Result<()>
+) -> std::result::Result<(), (Error, Reply)>
 where
     T: Serialize + DeserializeOwned + Send + 'static,
     R: Serialize + DeserializeOwned,
 {
     let method = shared.config().start_method_setting();
-    let args = crate::pool::Args::encode(&arg, "the task's argument")?;
+    let encoded = crate::pool::Args::encode(&arg, "the task's argument").and_then(|args| {
+        let runner = code::offset_for(method, run_typed::<T, R> as Runner as usize)?;
+        Ok((args, runner, code::offset_for(method, f as usize)?))
+    });
+    let (args, runner, user_fn) = match encoded {
+        Ok(parts) => parts,
+        Err(e) => return Err((e, reply)),
+    };
     let job = Job {
         task: AnyTask {
-            runner: code::offset_for(method, run_typed::<T, R> as Runner as usize)?,
-            user_fn: code::offset_for(method, f as usize)?,
+            runner,
+            user_fn,
             arg: args.bytes,
         },
         handles: args.handles,

@@ -270,13 +270,13 @@ impl Pool {
         let reply = Box::new(move |result: Result<Vec<u8>>| {
             let _ = tx.send(decode_async::<R>(result, 0));
         });
-        // The job owns `arg` (and so any handle's descriptors) until it is answered.
-        let value = background::submit(self.shared(), f, arg, reply)
-            .err()
-            .map(Err);
+        // The job owns `arg` (and so any handle's descriptors) until its task has ended.
+        if let Err((e, reply)) = background::submit(self.shared(), f, arg, reply) {
+            reply(Err(e));
+        }
         AsyncResult {
             rx,
-            value,
+            value: None,
             pool: background::pool_id(self.shared()),
         }
     }
@@ -312,21 +312,11 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
         C: FnOnce(Result<R>) + Send + 'static,
     {
-        // The callback moves into the reply, or comes back here if the task was never queued.
-        let callback = Arc::new(parking_lot::Mutex::new(Some(callback)));
-        let for_reply = Arc::clone(&callback);
         let reply = Box::new(move |result: Result<Vec<u8>>| {
-            let callback = for_reply.lock().take();
-            if let Some(callback) = callback {
-                callback(decode_async::<R>(result, 0));
-            }
+            callback(decode_async::<R>(result, 0));
         });
-        if let Err(e) = background::submit(self.shared(), f, arg, reply) {
-            // Bound first: the guard must be gone before the callback runs.
-            let unsent = callback.lock().take();
-            if let Some(callback) = unsent {
-                callback(Err(e));
-            }
+        if let Err((e, reply)) = background::submit(self.shared(), f, arg, reply) {
+            reply(Err(e));
         }
     }
 
@@ -371,9 +361,9 @@ impl Pool {
             let reply = Box::new(move |result: Result<Vec<u8>>| {
                 for_reply.lock().put(i, decode_async::<R>(result, i));
             });
-            if let Err(e) = background::submit(self.shared(), f, item, reply) {
-                // Not queued, so never answered: this slot is settled here.
-                gather.lock().put(i, Err(e.with_task(i)));
+            if let Err((e, reply)) = background::submit(self.shared(), f, item, reply) {
+                // Never queued: it names its input, as a task's own error does.
+                reply(Err(e.with_task(i)));
             }
         }
         AsyncResult {
@@ -436,11 +426,10 @@ impl<R> Gather<R> {
         if self.left != 0 {
             return;
         }
+        // Every slot is filled (`left` is 0).
         let all: Result<Vec<R>> = std::mem::take(&mut self.slots)
             .into_iter()
-            .map(|slot| {
-                slot.unwrap_or_else(|| Err(Error::new(ErrorKind::WorkerDied, "a task was lost")))
-            })
+            .flatten()
             .collect();
         // The receiver may be gone: nobody wants the results any more.
         let _ = self.tx.send(all);
