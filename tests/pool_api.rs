@@ -48,8 +48,9 @@ fn imap_reads_ahead_a_bounded_amount_of_an_endless_input() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(first[249], 249 * 249);
+    // A sliding window: never more than `read_ahead` inputs beyond the results taken.
     assert!(
-        pulled.get() <= 300,
+        pulled.get() <= 250 + 100,
         "read {} inputs for 250 results",
         pulled.get()
     );

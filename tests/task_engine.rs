@@ -467,15 +467,22 @@ fn a_callback_that_waits_for_the_same_pool_gets_an_error_not_a_deadlock() {
     let (tx, rx) = std::sync::mpsc::channel();
     let later = std::sync::Arc::new(std::sync::Mutex::new(None));
     let for_callback = std::sync::Arc::clone(&later);
-    // The callback's task is submitted first, so the result it waits for is answered after it.
+    // The callback's task runs in a call of its own (it says when it has started); the task
+    // whose result the callback waits for is submitted after that, so it runs in the next call,
+    // after the callback.
+    let started = shmpar::SharedValue::new(shmpar::Event::new()).unwrap();
     p.apply_async_callback(
-        200u64,
-        |ms| std::thread::sleep(Duration::from_millis(ms)),
+        (200u64, started.clone()),
+        |(ms, started): (u64, shmpar::SharedValue<shmpar::Event>)| {
+            started.set();
+            std::thread::sleep(Duration::from_millis(ms));
+        },
         move |_| {
             let other: Option<shmpar::AsyncResult<u32>> = for_callback.lock().unwrap().take();
             tx.send(other.map(|o| o.get())).unwrap();
         },
     );
+    assert!(started.wait_timeout(Duration::from_secs(20)));
     *later.lock().unwrap() = Some(p.apply_async(1u32, |x| x));
     p.join();
     let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();

@@ -216,6 +216,22 @@ impl Finished<'_> {
     }
 }
 
+/// What [`PoolShared::call_tasks`] hands each chunk that finished without a failure, while the
+/// call still runs: the chunk's index and its report.
+pub(crate) type OnChunk<'a> = &'a mut dyn FnMut(usize, ChunkReport<'_>);
+
+/// The waiting caller's record of the chunks it has handed out early.
+struct Early<'c, 'f> {
+    on_chunk: OnChunk<'f>,
+    /// The call's state, for the caller's own arena (the caller holds the call lock).
+    calls: &'c CallState,
+    seen: Vec<bool>,
+    /// Every chunk below this one has been seen.
+    low: usize,
+    /// `done` at the last look.
+    last_done: u32,
+}
+
 /// A worker that died while it worked on the call.
 #[derive(Debug, Clone, Copy)]
 struct Death {
@@ -239,17 +255,23 @@ impl PoolShared {
     /// Runs one call to completion; the first failed chunk (in chunk order) is the error.
     pub(crate) fn call<'p>(self: &'p Arc<Self>, spec: &CallSpec<'_>) -> Result<Finished<'p>> {
         debug_assert!(!spec.keep_going);
-        let (seq, n, waited, calls) = self.run(spec)?;
+        let (seq, n, waited, calls) = self.run(spec, None)?;
         self.outcome(seq, n, waited, calls)
     }
 
     /// Runs a task-style call to completion and reports every chunk, failed or not.
+    ///
+    /// `early`, if given, is handed each chunk that finished without a failure (state
+    /// [`ChunkState::Ok`]) as soon as the waiting caller sees it, at most once per chunk and
+    /// some milliseconds after the fact; the final report still covers every chunk. It must not
+    /// panic: the call would be left running.
     pub(crate) fn call_tasks<'p>(
         self: &'p Arc<Self>,
         spec: &CallSpec<'_>,
+        early: Option<OnChunk<'_>>,
     ) -> Result<TaskChunks<'p>> {
         debug_assert!(spec.keep_going);
-        let (seq, n, waited, calls) = self.run(spec)?;
+        let (seq, n, waited, calls) = self.run(spec, early)?;
         // ORDERING: SeqCst, like the other loads after the wait.
         let (s, next) = unpack(self.control.header().claim.next.load(Ordering::SeqCst));
         let claimed = if s == seq { (next as usize).min(n) } else { 0 };
@@ -271,6 +293,7 @@ impl PoolShared {
     fn run<'p>(
         self: &'p Arc<Self>,
         spec: &CallSpec<'_>,
+        early: Option<OnChunk<'_>>,
     ) -> Result<(u32, usize, Waited, CallLock<'p>)> {
         let n = spec.grid.nchunks;
         if spec.params.len() > PARAMS_CAP {
@@ -365,7 +388,15 @@ impl PoolShared {
             regions: &regions,
             handles: spec.handles,
         };
-        let waited = self.wait(seq, n, spec.keep_going, joining);
+        let mut early = early.map(|on_chunk| Early {
+            on_chunk,
+            calls: &calls,
+            seen: vec![false; n],
+            low: 0,
+            last_done: 0,
+        });
+        let waited = self.wait(seq, n, spec.keep_going, joining, early.as_mut());
+        drop(early);
         Ok((seq, n, waited, calls))
     }
 
@@ -462,7 +493,14 @@ impl PoolShared {
 
     /// Waits for the call to finish: spins for the pool's spin time, then sleeps on `done`,
     /// checking every `CHECK_EVERY` that every worker lives and replacing the dead.
-    fn wait(self: &Arc<Self>, seq: u32, n: usize, keep_going: bool, call: Joining<'_>) -> Waited {
+    fn wait(
+        self: &Arc<Self>,
+        seq: u32,
+        n: usize,
+        keep_going: bool,
+        call: Joining<'_>,
+        mut early: Option<&mut Early<'_, '_>>,
+    ) -> Waited {
         let hdr = self.control.header();
         let spin = self.config.spin_setting();
         let timeout = self.config.call_timeout_setting();
@@ -485,6 +523,9 @@ impl PoolShared {
             let now = Instant::now();
             if now - last_check >= CHECK_EVERY {
                 self.check_workers(seq, &mut out, call);
+                if let Some(early) = early.as_deref_mut() {
+                    self.hand_out_finished(seq, n, early);
+                }
                 last_check = now;
             }
             if let Some(limit) = timeout {
@@ -507,6 +548,50 @@ impl PoolShared {
             }
             // ORDERING: SeqCst, as above.
             hdr.done.parent_sleeping.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Hands `early` every chunk that has finished without a failure since its last look. Only
+    /// claimed chunks can be final, so the scan ends at the claim counter; it starts at the
+    /// first chunk not yet seen, and runs only when `done` has moved.
+    fn hand_out_finished(&self, seq: u32, n: usize, early: &mut Early<'_, '_>) {
+        let hdr = self.control.header();
+        // ORDERING: SeqCst, like the other loads of the wait: a chunk counted in `done` has
+        // published its state (see `chunk::publish`), which the state loads below see.
+        let done = hdr.done.done.load(Ordering::SeqCst);
+        if done == early.last_done {
+            return;
+        }
+        early.last_done = done;
+        // ORDERING: SeqCst, like the other loads of the wait.
+        let (s, next) = unpack(hdr.claim.next.load(Ordering::SeqCst));
+        let claimed = if s == seq { (next as usize).min(n) } else { 0 };
+        while early.low < n && early.seen[early.low] {
+            early.low += 1;
+        }
+        for i in early.low..claimed {
+            if early.seen[i] {
+                continue;
+            }
+            let slot = self.control.chunk(i);
+            // ORDERING: SeqCst, paired with the SeqCst state stores; an OK state is final.
+            if slot.state.load(Ordering::SeqCst) != OK {
+                continue;
+            }
+            early.seen[i] = true;
+            // ORDERING: published by the state load above.
+            let who = slot.worker.load(Ordering::Relaxed);
+            let report = ChunkReport {
+                state: ChunkState::Ok,
+                bytes: self.chunk_bytes(i, early.calls),
+                progress: 0,
+                // ORDERING: published by the state load above.
+                order: slot.order.load(Ordering::Relaxed),
+                pid: self.pid_of(who),
+                status: None,
+                timed_out: false,
+            };
+            (early.on_chunk)(i, report);
         }
     }
 

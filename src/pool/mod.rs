@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 pub use builder::PoolBuilder;
-pub(crate) use call::{Args, CallSpec, ChunkReport, ChunkState, Finished, Grid, Joining};
+pub(crate) use call::{Args, CallSpec, ChunkReport, ChunkState, Finished, Grid, Joining, OnChunk};
 use control::{Control, IDLE, INIT_FAILED, Layout, READY, STARTING, pack};
 use mail::Mail;
 use worker::{Boot, WorkerStart};

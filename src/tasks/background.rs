@@ -2,11 +2,15 @@
 //! submitted while the pool is busy and runs them together, as one task-style call over all
 //! the workers. Tasks of different types share a call: each carries its own runner (a
 //! function that knows its argument and result types) and its function, as code offsets.
+//!
+//! A job is answered as soon as its chunk has finished, while the call still runs (the
+//! engine's early hand-out), except a job whose reply is a user's callback: that one runs when
+//! the call is over, where it may call the pool. `imap` feeds its window through here too.
 
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -20,6 +24,12 @@ use crate::shm::handle::{self, Outgoing};
 /// How long an idle dispatcher waits for more work before its thread ends (a later task
 /// starts another).
 const IDLE: Duration = Duration::from_secs(1);
+
+/// Fewer jobs than workers: how long the dispatcher waits for the next one to arrive before it
+/// starts the call (a loop of `apply_async` calls lands in one call, not the first task alone
+/// in a call of its own, the others queued behind it), and the most it waits in all.
+const GATHER: Duration = Duration::from_micros(200);
+const GATHER_MOST: Duration = Duration::from_millis(2);
 
 /// A task of any type: its runner (`code` offset of a [`Runner`]), its function (`code`
 /// offset), its serialised argument.
@@ -62,12 +72,35 @@ fn run_any(task: AnyTask) -> Vec<u8> {
     unsafe { runner(code::address(task.user_fn), &task.arg) }
 }
 
+/// How a job runs and answers.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Terms {
+    /// Tasks per chunk; a batch runs at the smallest of its jobs'.
+    pub(super) chunksize: usize,
+    /// Times the task may run again after its worker died in it.
+    pub(super) retries: u32,
+    /// Answer as soon as the task's chunk has finished, while the batch's call still runs.
+    /// Only for replies that merely pass the result on (a channel): a user's callback waits
+    /// for the call's end, where it may call the pool.
+    pub(super) early: bool,
+}
+
+impl Terms {
+    /// One task, answered on a channel: `apply_async`, `map_async`.
+    pub(super) const SINGLE: Terms = Terms {
+        chunksize: 1,
+        retries: 0,
+        early: true,
+    };
+}
+
 /// One submitted task and where its result goes.
 pub(crate) struct Job {
     task: AnyTask,
     /// The shared objects its argument names.
     handles: Vec<Outgoing>,
     reply: Reply,
+    terms: Terms,
     /// The argument itself, kept until its task has ended: while it lives, the objects it
     /// names stay alive in this process too, so the workers learn when they go.
     arg: Box<dyn Send>,
@@ -77,6 +110,7 @@ impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job")
             .field("task", &self.task)
+            .field("terms", &self.terms)
             .finish_non_exhaustive()
     }
 }
@@ -88,15 +122,16 @@ pub(crate) struct Queue {
     dispatching: bool,
 }
 
-/// Submits `f(arg)`; `reply` gets its serialised result (or why there is none) on the
-/// dispatcher. When the task cannot be submitted at all, the error comes back with the unused
-/// `reply`, for the caller to answer with.
-pub(super) fn submit<T, R>(
-    shared: &Arc<PoolShared>,
+/// The job for `f(arg)`; `reply` gets its serialised result (or why there is none) on the
+/// dispatcher. When the task cannot be encoded, the error comes back with the unused `reply`,
+/// for the caller to answer with.
+pub(super) fn job<T, R>(
+    shared: &PoolShared,
     f: fn(T) -> R,
     arg: T,
+    terms: Terms,
     reply: Reply,
-) -> std::result::Result<(), (Error, Reply)>
+) -> std::result::Result<Job, (Error, Reply)>
 where
     T: Serialize + DeserializeOwned + Send + 'static,
     R: Serialize + DeserializeOwned,
@@ -110,7 +145,7 @@ where
         Ok(parts) => parts,
         Err(e) => return Err((e, reply)),
     };
-    let job = Job {
+    Ok(Job {
         task: AnyTask {
             runner,
             user_fn,
@@ -118,11 +153,36 @@ where
         },
         handles: args.handles,
         reply,
+        terms,
         arg: Box::new(arg),
-    };
-    *shared.pending_async.lock() += 1;
+    })
+}
+
+/// Submits one task (see [`job`] and [`enqueue`]).
+pub(super) fn submit<T, R>(
+    shared: &Arc<PoolShared>,
+    f: fn(T) -> R,
+    arg: T,
+    terms: Terms,
+    reply: Reply,
+) -> std::result::Result<(), (Error, Reply)>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned,
+{
+    enqueue(shared, vec![job(shared, f, arg, terms, reply)?]);
+    Ok(())
+}
+
+/// Queues `jobs` together (a dispatcher that wakes takes them all into one call) and starts
+/// the dispatcher if none serves the queue. Every job is answered, exactly once.
+pub(super) fn enqueue(shared: &Arc<PoolShared>, jobs: Vec<Job>) {
+    if jobs.is_empty() {
+        return;
+    }
+    *shared.pending_async.lock() += jobs.len();
     let mut queue = shared.background.lock();
-    queue.jobs.push_back(job);
+    queue.jobs.extend(jobs);
     shared.background_ready.notify_one();
     if !queue.dispatching {
         queue.dispatching = true;
@@ -132,20 +192,14 @@ where
             .spawn(move || dispatch(&for_thread));
         if let Err(e) = started {
             queue.dispatching = false;
-            let job = queue.jobs.pop_back();
+            let jobs: Vec<Job> = queue.jobs.drain(..).collect();
             drop(queue);
-            if let Some(job) = job {
-                let err = Error::io("could not start the apply_async dispatcher", e);
-                finish(shared, job, Err(err));
+            let err = Error::io("could not start the apply_async dispatcher", e);
+            for job in jobs {
+                finish(shared, job, Err(err.clone()));
             }
         }
     }
-    Ok(())
-}
-
-/// The same error for every job of a batch.
-fn all<T>(replies: &[T], error: Error) -> Vec<Result<Vec<u8>>> {
-    (0..replies.len()).map(|_| Err(error.clone())).collect()
 }
 
 /// Hands a job its result and counts it done. A reply that panics (the user's callback or
@@ -204,52 +258,75 @@ fn dispatch(shared: &Arc<PoolShared>) {
                     return;
                 }
             }
+            let gathering = Instant::now();
+            while queue.jobs.len() < shared.workers_wanted && gathering.elapsed() < GATHER_MOST {
+                let before = queue.jobs.len();
+                shared.background_ready.wait_for(&mut queue, GATHER);
+                if queue.jobs.len() == before {
+                    break;
+                }
+            }
             queue.jobs.drain(..).collect()
         };
         if jobs.is_empty() {
             continue;
         }
+        let chunksize = jobs.iter().map(|j| j.terms.chunksize).min().unwrap_or(1);
         let mut tasks = Vec::with_capacity(jobs.len());
         let mut handles = Vec::new();
         let mut replies = Vec::with_capacity(jobs.len());
+        let mut terms = Vec::with_capacity(jobs.len());
         let mut args = Vec::with_capacity(jobs.len());
         for job in jobs {
             tasks.push(job.task);
             handles.extend(job.handles);
-            replies.push(job.reply);
+            replies.push(Some(job.reply));
+            terms.push(job.terms);
             args.push(job.arg);
         }
         // One call for the batch, spread over every worker; each task's outcome is its own.
         // Nothing that happens here may leave a job unanswered: a panic is caught too.
-        let outcomes = panic::catch_unwind(AssertUnwindSafe(|| {
-            run_tasks_with(shared, &tasks, run_any, 1, 0, handles)
-        }));
-        let results: Vec<Result<Vec<u8>>> = match outcomes {
-            Ok(Ok(v)) if v.len() == replies.len() => v
-                .into_iter()
+        let mut late = Vec::new();
+        let how = super::Run {
+            chunksize,
+            retries: &|i| terms[i].retries,
+            early: terms.iter().any(|t| t.early),
+        };
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            run_tasks_with(shared, &tasks, run_any, &how, handles, &mut |i, r, _| {
                 // Each job is a task of its own: its error names task 0, as a lone task.
-                .map(|(r, _)| r.map_err(|e| e.with_task(0)))
-                .collect(),
-            Ok(Ok(_)) => all(
-                &replies,
-                Error::new(ErrorKind::WorkerDied, "a task was lost"),
-            ),
-            Ok(Err(e)) => all(&replies, e),
-            Err(payload) => all(
-                &replies,
-                Error::new(
-                    ErrorKind::WorkerPanicked,
-                    format!(
-                        "the apply_async dispatcher panicked: {}",
-                        crate::pool::chunk::panic_message(&*payload)
-                    ),
+                let r = r.map_err(|e| e.with_task(0));
+                if terms[i].early {
+                    if let Some(reply) = replies[i].take() {
+                        answer(shared, reply, r);
+                    }
+                } else {
+                    late.push((i, r));
+                }
+            })
+        }));
+        let failed = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(payload) => Some(Error::new(
+                ErrorKind::WorkerPanicked,
+                format!(
+                    "the apply_async dispatcher panicked: {}",
+                    crate::pool::chunk::panic_message(&*payload)
                 ),
-            ),
+            )),
         };
         // The workers are done with the arguments' objects: they may go before the answers.
         drop_quietly(args);
-        for (reply, result) in replies.into_iter().zip(results) {
-            answer(shared, reply, result);
+        for (i, result) in late {
+            if let Some(reply) = replies[i].take() {
+                answer(shared, reply, result);
+            }
+        }
+        // Whatever has no outcome yet (the call could not run, or was cut short) gets one.
+        let lost = failed.unwrap_or_else(|| Error::new(ErrorKind::WorkerDied, "a task was lost"));
+        for reply in replies.into_iter().flatten() {
+            answer(shared, reply, Err(lost.clone()));
         }
     }
 }

@@ -13,7 +13,7 @@ mod options;
 pub(crate) use background::Queue as BackgroundQueue;
 pub use options::MapOptions;
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -26,7 +26,7 @@ use crate::Pool;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::chunk::{ChunkFailure, ChunkInput, Trampoline, panic_message};
 use crate::pool::control::ArrayDesc;
-use crate::pool::{CallSpec, ChunkState, Grid, PoolShared};
+use crate::pool::{CallSpec, ChunkReport, ChunkState, Grid, OnChunk, PoolShared};
 use crate::shm::Region;
 use crate::shm::handle::{self, Outgoing};
 use crate::sys::ExitStatus;
@@ -158,9 +158,16 @@ impl Pool {
         .collect())
     }
 
-    /// A lazy [`map`](Pool::map): results come back in input order as they are needed, and the
-    /// input is read a bounded batch at a time (so an endless iterator works). Each batch runs
-    /// as one call on the pool.
+    /// A lazy [`map`](Pool::map) (Python's `imap`): each result comes, in input order, as soon
+    /// as its task and every task before it have finished, while later tasks still run. The
+    /// input is read through a sliding window, at most `read_ahead` items (see
+    /// [`MapOptions::read_ahead`]) beyond the results taken, so an endless iterator works.
+    ///
+    /// The tasks run in the background on the pool's dispatcher, alongside
+    /// [`apply_async`](Pool::apply_async)'s, so the items must be `Send + 'static`. A panic in
+    /// the input iterator reaches the caller after every result from before it. Tasks that go
+    /// to the dispatcher while it runs a call wait for that call's end: a window's tasks
+    /// overlap, two calls do not.
     ///
     /// ```
     /// # fn main() -> shmpar::Result<()> {
@@ -177,7 +184,7 @@ impl Pool {
     pub fn imap<I, T, R>(&self, items: I, f: TaskFn<T, R>) -> Imap<'_, I::IntoIter, T, R>
     where
         I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
         self.imap_with(items, f, &MapOptions::new().chunksize(1))
@@ -202,23 +209,15 @@ impl Pool {
     ) -> Imap<'_, I::IntoIter, T, R>
     where
         I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        Imap {
-            pool: self,
-            source: items.into_iter(),
-            f,
-            options: options.clone(),
-            ready: VecDeque::new(),
-            exhausted: false,
-            unordered: false,
-            taken: 0,
-        }
+        Imap::new(self, items.into_iter(), f, options, false)
     }
 
-    /// Like [`imap`](Pool::imap), but each batch's results come in the order the tasks
-    /// finished, not the input order. Every result comes exactly once.
+    /// Like [`imap`](Pool::imap), but the results come in the order the tasks finished, not
+    /// the input order; an error still names its input index ([`Error::task`]). Every result
+    /// comes exactly once.
     ///
     /// ```
     /// # fn main() -> shmpar::Result<()> {
@@ -232,14 +231,16 @@ impl Pool {
     pub fn imap_unordered<I, T, R>(&self, items: I, f: TaskFn<T, R>) -> Imap<'_, I::IntoIter, T, R>
     where
         I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        Imap {
-            unordered: true,
-            taken: 0,
-            ..self.imap(items, f)
-        }
+        Imap::new(
+            self,
+            items.into_iter(),
+            f,
+            &MapOptions::new().chunksize(1),
+            true,
+        )
     }
 
     /// Runs one task in the background and returns a handle to its result (Python's
@@ -271,7 +272,8 @@ impl Pool {
             let _ = tx.send(decode_async::<R>(result, 0));
         });
         // The job owns `arg` (and so any handle's descriptors) until its task has ended.
-        if let Err((e, reply)) = background::submit(self.shared(), f, arg, reply) {
+        let terms = background::Terms::SINGLE;
+        if let Err((e, reply)) = background::submit(self.shared(), f, arg, terms, reply) {
             reply(Err(e));
         }
         AsyncResult {
@@ -315,7 +317,12 @@ impl Pool {
         let reply = Box::new(move |result: Result<Vec<u8>>| {
             callback(decode_async::<R>(result, 0));
         });
-        if let Err((e, reply)) = background::submit(self.shared(), f, arg, reply) {
+        // A callback runs once the batch's call is over, where it may call the pool.
+        let terms = background::Terms {
+            early: false,
+            ..background::Terms::SINGLE
+        };
+        if let Err((e, reply)) = background::submit(self.shared(), f, arg, terms, reply) {
             reply(Err(e));
         }
     }
@@ -356,16 +363,21 @@ impl Pool {
             tx,
         }));
         gather.lock().send_if_done();
+        let mut jobs = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
             let for_reply = Arc::clone(&gather);
             let reply = Box::new(move |result: Result<Vec<u8>>| {
                 for_reply.lock().put(i, decode_async::<R>(result, i));
             });
-            if let Err((e, reply)) = background::submit(self.shared(), f, item, reply) {
+            let terms = background::Terms::SINGLE;
+            match background::job(self.shared(), f, item, terms, reply) {
+                Ok(job) => jobs.push(job),
                 // Never queued: it names its input, as a task's own error does.
-                reply(Err(e.with_task(i)));
+                Err((e, reply)) => reply(Err(e.with_task(i))),
             }
         }
+        // Queued together, so that one call runs them all.
+        background::enqueue(self.shared(), jobs);
         AsyncResult {
             rx,
             value: None,
@@ -529,74 +541,144 @@ impl<R> AsyncResult<R> {
 }
 
 /// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`].
+///
+/// Its tasks run in the background, on the pool's dispatcher (as
+/// [`apply_async`](Pool::apply_async)'s do), at most `read_ahead` of them ahead of the results
+/// taken: each result can be taken as soon as its task (and, for `imap`, every task before it)
+/// has finished. Dropping the iterator early leaves the tasks already submitted to run to their
+/// end; [`Pool::join`] waits for them.
 pub struct Imap<'p, I, T, R> {
     pool: &'p Pool,
     source: I,
     f: TaskFn<T, R>,
-    options: MapOptions,
-    ready: VecDeque<Result<R>>,
-    exhausted: bool,
+    terms: background::Terms,
+    /// Tasks submitted and not yet returned, at most.
+    window: usize,
     unordered: bool,
-    /// Input items taken so far: the input index of the next batch's first task.
+    /// Input items taken (and submitted) so far.
     taken: usize,
+    /// Results returned so far.
+    returned: usize,
+    exhausted: bool,
+    /// The input iterator's panic, raised once every result from before it has come.
+    source_panic: Option<Box<dyn std::any::Any + Send>>,
+    tx: mpsc::Sender<(usize, Result<Vec<u8>>)>,
+    rx: mpsc::Receiver<(usize, Result<Vec<u8>>)>,
+    /// Results that arrived before their turn (`imap`), by input index.
+    arrived: BTreeMap<usize, Result<Vec<u8>>>,
+}
+
+impl<'p, I, T, R> Imap<'p, I, T, R>
+where
+    I: Iterator<Item = T>,
+    T: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned,
+{
+    fn new(
+        pool: &'p Pool,
+        source: I,
+        f: TaskFn<T, R>,
+        options: &MapOptions,
+        unordered: bool,
+    ) -> Self {
+        let chunksize = options.chunksize_setting().unwrap_or(1).max(1);
+        let (tx, rx) = mpsc::channel();
+        Imap {
+            pool,
+            source,
+            f,
+            terms: background::Terms {
+                chunksize,
+                retries: options.retries_setting(),
+                early: true,
+            },
+            window: options.read_ahead_for(chunksize, pool.workers()),
+            unordered,
+            taken: 0,
+            returned: 0,
+            exhausted: false,
+            source_panic: None,
+            tx,
+            rx,
+            arrived: BTreeMap::new(),
+        }
+    }
+
+    /// Submits input items until `window` tasks are out or the input ends, all in one go (so
+    /// that they share a call).
+    fn refill(&mut self) {
+        let mut jobs = Vec::new();
+        while !self.exhausted && self.taken - self.returned < self.window {
+            // A panicking input ends the input; the panic is raised after the results before it.
+            let item = match panic::catch_unwind(AssertUnwindSafe(|| self.source.next())) {
+                Ok(Some(item)) => item,
+                Ok(None) => {
+                    self.exhausted = true;
+                    break;
+                }
+                Err(payload) => {
+                    self.exhausted = true;
+                    self.source_panic = Some(payload);
+                    break;
+                }
+            };
+            let index = self.taken;
+            self.taken += 1;
+            let tx = self.tx.clone();
+            let reply = Box::new(move |result: Result<Vec<u8>>| {
+                // The iterator may be gone: then nobody wants the result.
+                let _ = tx.send((index, result));
+            });
+            match background::job(self.pool.shared(), self.f, item, self.terms, reply) {
+                Ok(job) => jobs.push(job),
+                Err((e, reply)) => reply(Err(e.with_task(0))),
+            }
+        }
+        background::enqueue(self.pool.shared(), jobs);
+    }
 }
 
 impl<I, T, R> Iterator for Imap<'_, I, T, R>
 where
     I: Iterator<Item = T>,
-    T: Serialize + DeserializeOwned,
+    T: Serialize + DeserializeOwned + Send + 'static,
     R: Serialize + DeserializeOwned,
 {
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        if let Some(r) = self.ready.pop_front() {
-            return Some(r);
-        }
-        if self.exhausted {
-            return None;
-        }
-        let chunksize = self.options.chunksize_setting().unwrap_or(1);
-        let batch_len = self.options.read_ahead_for(chunksize, self.pool.workers());
-        let batch: Vec<T> = self.source.by_ref().take(batch_len).collect();
-        if batch.len() < batch_len {
-            self.exhausted = true;
-        }
-        if batch.is_empty() {
-            return None;
-        }
-        let first = self.taken;
-        self.taken += batch.len();
-        // An error names its task by input index, not by its place in the batch.
-        let renumber = |(i, r): (usize, Result<R>)| r.map_err(|e| e.with_task(first + i));
-        match run_tasks(
-            self.pool.shared(),
-            &batch,
-            self.f,
-            chunksize,
-            self.options.retries_setting(),
-        ) {
-            Ok(results) => {
-                let mut results: Vec<(usize, (Result<R>, u64))> =
-                    results.into_iter().enumerate().collect();
-                if self.unordered {
-                    results.sort_by_key(|(_, (_, order))| *order);
+        self.refill();
+        loop {
+            if !self.unordered {
+                if let Some(result) = self.arrived.remove(&self.returned) {
+                    let index = self.returned;
+                    self.returned += 1;
+                    return Some(decode_async(result, index));
                 }
-                self.ready
-                    .extend(results.into_iter().map(|(i, (r, _))| renumber((i, r))));
             }
-            Err(e) => self
-                .ready
-                .extend((0..batch.len()).map(|i| renumber((i, Err(e.clone()))))),
+            if self.returned == self.taken {
+                if let Some(payload) = self.source_panic.take() {
+                    panic::resume_unwind(payload);
+                }
+                return None;
+            }
+            // Every submitted task is answered exactly once (the dispatcher's promise), and we
+            // hold a sender: the wait ends with a result, never with a disconnection.
+            let (index, result) = self.rx.recv().expect("the iterator holds a sender");
+            if self.unordered {
+                self.returned += 1;
+                return Some(decode_async(result, index));
+            }
+            self.arrived.insert(index, result);
         }
-        self.ready.pop_front()
     }
 }
 
 impl<I, T, R> std::fmt::Debug for Imap<'_, I, T, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Imap")
-            .field("buffered", &self.ready.len())
+            .field("taken", &self.taken)
+            .field("returned", &self.returned)
             .field("exhausted", &self.exhausted)
             .field("unordered", &self.unordered)
             .finish_non_exhaustive()
@@ -645,7 +727,7 @@ struct Pending {
 }
 
 /// Runs `f` on every item; returns each task's result with the order in which its chunk
-/// finished (for `imap_unordered`).
+/// finished.
 fn run_tasks<T, R>(
     shared: &Arc<PoolShared>,
     items: &[T],
@@ -657,79 +739,99 @@ where
     T: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
-    run_tasks_with(shared, items, f, chunksize, retries, Vec::new())
-}
-
-/// [`run_tasks`], with shared objects named by arguments serialised beforehand (the
-/// background dispatcher's tasks).
-fn run_tasks_with<T, R>(
-    shared: &Arc<PoolShared>,
-    items: &[T],
-    f: TaskFn<T, R>,
-    chunksize: usize,
-    retries: u32,
-    handles: Vec<Outgoing>,
-) -> Result<Vec<(Result<R>, u64)>>
-where
-    T: Serialize + DeserializeOwned,
-    R: Serialize + DeserializeOwned,
-{
-    let mut encoded = Encoded::new(items)?;
-    encoded.handles.extend(handles);
     let mut results: Vec<Option<(Result<R>, u64)>> = (0..items.len()).map(|_| None).collect();
-    let mut pending: Vec<Pending> = (0..items.len())
-        .map(|index| Pending { index, attempt: 0 })
-        .collect();
-    let max_chunks = shared.config().max_chunks_setting();
-    let mut round = 0u64;
-    while !pending.is_empty() {
-        let before = pending.len();
-        let mut next = Vec::new();
-        for batch in pending.chunks(max_chunks.saturating_mul(chunksize).max(1)) {
-            run_batch(
-                shared,
-                &encoded,
-                batch,
-                f,
-                chunksize,
-                retries,
-                round,
-                &mut results,
-                &mut next,
-            )?;
-            round += 1;
-        }
-        if next.len() >= before && next.iter().all(|p| p.attempt == 0) {
-            // Nothing ran at all (every worker gone and none could start): fail the rest.
-            for p in next.drain(..) {
-                results[p.index] = Some((
-                    Err(
-                        Error::new(ErrorKind::WorkerDied, "no worker could run the task")
-                            .with_task(p.index),
-                    ),
-                    u64::MAX,
-                ));
-            }
-        }
-        pending = next;
-    }
+    let how = Run {
+        chunksize,
+        retries: &|_| retries,
+        early: false,
+    };
+    run_tasks_with(shared, items, f, &how, Vec::new(), &mut |i, r, order| {
+        results[i] = Some((r, order));
+    })?;
     Ok(results
         .into_iter()
         .map(|r| r.expect("every task resolved"))
         .collect())
 }
 
-/// One call over `batch`: resolves what it can into `results`, queues the rest in `next`.
-#[allow(clippy::too_many_arguments)]
+/// How [`run_tasks_with`] runs its tasks.
+struct Run<'a> {
+    chunksize: usize,
+    /// How many times task `i` may run again after its worker died in it.
+    retries: &'a dyn Fn(usize) -> u32,
+    /// Hand out each chunk's outcomes as soon as the chunk has finished, while the call still
+    /// runs (for streams); otherwise they come once the call is over.
+    early: bool,
+}
+
+/// Where [`run_tasks_with`] hands each task's outcome, exactly once: the task's index, its
+/// result, and the order in which it finished.
+type Deliver<'a, R> = &'a mut dyn FnMut(usize, Result<R>, u64);
+
+/// Runs `f` on every item, handing each outcome to `deliver`; `handles`, the shared objects
+/// named by arguments serialised beforehand (the background dispatcher's tasks). An error only
+/// when the pool cannot run the call at all: then the tasks not yet delivered have no outcome.
+fn run_tasks_with<T, R>(
+    shared: &Arc<PoolShared>,
+    items: &[T],
+    f: TaskFn<T, R>,
+    how: &Run<'_>,
+    handles: Vec<Outgoing>,
+    deliver: Deliver<'_, R>,
+) -> Result<()>
+where
+    T: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    let mut encoded = Encoded::new(items)?;
+    encoded.handles.extend(handles);
+    let mut pending: Vec<Pending> = (0..items.len())
+        .map(|index| Pending { index, attempt: 0 })
+        .collect();
+    let max_chunks = shared.config().max_chunks_setting();
+    let chunksize = how.chunksize.max(1);
+    let mut round = 0u64;
+    while !pending.is_empty() {
+        let before = pending.len();
+        let mut next = Vec::new();
+        for batch in pending.chunks(max_chunks.saturating_mul(chunksize).max(1)) {
+            let call = Batch {
+                encoded: &encoded,
+                tasks: batch,
+                chunksize,
+                round,
+            };
+            run_batch(shared, &call, f, how, deliver, &mut next)?;
+            round += 1;
+        }
+        if next.len() >= before && next.iter().all(|p| p.attempt == 0) {
+            // Nothing ran at all (every worker gone and none could start): fail the rest.
+            for p in next.drain(..) {
+                let err = Error::new(ErrorKind::WorkerDied, "no worker could run the task");
+                deliver(p.index, Err(err.with_task(p.index)), u64::MAX);
+            }
+        }
+        pending = next;
+    }
+    Ok(())
+}
+
+/// One call's worth of tasks.
+struct Batch<'a> {
+    encoded: &'a Encoded,
+    tasks: &'a [Pending],
+    chunksize: usize,
+    /// The call's number within its `run_tasks_with`, the high half of each outcome's order.
+    round: u64,
+}
+
+/// One call over `batch`: delivers what it can, queues the rest in `next`.
 fn run_batch<T, R>(
     shared: &Arc<PoolShared>,
-    encoded: &Encoded,
-    batch: &[Pending],
+    batch: &Batch<'_>,
     f: TaskFn<T, R>,
-    chunksize: usize,
-    retries: u32,
-    round: u64,
-    results: &mut [Option<(Result<R>, u64)>],
+    how: &Run<'_>,
+    deliver: Deliver<'_, R>,
     next: &mut Vec<Pending>,
 ) -> Result<()>
 where
@@ -740,8 +842,9 @@ where
     // error, not wait for the lock its own call holds.
     shared.not_inside_a_call()?;
     let mut input = shared.task_input.lock();
-    let (region, used) = fill_input(&mut input, encoded, batch)?;
-    let n = batch.len();
+    let (region, used) = fill_input(&mut input, batch.encoded, batch.tasks)?;
+    let n = batch.tasks.len();
+    let chunksize = batch.chunksize;
     let grid = Grid {
         nchunks: n.div_ceil(chunksize),
         rows_per_chunk: chunksize,
@@ -763,43 +866,25 @@ where
         rows: n,
         grid,
         params: &[],
-        handles: &encoded.handles,
+        handles: &batch.encoded.handles,
         keep_going: true,
     };
-    let chunks = shared.call_tasks(&spec)?;
-    for c in 0..chunks.nchunks() {
-        let report = chunks.report(c);
-        let tasks = &batch[c * chunksize..((c + 1) * chunksize).min(n)];
-        let order = (round << 32) | u64::from(report.order);
-        let mut bytes = report.bytes;
-        let finished = match report.state {
-            ChunkState::Ok => tasks.len(),
-            ChunkState::NotRun => 0,
-            _ => report.progress.min(tasks.len()),
+    let tasks_of = |c: usize| &batch.tasks[c * chunksize..((c + 1) * chunksize).min(n)];
+    let order_of = |report: &ChunkReport<'_>| (batch.round << 32) | u64::from(report.order);
+    let mut handed_out = vec![false; grid.nchunks];
+    let chunks = {
+        let mut early = |c: usize, report: ChunkReport<'_>| {
+            handed_out[c] = true;
+            let order = order_of(&report);
+            deliver_finished::<R>(&report, tasks_of(c), order, deliver);
         };
-        for p in tasks.iter().take(finished) {
-            // Each outcome is `[length: u32][bytes]`: one that fails to decode costs only its
-            // own task.
-            let (one, rest) = match bytes.split_first_chunk::<4>() {
-                Some((len, rest)) if u32::from_le_bytes(*len) as usize <= rest.len() => {
-                    rest.split_at(u32::from_le_bytes(*len) as usize)
-                }
-                _ => (&[][..], &[][..]),
-            };
-            bytes = rest;
-            let outcome = match postcard::from_bytes::<Outcome<R>>(one) {
-                Ok(Outcome::Ok(r)) => Ok(r),
-                Ok(Outcome::Panicked(msg)) => Err(Error::new(ErrorKind::WorkerPanicked, msg)
-                    .with_task(p.index)
-                    .with_pid(report.pid)),
-                Err(e) => Err(Error::new(
-                    ErrorKind::Decode,
-                    format!("a task's result could not be decoded: {e}"),
-                )
-                .with_task(p.index)),
-            };
-            results[p.index] = Some((outcome, order));
-        }
+        shared.call_tasks(&spec, how.early.then_some(&mut early as OnChunk<'_>))?
+    };
+    for c in (0..chunks.nchunks()).filter(|&c| !handed_out[c]) {
+        let report = chunks.report(c);
+        let tasks = tasks_of(c);
+        let order = order_of(&report);
+        let finished = deliver_finished::<R>(&report, tasks, order, deliver);
         let rest = &tasks[finished..];
         match report.state {
             ChunkState::Ok => {}
@@ -809,12 +894,10 @@ where
             ChunkState::Panicked => {
                 let msg = String::from_utf8_lossy(report.bytes).into_owned();
                 for p in rest {
-                    results[p.index] = Some((
-                        Err(Error::new(ErrorKind::WorkerPanicked, msg.clone())
-                            .with_task(p.index)
-                            .with_pid(report.pid)),
-                        order,
-                    ));
+                    let err = Error::new(ErrorKind::WorkerPanicked, msg.clone())
+                        .with_task(p.index)
+                        .with_pid(report.pid);
+                    deliver(p.index, Err(err), order);
                 }
             }
             ChunkState::TooLarge | ChunkState::Died => {
@@ -825,15 +908,18 @@ where
                 // if the caller said tasks are idempotent (`retries`).
                 if report.state == ChunkState::Died
                     && !report.timed_out
-                    && current.attempt < retries
+                    && current.attempt < (how.retries)(current.index)
                 {
                     next.push(Pending {
                         index: current.index,
                         attempt: current.attempt + 1,
                     });
                 } else {
-                    results[current.index] =
-                        Some((Err(task_failure(&report, current.index)), order));
+                    deliver(
+                        current.index,
+                        Err(task_failure(&report, current.index)),
+                        order,
+                    );
                 }
                 // The ones it never started run again, as if new.
                 next.extend_from_slice(after);
@@ -843,7 +929,53 @@ where
     Ok(())
 }
 
-fn task_failure(report: &crate::pool::ChunkReport<'_>, task: usize) -> Error {
+/// Delivers the outcomes of the tasks of a chunk that finished: all of them for a chunk that
+/// ran to the end, the first `progress` for one that stopped part-way. Returns how many.
+fn deliver_finished<R: DeserializeOwned>(
+    report: &ChunkReport<'_>,
+    tasks: &[Pending],
+    order: u64,
+    deliver: Deliver<'_, R>,
+) -> usize {
+    let finished = match report.state {
+        ChunkState::Ok => tasks.len(),
+        ChunkState::NotRun | ChunkState::Panicked => 0,
+        _ => report.progress.min(tasks.len()),
+    };
+    let mut bytes = report.bytes;
+    for p in &tasks[..finished] {
+        // Each outcome is `[length: u32][bytes]`: one that fails to decode costs only its
+        // own task.
+        let (one, rest) = match bytes.split_first_chunk::<4>() {
+            Some((len, rest)) if u32::from_le_bytes(*len) as usize <= rest.len() => {
+                rest.split_at(u32::from_le_bytes(*len) as usize)
+            }
+            _ => (&[][..], &[][..]),
+        };
+        bytes = rest;
+        // A `Deserialize` of the user's that panics fails its own task, and never unwinds
+        // through a call that is still running.
+        let decoded = panic::catch_unwind(AssertUnwindSafe(|| {
+            postcard::from_bytes::<Outcome<R>>(one).map_err(|e| e.to_string())
+        }))
+        .unwrap_or_else(|payload| Err(format!("it panicked: {}", panic_message(&*payload))));
+        let outcome = match decoded {
+            Ok(Outcome::Ok(r)) => Ok(r),
+            Ok(Outcome::Panicked(msg)) => Err(Error::new(ErrorKind::WorkerPanicked, msg)
+                .with_task(p.index)
+                .with_pid(report.pid)),
+            Err(e) => Err(Error::new(
+                ErrorKind::Decode,
+                format!("a task's result could not be decoded: {e}"),
+            )
+            .with_task(p.index)),
+        };
+        deliver(p.index, outcome, order);
+    }
+    finished
+}
+
+fn task_failure(report: &ChunkReport<'_>, task: usize) -> Error {
     let err = if report.state == ChunkState::TooLarge {
         Error::new(
             ErrorKind::ResultTooLarge,
