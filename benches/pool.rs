@@ -2,6 +2,10 @@
 //!
 //! - per-task overhead of `Pool::map` on a trivial function, 100,000 tasks, chunksize 1 and the
 //!   default chunk size;
+//! - `imap` over 100,000 trivial tasks (chunksize 1), per task;
+//! - `imap_unordered`'s first-result latency: one task that returns at once among slow ones,
+//!   the time from the call to its result;
+//! - `apply_async` throughput: 10,000 trivial tasks submitted, then every result taken;
 //! - `Queue` round-trip latency (a ping-pong between two processes) and messages per second
 //!   (one producer process, the parent consuming).
 //!
@@ -18,6 +22,54 @@ use shmpar::{MapOptions, Pool, Process, Queue};
 const TASKS: u64 = 100_000;
 const ROUNDTRIPS: u64 = 20_000;
 const MESSAGES: u64 = 100_000;
+const ASYNC_TASKS: u64 = 10_000;
+/// The slow tasks' length in the first-result benchmark.
+const SLOW_MS: u64 = 100;
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn imap_once(pool: &Pool) -> Duration {
+    let t = Instant::now();
+    let mut last = 0;
+    for r in pool.imap(0..TASKS, |x| x + 1) {
+        last = r.expect("imap");
+    }
+    let took = t.elapsed();
+    assert_eq!(last, TASKS);
+    took
+}
+
+/// From the call to the first result, a task that returns at once, while one slow task per
+/// worker runs (the slow ones are waited for after the clock stops).
+fn first_result_once(pool: &Pool) -> Duration {
+    let mut input = vec![SLOW_MS; pool.workers()];
+    input.insert(pool.workers() / 2, 0);
+    let t = Instant::now();
+    let mut it = pool.imap_unordered(input, sleep_ms);
+    let first = it.next().expect("a result").expect("imap");
+    let took = t.elapsed();
+    assert_eq!(first, 0, "the quick task comes first");
+    assert_eq!(it.count(), pool.workers());
+    took
+}
+
+/// Tasks per second of `apply_async`: submit them all, then take every result.
+fn apply_async_once(pool: &Pool) -> f64 {
+    let t = Instant::now();
+    let pending: Vec<_> = (0..ASYNC_TASKS)
+        .map(|i| pool.apply_async(i, |x| x + 1))
+        .collect();
+    let mut sum = 0;
+    for p in pending {
+        sum += p.get().expect("apply_async");
+    }
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(sum, ASYNC_TASKS * (ASYNC_TASKS + 1) / 2);
+    ASYNC_TASKS as f64 / secs
+}
 
 fn map_once(pool: &Pool, chunksize: Option<usize>) -> Duration {
     let opts = chunksize.map_or_else(MapOptions::new, |c| MapOptions::new().chunksize(c));
@@ -96,6 +148,24 @@ fn main() {
         g.bench_function("default_chunksize", |b| {
             b.iter_custom(|n| (0..n).map(|_| map_once(&pool, None)).sum())
         });
+        g.bench_function("imap_chunksize_1", |b| {
+            b.iter_custom(|n| (0..n).map(|_| imap_once(&pool)).sum())
+        });
+        g.finish();
+    }
+    {
+        let mut g = c.benchmark_group("background");
+        g.bench_function("imap_unordered_first_result", |b| {
+            b.iter_custom(|n| (0..n).map(|_| first_result_once(&pool)).sum())
+        });
+        g.throughput(Throughput::Elements(ASYNC_TASKS));
+        g.bench_function("apply_async_10k", |b| {
+            b.iter_custom(|n| {
+                (0..n)
+                    .map(|_| Duration::from_secs_f64(ASYNC_TASKS as f64 / apply_async_once(&pool)))
+                    .sum()
+            })
+        });
         g.finish();
     }
     {
@@ -133,6 +203,29 @@ fn compare_with_python(pool: &Pool) {
         ("map_per_task", "chunksize 1", map_us(Some(1))),
         ("map_per_task", "default chunksize", map_us(None)),
         (
+            "imap_per_task",
+            "chunksize 1",
+            median(
+                (0..5)
+                    .map(|_| imap_once(pool).as_secs_f64() / TASKS as f64 * 1e6)
+                    .collect(),
+            ),
+        ),
+        (
+            "imap_first_result",
+            "",
+            median(
+                (0..5)
+                    .map(|_| first_result_once(pool).as_secs_f64() * 1e6)
+                    .collect(),
+            ),
+        ),
+        (
+            "apply_async_per_s",
+            "",
+            median((0..5).map(|_| apply_async_once(pool)).collect()),
+        ),
+        (
             "queue_roundtrip",
             "",
             median(
@@ -160,6 +253,10 @@ fn compare_with_python(pool: &Pool) {
             &ROUNDTRIPS.to_string(),
             "--messages",
             &MESSAGES.to_string(),
+            "--async-tasks",
+            &ASYNC_TASKS.to_string(),
+            "--slow-ms",
+            &SLOW_MS.to_string(),
         ])
         .output();
     let python: Vec<(String, String, f64)> = match output {
@@ -196,6 +293,7 @@ fn compare_with_python(pool: &Pool) {
             .map(|p| p.2);
         let (unit, gain) = match metric {
             "queue_messages_per_s" => ("msg/s", py.map(|p| ours / p)),
+            "apply_async_per_s" => ("task/s", py.map(|p| ours / p)),
             _ => ("us", py.map(|p| p / ours)),
         };
         println!(

@@ -17,6 +17,11 @@ def trivial(x):
     return x + 1
 
 
+def sleep_ms(ms):
+    time.sleep(ms / 1000)
+    return ms
+
+
 def echo(inbox, outbox, n):
     for _ in range(n):
         outbox.put(inbox.get())
@@ -40,6 +45,8 @@ def main():
     ap.add_argument("--tasks", type=int, default=100_000)
     ap.add_argument("--roundtrips", type=int, default=20_000)
     ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--async-tasks", type=int, default=10_000)
+    ap.add_argument("--slow-ms", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     workers = len(os.sched_getaffinity(0))
@@ -55,6 +62,37 @@ def main():
                 return time.perf_counter() - t
             secs = median_of(args.runs, run)
             emit("map_per_task", secs / args.tasks * 1e6, "us", chunksize=label, tasks=args.tasks)
+
+        def imap_run():
+            t = time.perf_counter()
+            last = None
+            for last in pool.imap(trivial, range(args.tasks), chunksize=1):
+                pass
+            assert last == args.tasks
+            return time.perf_counter() - t
+        secs = median_of(args.runs, imap_run)
+        emit("imap_per_task", secs / args.tasks * 1e6, "us", chunksize="chunksize 1", tasks=args.tasks)
+
+        def first_result():
+            tasks = [args.slow_ms] * workers
+            tasks.insert(workers // 2, 0)
+            t = time.perf_counter()
+            it = pool.imap_unordered(sleep_ms, tasks)
+            first = next(it)
+            took = time.perf_counter() - t
+            assert first == 0
+            assert len(list(it)) == workers
+            return took
+        emit("imap_first_result", median_of(args.runs, first_result) * 1e6, "us")
+
+        def apply_async_rate():
+            t = time.perf_counter()
+            pending = [pool.apply_async(trivial, (i,)) for i in range(args.async_tasks)]
+            total = sum(p.get() for p in pending)
+            secs = time.perf_counter() - t
+            assert total == args.async_tasks * (args.async_tasks + 1) // 2
+            return args.async_tasks / secs
+        emit("apply_async_per_s", median_of(args.runs, apply_async_rate), "task/s")
 
     def roundtrip():
         a, b = ctx.Queue(), ctx.Queue()

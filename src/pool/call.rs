@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::chunk::{self, Trampoline};
 use super::control::{
-    ArrayDesc, CALLER, CLAIMING, DIED, FULL, IDLE, JobDesc, KEEP_GOING, MAX_ARRAYS, OK, PANICKED,
+    ArrayDesc, CALLER, CLAIMING, DIED, FULL, IDLE, JobDesc, KEEP_GOING, MAX_ARRAYS, STREAM, OK, PANICKED,
     PARAMS_CAP, PENDING, READY, STOPPED, TOO_LARGE, pack, unpack,
 };
 use super::{CallState, PoolShared};
@@ -262,9 +262,9 @@ impl PoolShared {
     /// Runs a task-style call to completion and reports every chunk, failed or not.
     ///
     /// `early`, if given, is handed each chunk that finished without a failure (state
-    /// [`ChunkState::Ok`]) as soon as the waiting caller sees it, at most once per chunk and
-    /// some milliseconds after the fact; the final report still covers every chunk. It must not
-    /// panic: the call would be left running.
+    /// [`ChunkState::Ok`]) as soon as the waiting caller sees it (in such a call every
+    /// finished chunk wakes the caller), at most once per chunk; the final report still covers
+    /// every chunk. It must not panic: the call would be left running.
     pub(crate) fn call_tasks<'p>(
         self: &'p Arc<Self>,
         spec: &CallSpec<'_>,
@@ -329,7 +329,8 @@ impl PoolShared {
         let method = self.config.start_method_setting();
         let mut desc = JobDesc {
             trampoline: code::offset_for(method, spec.trampoline as usize)?,
-            flags: if spec.keep_going { KEEP_GOING } else { 0 },
+            flags: if spec.keep_going { KEEP_GOING } else { 0 }
+                | if early.is_some() { STREAM } else { 0 },
             user_fn: code::offset_for(method, spec.user_fn)?,
             rows_per_chunk: spec.grid.rows_per_chunk as u64,
             total_rows: spec.rows as u64,
@@ -520,12 +521,13 @@ impl PoolShared {
                 std::hint::spin_loop();
                 continue;
             }
+            if let Some(early) = early.as_deref_mut() {
+                // One load of `done` when nothing has finished since the last look.
+                self.hand_out_finished(seq, n, early);
+            }
             let now = Instant::now();
             if now - last_check >= CHECK_EVERY {
                 self.check_workers(seq, &mut out, call);
-                if let Some(early) = early.as_deref_mut() {
-                    self.hand_out_finished(seq, n, early);
-                }
                 last_check = now;
             }
             if let Some(limit) = timeout {

@@ -13,7 +13,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 
 use super::control::{
-    CALLER, ChunkSlot, Control, FULL, JobDesc, KEEP_GOING, MAX_ARRAYS, MAX_DIMS, OK, PANICKED,
+    CALLER, ChunkSlot, Control, FULL, JobDesc, KEEP_GOING, STREAM, MAX_ARRAYS, MAX_DIMS, OK, PANICKED,
     STOPPED, TOO_LARGE,
 };
 
@@ -281,13 +281,12 @@ pub(crate) unsafe fn run_chunk(
             (PANICKED, offset, n)
         }
     };
-    let keep_going = job.flags & KEEP_GOING != 0;
     if let Some(word) = runner.used_word {
         // ORDERING: Release, before the chunk's SeqCst publication; read (Acquire) by a
         // replacement worker after the parent hands the arena over.
         word.store(*used as u64, Ordering::Release);
     }
-    publish(control, slot, who, state, offset, len, keep_going);
+    publish(control, slot, who, state, offset, len, job.flags);
     state != OK && state != STOPPED
 }
 
@@ -298,8 +297,9 @@ fn publish(
     state: u32,
     offset: usize,
     len: usize,
-    keep_going: bool,
+    flags: u64,
 ) {
+    let (keep_going, stream) = (flags & KEEP_GOING != 0, flags & STREAM != 0);
     // ORDERING: these are published by the SeqCst store of `state` below.
     slot.worker.store(who, Ordering::Relaxed);
     slot.offset.store(offset as u64, Ordering::Relaxed);
@@ -319,7 +319,7 @@ fn publish(
         // ORDERING: SeqCst pairs with the claim loop's load; see `claim_next`.
         hdr.claim.cancelled.store(1, Ordering::SeqCst);
     }
-    if (all_done || cancels) && who != CALLER {
+    if (all_done || cancels || stream) && who != CALLER {
         wake_parent(control);
     }
 }

@@ -71,6 +71,10 @@ pub(crate) const CALLER: u32 = u32::MAX;
 /// Job flag: a failed chunk does not cancel the call (task-style calls: `map` and friends).
 pub(crate) const KEEP_GOING: u64 = 1;
 
+/// Job flag: the caller takes each chunk's result as soon as it is final, so every finished
+/// chunk wakes it (not only the last).
+pub(crate) const STREAM: u64 = 2;
+
 #[inline]
 pub(crate) fn pack(seq: u32, low: u32) -> u64 {
     (u64::from(seq) << 32) | u64::from(low)
@@ -110,7 +114,7 @@ pub(crate) struct JobDesc {
     /// `Trampoline` as a `lifecycle::code` offset: the same function in every process that runs
     /// this executable, wherever it is loaded.
     pub(crate) trampoline: u64,
-    /// `KEEP_GOING` or 0.
+    /// `KEEP_GOING` and `STREAM`, or 0.
     pub(crate) flags: u64,
     /// The user's function, as a `lifecycle::code` offset, passed to the trampoline.
     pub(crate) user_fn: u64,
