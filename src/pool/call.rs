@@ -2,6 +2,7 @@
 //! workers, and turn the chunk slots into results or the first error in chunk order.
 
 use std::collections::HashMap;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -11,8 +12,8 @@ use serde::Serialize;
 
 use super::chunk::{self, Trampoline};
 use super::control::{
-    ArrayDesc, CALLER, CLAIMING, DIED, FULL, IDLE, JobDesc, KEEP_GOING, MAX_ARRAYS, STREAM, OK, PANICKED,
-    PARAMS_CAP, PENDING, READY, STOPPED, TOO_LARGE, pack, unpack,
+    ArrayDesc, CALLER, CLAIMING, DIED, FULL, IDLE, JobDesc, KEEP_GOING, MAX_ARRAYS, OK, PANICKED,
+    PARAMS_CAP, PENDING, READY, STOPPED, STREAM, TOO_LARGE, pack, unpack,
 };
 use super::{CallState, PoolShared};
 use crate::error::{Error, ErrorKind, Result};
@@ -555,29 +556,38 @@ impl PoolShared {
 
     /// Hands `early` every chunk that has finished without a failure since its last look. Only
     /// claimed chunks can be final, so the scan ends at the claim counter; it starts at the
-    /// first chunk not yet seen, and runs only when `done` has moved.
+    /// first chunk not yet handed out, and runs only when `done` has moved since a scan that
+    /// accounted for every chunk `done` counted.
     fn hand_out_finished(&self, seq: u32, n: usize, early: &mut Early<'_, '_>) {
         let hdr = self.control.header();
-        // ORDERING: SeqCst, like the other loads of the wait: a chunk counted in `done` has
-        // published its state (see `chunk::publish`), which the state loads below see.
+        // ORDERING: SeqCst, like the other loads of the wait. A runner counts a chunk in `done`
+        // *before* it stores the chunk's state (see `chunk::publish`), so a scan may see the
+        // count and not yet the state: `last_done` moves only when the scan saw as many final
+        // states as `done` counts, and otherwise the next look scans again.
         let done = hdr.done.done.load(Ordering::SeqCst);
         if done == early.last_done {
             return;
         }
-        early.last_done = done;
         // ORDERING: SeqCst, like the other loads of the wait.
         let (s, next) = unpack(hdr.claim.next.load(Ordering::SeqCst));
         let claimed = if s == seq { (next as usize).min(n) } else { 0 };
         while early.low < n && early.seen[early.low] {
             early.low += 1;
         }
+        // Every chunk below `low` was handed out, so it is final.
+        let mut final_states = early.low;
         for i in early.low..claimed {
             if early.seen[i] {
+                final_states += 1;
                 continue;
             }
             let slot = self.control.chunk(i);
-            // ORDERING: SeqCst, paired with the SeqCst state stores; an OK state is final.
-            if slot.state.load(Ordering::SeqCst) != OK {
+            // ORDERING: SeqCst, paired with the SeqCst state stores; a final state stays.
+            let state = slot.state.load(Ordering::SeqCst);
+            if state != PENDING {
+                final_states += 1;
+            }
+            if state != OK {
                 continue;
             }
             early.seen[i] = true;
@@ -593,7 +603,16 @@ impl PoolShared {
                 status: None,
                 timed_out: false,
             };
-            (early.on_chunk)(i, report);
+            let handed = panic::catch_unwind(AssertUnwindSafe(|| (early.on_chunk)(i, report)));
+            if handed.is_err() {
+                // Unwinding from here would release the call lock while workers still write
+                // into the call's slots, and the next call would reuse them under their feet.
+                eprintln!("shmpar: a chunk's early hand-out panicked inside a call; aborting");
+                std::process::abort();
+            }
+        }
+        if final_states >= done as usize {
+            early.last_done = done;
         }
     }
 
@@ -871,16 +890,24 @@ impl PoolShared {
         let who = slot.worker.load(Ordering::Relaxed);
         let offset = slot.offset.load(Ordering::Relaxed) as usize;
         let len = slot.len.load(Ordering::Relaxed) as usize;
-        let arena: &[u8] = if who == CALLER {
-            &calls.caller_arena
-        } else {
-            let region = &self.arenas[who as usize];
-            // SAFETY: the arena is mapped for the pool's life; no worker writes to it until the
-            // next call, which cannot start while the call lock is held (the caller of this
-            // function holds it, through `calls`).
-            unsafe { std::slice::from_raw_parts(region.as_ptr(), region.len()) }
+        if who == CALLER {
+            return (calls.caller_arena)
+                .get(offset..offset.saturating_add(len))
+                .unwrap_or(&[]);
+        }
+        let Some(region) = self.arenas.get(who as usize) else {
+            return &[];
         };
-        arena.get(offset..offset + len).unwrap_or(&[])
+        if offset.checked_add(len).is_none_or(|end| end > region.len()) {
+            return &[];
+        }
+        // SAFETY: the bytes lie within the arena, which is mapped for the pool's life. Within
+        // a call each runner only appends to its arena (a chunk writes after `arena_used`, a
+        // replacement after its predecessor's results, a failing initializer's message at the
+        // tail past them), and these bytes belong to a chunk that is final (its state was
+        // loaded SeqCst before this): nobody writes them until the next call, which cannot
+        // start while the call lock is held (our caller holds it, through `calls`).
+        unsafe { std::slice::from_raw_parts(region.as_ptr().add(offset), len) }
     }
 
     fn pid_of(&self, who: u32) -> i32 {

@@ -13,8 +13,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 
 use super::control::{
-    CALLER, ChunkSlot, Control, FULL, JobDesc, KEEP_GOING, STREAM, MAX_ARRAYS, MAX_DIMS, OK, PANICKED,
-    STOPPED, TOO_LARGE,
+    CALLER, ChunkSlot, Control, FULL, JobDesc, KEEP_GOING, MAX_ARRAYS, MAX_DIMS, OK, PANICKED,
+    STOPPED, STREAM, TOO_LARGE,
 };
 
 /// One array of a chunk, resolved to this process's address of the whole array.

@@ -176,8 +176,10 @@ pub(crate) struct WorkerSlot {
     /// each call, so that a replacement worker continues after its predecessor's results.
     pub(crate) arena_used: AtomicU64,
     /// `STARTING` until the worker has run its initializer: then `READY`, or `INIT_FAILED`
-    /// (the panic message fills the first `arena_used` bytes of its arena).
+    /// (the panic message fills the last `init_message` bytes of its arena, past what the
+    /// call's results use, which a replacement must keep).
     pub(crate) ready: AtomicU32,
+    pub(crate) init_message: AtomicU32,
 }
 
 #[repr(C)]

@@ -519,12 +519,14 @@ impl PoolShared {
             let len = self
                 .control
                 .worker(index)
-                .arena_used
+                .init_message
                 .load(Ordering::Relaxed) as usize;
             let arena = &self.arenas[index];
-            // SAFETY: the worker wrote `len` bytes (at most the arena's length) at the start of
+            let len = len.min(arena.len());
+            // SAFETY: the worker wrote `len` bytes (at most the arena's length) at the end of
             // its arena before it published INIT_FAILED, and it is gone now.
-            let bytes = unsafe { std::slice::from_raw_parts(arena.as_ptr(), len.min(arena.len())) };
+            let bytes =
+                unsafe { std::slice::from_raw_parts(arena.as_ptr().add(arena.len() - len), len) };
             (
                 ErrorKind::WorkerPanicked,
                 format!(

@@ -224,10 +224,15 @@ fn run_init(init: &InitCode, index: u32, slot: &WorkerSlot, arena: &mut [u8]) {
     }));
     if let Err(payload) = outcome {
         let msg = chunk::panic_message(&*payload);
-        let n = msg.len().min(arena.len());
-        arena[..n].copy_from_slice(&msg.as_bytes()[..n]);
+        // At the arena's tail, past the results a predecessor left for this call (the parent
+        // may still read them): as much of the message as fits there.
+        // ORDERING: Acquire, paired with the parent's Release store before it forked us.
+        let used = (slot.arena_used.load(Ordering::Acquire) as usize).min(arena.len());
+        let n = msg.len().min(arena.len() - used);
+        let at = arena.len() - n;
+        arena[at..].copy_from_slice(&msg.as_bytes()[..n]);
         // ORDERING: the message and its length before the Release store of the state.
-        slot.arena_used.store(n as u64, Ordering::Relaxed);
+        slot.init_message.store(n as u32, Ordering::Relaxed);
         slot.ready.store(INIT_FAILED, Ordering::Release);
         sys::exit_now(101);
     }

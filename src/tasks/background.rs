@@ -28,7 +28,7 @@ const IDLE: Duration = Duration::from_secs(1);
 /// Fewer jobs than workers: how long the dispatcher waits for the next one to arrive before it
 /// starts the call (a loop of `apply_async` calls lands in one call, not the first task alone
 /// in a call of its own, the others queued behind it), and the most it waits in all.
-const GATHER: Duration = Duration::from_micros(200);
+const GATHER: Duration = Duration::from_micros(100);
 const GATHER_MOST: Duration = Duration::from_millis(2);
 
 /// A task of any type: its runner (`code` offset of a [`Runner`]), its function (`code`

@@ -564,8 +564,10 @@ pub struct Imap<'p, I, T, R> {
     source_panic: Option<Box<dyn std::any::Any + Send>>,
     tx: mpsc::Sender<(usize, Result<Vec<u8>>)>,
     rx: mpsc::Receiver<(usize, Result<Vec<u8>>)>,
-    /// Results that arrived before their turn (`imap`), by input index.
+    /// Results that arrived and were not returned yet, by input index.
     arrived: BTreeMap<usize, Result<Vec<u8>>>,
+    /// Set when the iterator was used where it cannot wait: it has said so and ends.
+    stopped: bool,
 }
 
 impl<'p, I, T, R> Imap<'p, I, T, R>
@@ -601,6 +603,7 @@ where
             tx,
             rx,
             arrived: BTreeMap::new(),
+            stopped: false,
         }
     }
 
@@ -647,14 +650,30 @@ where
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        self.refill();
+        if self.stopped {
+            return None;
+        }
+        let shared = self.pool.shared();
+        // Its tasks run on the dispatcher, in calls of their own: waiting for them there (in a
+        // callback) or inside a call on this pool (its combine) would wait for itself.
+        let stuck = background::not_on_dispatcher(background::pool_id(shared), "an imap")
+            .and_then(|()| shared.not_inside_a_call());
+        if let Err(e) = stuck {
+            self.stopped = true;
+            return Some(Err(e));
+        }
+        let mut refilled = false;
         loop {
-            if !self.unordered {
-                if let Some(result) = self.arrived.remove(&self.returned) {
-                    let index = self.returned;
-                    self.returned += 1;
-                    return Some(decode_async(result, index));
-                }
+            if let Some((index, result)) = self.ready_one() {
+                self.returned += 1;
+                // Every error names its input, even a pool-wide one (the task was cancelled).
+                return Some(decode_async(result, index).map_err(|e| e.with_task(index)));
+            }
+            if !refilled {
+                // Only now: a result that has arrived does not wait for a slow input.
+                self.refill();
+                refilled = true;
+                continue;
             }
             if self.returned == self.taken {
                 if let Some(payload) = self.source_panic.take() {
@@ -664,12 +683,24 @@ where
             }
             // Every submitted task is answered exactly once (the dispatcher's promise), and we
             // hold a sender: the wait ends with a result, never with a disconnection.
-            let (index, result) = self.rx.recv().expect("the iterator holds a sender");
-            if self.unordered {
-                self.returned += 1;
-                return Some(decode_async(result, index));
-            }
+            let arrived = self.rx.recv().expect("the iterator holds a sender");
+            self.arrived.insert(arrived.0, arrived.1);
+        }
+    }
+}
+
+impl<I, T, R> Imap<'_, I, T, R> {
+    /// The next result that may be returned, if it has arrived: the next in input order, or
+    /// (unordered) the first to arrive.
+    fn ready_one(&mut self) -> Option<(usize, Result<Vec<u8>>)> {
+        while let Ok((index, result)) = self.rx.try_recv() {
             self.arrived.insert(index, result);
+        }
+        if self.unordered {
+            self.arrived.pop_first()
+        } else {
+            let result = self.arrived.remove(&self.returned)?;
+            Some((self.returned, result))
         }
     }
 }

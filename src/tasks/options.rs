@@ -53,8 +53,8 @@ impl MapOptions {
         self
     }
 
-    /// For `imap` and `imap_unordered`: how many inputs are read and run as one batch.
-    /// Default: 64 chunks per worker. Zero means the default.
+    /// For `imap`: how many inputs may be read (and their tasks submitted) beyond the results
+    /// taken so far: a sliding window. Default: 64 chunks per worker. Zero means the default.
     ///
     /// ```
     /// let opts = shmpar::MapOptions::new().read_ahead(1000);
