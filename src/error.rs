@@ -95,7 +95,11 @@ impl fmt::Display for ErrorKind {
 /// # Ok(())
 /// # }
 /// ```
-pub struct Error {
+pub struct Error(Box<Inner>);
+
+/// An error's contents, boxed so that a `Result<T, Error>` is about as small as `T` (a
+/// `map` of many small results keeps one per task).
+struct Inner {
     kind: ErrorKind,
     message: String,
     chunk: Option<usize>,
@@ -110,7 +114,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
+        Error(Box::new(Inner {
             kind,
             message: message.into(),
             chunk: None,
@@ -118,7 +122,7 @@ impl Error {
             pid: None,
             signal: None,
             source: None,
-        }
+        }))
     }
 
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
@@ -132,29 +136,28 @@ impl Error {
         } else {
             ErrorKind::Io
         };
-        Error {
-            source: Some(source),
-            ..Error::new(kind, context)
-        }
+        let mut err = Error::new(kind, context);
+        err.0.source = Some(source);
+        err
     }
 
     pub(crate) fn with_chunk(mut self, chunk: usize) -> Self {
-        self.chunk = Some(chunk);
+        self.0.chunk = Some(chunk);
         self
     }
 
     pub(crate) fn with_task(mut self, task: usize) -> Self {
-        self.task = Some(task);
+        self.0.task = Some(task);
         self
     }
 
     pub(crate) fn with_pid(mut self, pid: i32) -> Self {
-        self.pid = Some(pid);
+        self.0.pid = Some(pid);
         self
     }
 
     pub(crate) fn with_signal(mut self, signal: Option<i32>) -> Self {
-        self.signal = signal;
+        self.0.signal = signal;
         self
     }
 
@@ -168,7 +171,7 @@ impl Error {
     /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
     /// ```
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// The index of the chunk that failed, for worker faults.
@@ -182,7 +185,7 @@ impl Error {
     /// assert_eq!(err.chunk(), Some(0));
     /// ```
     pub fn chunk(&self) -> Option<usize> {
-        self.chunk
+        self.0.chunk
     }
 
     /// The index of the task (its position in the input) that failed, for `map` and friends.
@@ -194,7 +197,7 @@ impl Error {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn task(&self) -> Option<usize> {
-        self.task
+        self.0.task
     }
 
     /// The pid of the worker process that failed, for worker faults.
@@ -208,7 +211,7 @@ impl Error {
     /// assert!(err.pid().is_some());
     /// ```
     pub fn pid(&self) -> Option<i32> {
-        self.pid
+        self.0.pid
     }
 
     /// The signal that ended the worker, for [`ErrorKind::WorkerDied`].
@@ -224,7 +227,7 @@ impl Error {
     /// assert_eq!(err.signal(), Some(6)); // SIGABRT
     /// ```
     pub fn signal(&self) -> Option<i32> {
-        self.signal
+        self.0.signal
     }
 
     /// The message alone, without the kind or the chunk (for a panic: the panic's message).
@@ -238,29 +241,29 @@ impl Error {
     /// assert!(err.message().starts_with("oops"));
     /// ```
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.kind)?;
-        if let Some(task) = self.task {
+        write!(f, "{}", self.0.kind)?;
+        if let Some(task) = self.0.task {
             write!(f, " in task {task}")?;
-        } else if let Some(chunk) = self.chunk {
+        } else if let Some(chunk) = self.0.chunk {
             write!(f, " in chunk {chunk}")?;
         }
-        if let Some(pid) = self.pid {
+        if let Some(pid) = self.0.pid {
             write!(f, " (worker pid {pid}")?;
-            if let Some(sig) = self.signal {
+            if let Some(sig) = self.0.signal {
                 write!(f, ", {}", crate::sys::signal_name(sig))?;
             }
             f.write_str(")")?;
         }
-        if !self.message.is_empty() {
-            write!(f, ": {}", self.message)?;
+        if !self.0.message.is_empty() {
+            write!(f, ": {}", self.0.message)?;
         }
-        if let Some(source) = &self.source {
+        if let Some(source) = &self.0.source {
             write!(f, ": {source}")?;
         }
         Ok(())
@@ -270,20 +273,21 @@ impl fmt::Display for Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind).field("message", &self.message);
-        if let Some(chunk) = self.chunk {
+        d.field("kind", &self.0.kind)
+            .field("message", &self.0.message);
+        if let Some(chunk) = self.0.chunk {
             d.field("chunk", &chunk);
         }
-        if let Some(task) = self.task {
+        if let Some(task) = self.0.task {
             d.field("task", &task);
         }
-        if let Some(pid) = self.pid {
+        if let Some(pid) = self.0.pid {
             d.field("pid", &pid);
         }
-        if let Some(signal) = self.signal {
+        if let Some(signal) = self.0.signal {
             d.field("signal", &signal);
         }
-        if let Some(source) = &self.source {
+        if let Some(source) = &self.0.source {
             d.field("source", source);
         }
         d.finish()
@@ -292,7 +296,8 @@ impl fmt::Debug for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        self.0
+            .source
             .as_ref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
@@ -301,18 +306,17 @@ impl std::error::Error for Error {
 impl Clone for Error {
     /// A copy; an OS error source is copied as its kind and message.
     fn clone(&self) -> Error {
-        Error {
-            kind: self.kind,
-            message: self.message.clone(),
-            chunk: self.chunk,
-            task: self.task,
-            pid: self.pid,
-            signal: self.signal,
-            source: self
-                .source
+        Error(Box::new(Inner {
+            kind: self.0.kind,
+            message: self.0.message.clone(),
+            chunk: self.0.chunk,
+            task: self.0.task,
+            pid: self.0.pid,
+            signal: self.0.signal,
+            source: (self.0.source)
                 .as_ref()
                 .map(|e| io::Error::new(e.kind(), e.to_string())),
-        }
+        }))
     }
 }
 

@@ -361,7 +361,6 @@ impl PoolShared {
             c.offset.store(0, Ordering::Relaxed);
             c.len.store(0, Ordering::Relaxed);
             c.progress.store(0, Ordering::Relaxed);
-            c.order.store(0, Ordering::Relaxed);
         }
         for i in 0..self.workers_wanted {
             // ORDERING: published by the Release store of `next` below. Every worker's last
@@ -597,8 +596,6 @@ impl PoolShared {
                 state: ChunkState::Ok,
                 bytes: self.chunk_bytes(i, early.calls),
                 progress: 0,
-                // ORDERING: published by the state load above.
-                order: slot.order.load(Ordering::Relaxed),
                 pid: self.pid_of(who),
                 status: None,
                 timed_out: false,
@@ -946,7 +943,6 @@ pub(crate) struct ChunkReport<'a> {
     pub(crate) state: ChunkState,
     pub(crate) bytes: &'a [u8],
     pub(crate) progress: usize,
-    pub(crate) order: u32,
     pub(crate) pid: i32,
     pub(crate) status: Option<ExitStatus>,
     pub(crate) timed_out: bool,
@@ -1000,8 +996,6 @@ impl TaskChunks<'_> {
             state,
             bytes,
             progress,
-            // ORDERING: published by the state load above.
-            order: slot.order.load(Ordering::Relaxed),
             pid: death.map_or_else(|| self.shared.pid_of(who), |d| d.pid),
             status: death.map(|d| d.status),
             timed_out: self.waited.timed_out,

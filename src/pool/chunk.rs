@@ -310,8 +310,6 @@ fn publish(
     // the next call). SeqCst on both, and on the parent's `parent_sleeping` store and state
     // loads, make a missed wake-up impossible (each side sees the other's store).
     let done = hdr.done.done.fetch_add(1, Ordering::SeqCst) + 1;
-    // ORDERING: published by the SeqCst state store below.
-    slot.order.store(done, Ordering::Relaxed);
     slot.state.store(state, Ordering::SeqCst);
     let all_done = u64::from(done) >= hdr.claim.nchunks.load(Ordering::Relaxed);
     let cancels = state != OK && !keep_going;

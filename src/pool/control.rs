@@ -192,8 +192,6 @@ pub(crate) struct ChunkSlot {
     pub(crate) len: AtomicU64,
     /// Tasks of the chunk finished so far (task-style calls publish it after each task).
     pub(crate) progress: AtomicU32,
-    /// The order in which the chunk finished within its call (1 = first).
-    pub(crate) order: AtomicU32,
 }
 
 const _: () = {

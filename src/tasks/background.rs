@@ -293,7 +293,7 @@ fn dispatch(shared: &Arc<PoolShared>) {
             early: terms.iter().any(|t| t.early),
         };
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-            run_tasks_with(shared, &tasks, run_any, &how, handles, &mut |i, r, _| {
+            run_tasks_with(shared, &tasks, run_any, &how, handles, &mut |i, r| {
                 // Each job is a task of its own: its error names task 0, as a lone task.
                 let r = r.map_err(|e| e.with_task(0));
                 if terms[i].early {

@@ -9,9 +9,11 @@
 
 mod background;
 mod options;
+mod wire;
 
 pub(crate) use background::Queue as BackgroundQueue;
 pub use options::MapOptions;
+use wire::{SliceOut, VecOut};
 
 use std::collections::BTreeMap;
 use std::panic::{self, AssertUnwindSafe};
@@ -146,16 +148,13 @@ impl Pool {
     {
         let items: Vec<T> = items.into_iter().collect();
         let chunksize = options.chunksize_for(items.len(), self.workers());
-        Ok(run_tasks(
+        run_tasks(
             self.shared(),
             &items,
             f,
             chunksize,
             options.retries_setting(),
-        )?
-        .into_iter()
-        .map(|(r, _)| r)
-        .collect())
+        )
     }
 
     /// A lazy [`map`](Pool::map) (Python's `imap`): each result comes, in input order, as soon
@@ -731,7 +730,7 @@ impl Encoded {
             let mut offsets = Vec::with_capacity(items.len() + 1);
             offsets.push(0);
             for t in items {
-                data = postcard::to_extend(t, data)
+                data = postcard::serialize_with_flavor(t, VecOut(data))
                     .map_err(|e| Error::invalid(format!("a task could not be serialised: {e}")))?;
                 offsets.push(data.len());
             }
@@ -757,27 +756,26 @@ struct Pending {
     attempt: u32,
 }
 
-/// Runs `f` on every item; returns each task's result with the order in which its chunk
-/// finished.
+/// Runs `f` on every item; returns each task's result.
 fn run_tasks<T, R>(
     shared: &Arc<PoolShared>,
     items: &[T],
     f: TaskFn<T, R>,
     chunksize: usize,
     retries: u32,
-) -> Result<Vec<(Result<R>, u64)>>
+) -> Result<Vec<Result<R>>>
 where
     T: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
-    let mut results: Vec<Option<(Result<R>, u64)>> = (0..items.len()).map(|_| None).collect();
+    let mut results: Vec<Option<Result<R>>> = (0..items.len()).map(|_| None).collect();
     let how = Run {
         chunksize,
         retries: &|_| retries,
         early: false,
     };
-    run_tasks_with(shared, items, f, &how, Vec::new(), &mut |i, r, order| {
-        results[i] = Some((r, order));
+    run_tasks_with(shared, items, f, &how, Vec::new(), &mut |i, r| {
+        results[i] = Some(r);
     })?;
     Ok(results
         .into_iter()
@@ -795,9 +793,9 @@ struct Run<'a> {
     early: bool,
 }
 
-/// Where [`run_tasks_with`] hands each task's outcome, exactly once: the task's index, its
-/// result, and the order in which it finished.
-type Deliver<'a, R> = &'a mut dyn FnMut(usize, Result<R>, u64);
+/// Where [`run_tasks_with`] hands each task's outcome, exactly once: the task's index and its
+/// result.
+type Deliver<'a, R> = &'a mut dyn FnMut(usize, Result<R>);
 
 /// Runs `f` on every item, handing each outcome to `deliver`; `handles`, the shared objects
 /// named by arguments serialised beforehand (the background dispatcher's tasks). An error only
@@ -821,7 +819,6 @@ where
         .collect();
     let max_chunks = shared.config().max_chunks_setting();
     let chunksize = how.chunksize.max(1);
-    let mut round = 0u64;
     while !pending.is_empty() {
         let before = pending.len();
         let mut next = Vec::new();
@@ -830,16 +827,14 @@ where
                 encoded: &encoded,
                 tasks: batch,
                 chunksize,
-                round,
             };
             run_batch(shared, &call, f, how, deliver, &mut next)?;
-            round += 1;
         }
         if next.len() >= before && next.iter().all(|p| p.attempt == 0) {
             // Nothing ran at all (every worker gone and none could start): fail the rest.
             for p in next.drain(..) {
                 let err = Error::new(ErrorKind::WorkerDied, "no worker could run the task");
-                deliver(p.index, Err(err.with_task(p.index)), u64::MAX);
+                deliver(p.index, Err(err.with_task(p.index)));
             }
         }
         pending = next;
@@ -852,8 +847,6 @@ struct Batch<'a> {
     encoded: &'a Encoded,
     tasks: &'a [Pending],
     chunksize: usize,
-    /// The call's number within its `run_tasks_with`, the high half of each outcome's order.
-    round: u64,
 }
 
 /// One call over `batch`: delivers what it can, queues the rest in `next`.
@@ -901,21 +894,18 @@ where
         keep_going: true,
     };
     let tasks_of = |c: usize| &batch.tasks[c * chunksize..((c + 1) * chunksize).min(n)];
-    let order_of = |report: &ChunkReport<'_>| (batch.round << 32) | u64::from(report.order);
     let mut handed_out = vec![false; grid.nchunks];
     let chunks = {
         let mut early = |c: usize, report: ChunkReport<'_>| {
             handed_out[c] = true;
-            let order = order_of(&report);
-            deliver_finished::<R>(&report, tasks_of(c), order, deliver);
+            deliver_finished::<R>(&report, tasks_of(c), deliver);
         };
         shared.call_tasks(&spec, how.early.then_some(&mut early as OnChunk<'_>))?
     };
     for c in (0..chunks.nchunks()).filter(|&c| !handed_out[c]) {
         let report = chunks.report(c);
         let tasks = tasks_of(c);
-        let order = order_of(&report);
-        let finished = deliver_finished::<R>(&report, tasks, order, deliver);
+        let finished = deliver_finished::<R>(&report, tasks, deliver);
         let rest = &tasks[finished..];
         match report.state {
             ChunkState::Ok => {}
@@ -928,7 +918,7 @@ where
                     let err = Error::new(ErrorKind::WorkerPanicked, msg.clone())
                         .with_task(p.index)
                         .with_pid(report.pid);
-                    deliver(p.index, Err(err), order);
+                    deliver(p.index, Err(err));
                 }
             }
             ChunkState::TooLarge | ChunkState::Died => {
@@ -946,11 +936,7 @@ where
                         attempt: current.attempt + 1,
                     });
                 } else {
-                    deliver(
-                        current.index,
-                        Err(task_failure(&report, current.index)),
-                        order,
-                    );
+                    deliver(current.index, Err(task_failure(&report, current.index)));
                 }
                 // The ones it never started run again, as if new.
                 next.extend_from_slice(after);
@@ -965,7 +951,6 @@ where
 fn deliver_finished<R: DeserializeOwned>(
     report: &ChunkReport<'_>,
     tasks: &[Pending],
-    order: u64,
     deliver: Deliver<'_, R>,
 ) -> usize {
     let finished = match report.state {
@@ -1001,7 +986,7 @@ fn deliver_finished<R: DeserializeOwned>(
             )
             .with_task(p.index)),
         };
-        deliver(p.index, outcome, order);
+        deliver(p.index, outcome);
     }
     finished
 }
@@ -1050,14 +1035,14 @@ fn put_outcome<R: Serialize>(
     if out.len() < 4 {
         return Err(full(outcome));
     }
-    let len = match postcard::to_slice(outcome, &mut out[4..]) {
-        Ok(used) => used.len(),
+    let len = match postcard::serialize_with_flavor(outcome, SliceOut::new(&mut out[4..])) {
+        Ok(used) => used,
         Err(postcard::Error::SerializeBufferFull) => return Err(full(outcome)),
         Err(e) => {
             let failed =
                 Outcome::<R>::Panicked(format!("the task's result could not be serialised: {e}"));
-            match postcard::to_slice(&failed, &mut out[4..]) {
-                Ok(used) => used.len(),
+            match postcard::serialize_with_flavor(&failed, SliceOut::new(&mut out[4..])) {
+                Ok(used) => used,
                 Err(_) => return Err(full(&failed)),
             }
         }
