@@ -46,6 +46,9 @@ pub enum ErrorKind {
     Closed,
     /// The pool was shut down (dropped or terminated) before this task or call ran.
     Cancelled,
+    /// A bounded container has no room left for this entry (a
+    /// [`SharedMap`](crate::SharedMap) at its entry or byte limit).
+    Full,
 }
 
 impl ErrorKind {
@@ -64,6 +67,7 @@ impl ErrorKind {
             ErrorKind::WouldBlock => "would block",
             ErrorKind::Closed => "closed",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Full => "full",
         }
     }
 }

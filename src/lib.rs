@@ -26,13 +26,14 @@
 //! - [`Pool::zip`]: up to six arrays split on the same rows, read and written, reduced, or
 //!   searched with an early stop ([`Zip::find_any`]); [`SharedView`]s choose slices, a
 //!   transpose or another axis to split, with no copy.
-//! - Handles: a [`SharedValue`], [`Queue`], [`Connection`] or [`ArrayHandle`] travels to a
+//! - Handles: a [`SharedValue`], [`Queue`], [`SharedMap`], [`Connection`] or [`ArrayHandle`] travels to a
 //!   task or child inside its serialised arguments and arrives as the same shared object.
 //! - Faults cost one chunk: a panic, an abort, a segfault or a SIGKILL in a worker becomes an
 //!   [`Error`] with a matchable [`ErrorKind`], the dead worker is replaced, and the pool goes on.
 //! - The `multiprocessing.Pool` API on the same workers: [`Pool::map`], [`Pool::imap`],
 //!   [`Pool::imap_unordered`], [`Pool::apply_async`]; one failing task costs only its own
-//!   result. [`Queue`] and [`Pipe`] pass messages between processes.
+//!   result. [`Queue`] and [`Pipe`] pass messages between processes; a [`SharedMap`] is a
+//!   bounded map of serde keys and values that several processes share (the Manager's dict).
 //! - [`Process`]: start a function with serialised arguments in a clean child
 //!   ([`Process::start`]), join it for its value or how it ended (panicked, exit code,
 //!   signal); or fork a closure ([`Process::fork`], `unsafe`).
@@ -58,6 +59,7 @@ mod queue;
 #[cfg(feature = "rand")]
 pub mod random;
 mod reduce;
+mod shared_map;
 mod shm;
 mod sync;
 mod sys;
@@ -69,6 +71,7 @@ pub use pool::{Pool, PoolBuilder};
 pub use process::{Exit, Process, pin_to_cpu};
 pub use queue::{Connection, Pipe, Queue};
 pub use reduce::{Found, Zip, ZipArrays, ZipPart, par_reduce};
+pub use shared_map::SharedMap;
 pub use shm::{
     ArrayHandle, Element, NAMED_OFFSET, SharedArray, SharedView, SharedViewMut, cleanup_stale,
 };
