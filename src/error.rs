@@ -46,6 +46,10 @@ pub enum ErrorKind {
     Closed,
     /// The pool was shut down (dropped or terminated) before this task or call ran.
     Cancelled,
+    /// A [`Barrier`](crate::Barrier) was aborted or reset while this party waited, or is
+    /// broken (after [`abort`](crate::Barrier::abort), until
+    /// [`reset`](crate::Barrier::reset)).
+    Broken,
     /// A bounded container has no room left for this entry (a
     /// [`SharedMap`](crate::SharedMap) at its entry or byte limit).
     Full,
@@ -68,6 +72,7 @@ impl ErrorKind {
             ErrorKind::Closed => "closed",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Full => "full",
+            ErrorKind::Broken => "the barrier is broken",
         }
     }
 }

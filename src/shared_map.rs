@@ -435,7 +435,8 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
             // ORDERING: Relaxed, under the lock.
             self.slot(to, j).store(at as u64 + 1, Ordering::Relaxed);
         }
-        // The commit: the new half with its arena mark, in one store.
+        // The commit: the new half with its arena mark, in one store, after the half is built.
+        commit_point();
         state.set(to, used);
         state.dead = 0;
         Ok(())
@@ -503,7 +504,10 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
         let half = state.active();
         let at = state.used();
         let end = self.write_record(half, at, hash, key, value)?;
+        // The arena mark moves past the record before the record is committed: a committed
+        // record always lies below the mark, where no later insert writes.
         state.set(half, end);
+        commit_point();
         let word = at as u64 + 1;
         match probe.found {
             Some(found) => {
@@ -715,11 +719,24 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
             // ORDERING: Relaxed, under the lock.
             self.slot(to, i).store(EMPTY, Ordering::Relaxed);
         }
+        // The commit: the empty half, in one store, after its table is cleared.
+        commit_point();
         state.set(to, 0);
         state.len = 0;
         state.dead = 0;
         Ok(())
     }
+}
+
+/// Everything this process wrote before this point is in memory before what it writes after:
+/// a process killed between the two leaves the first behind and not the second. A SIGKILL stops
+/// a process between two instructions and its earlier stores all reach memory (the next locker
+/// takes the lock over only after the kernel has torn the process down), so only the
+/// compiler's order needs fixing: this is a compiler fence.
+fn commit_point() {
+    // ORDERING: a compiler fence, not a CPU one: see above; the lock orders the map's memory
+    // between live processes.
+    std::sync::atomic::compiler_fence(Ordering::SeqCst);
 }
 
 /// A record's size in the arena, 8-aligned; `None` if a length does not fit its field.

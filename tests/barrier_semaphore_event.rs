@@ -157,3 +157,81 @@ fn event_wakes_every_waiter() {
     go.clear();
     assert!(!go.wait_timeout(Duration::from_millis(20)));
 }
+
+/// Waits at the barrier for up to 20 s; returns how that ended, as a kind (`None`: it opened).
+fn wait_kind(barrier: SharedValue<Barrier>) -> Option<String> {
+    match barrier.wait_timeout(Duration::from_secs(20)) {
+        Ok(_) => None,
+        Err(e) => Some(format!("{:?}", e.kind())),
+    }
+}
+
+/// Starts `n` clean children waiting at the barrier, and waits until they all do.
+fn waiting_children(barrier: &SharedValue<Barrier>, n: u32) -> Vec<Process<Option<String>>> {
+    let kids: Vec<Process<Option<String>>> = (0..n)
+        .map(|_| Process::start(wait_kind, barrier.clone()).unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while barrier.n_waiting() < n {
+        assert!(Instant::now() < deadline, "the children never arrived");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    kids
+}
+
+#[test]
+fn abort_fails_every_waiter_and_every_later_wait_until_reset() {
+    let _w = common::watchdog(60, "barrier abort");
+    let barrier = SharedValue::new(Barrier::new(4)).unwrap();
+    let kids = waiting_children(&barrier, 2);
+    let t = Instant::now();
+    barrier.abort();
+    for k in kids {
+        assert_eq!(k.join_value().unwrap().as_deref(), Some("Broken"));
+    }
+    // At once, not after their 20 s time-outs.
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(barrier.is_broken());
+    assert_eq!(barrier.wait().unwrap_err().kind(), ErrorKind::Broken);
+    assert_eq!(
+        barrier.n_waiting(),
+        0,
+        "the waiters took their arrivals back"
+    );
+    // Reset: a full set of parties passes again.
+    barrier.reset();
+    let kids = waiting_children(&barrier, 3);
+    assert!(
+        barrier.wait_timeout(Duration::from_secs(20)).unwrap(),
+        "the last to arrive leads"
+    );
+    for k in kids {
+        assert_eq!(k.join_value().unwrap(), None);
+    }
+}
+
+#[test]
+fn reset_fails_the_waiters_of_the_generation_it_ends_and_clears_a_dead_party() {
+    let _w = common::watchdog(60, "barrier reset");
+    let barrier = SharedValue::new(Barrier::new(3)).unwrap();
+    // A party that dies while it waits stays counted...
+    let mut dead = waiting_children(&barrier, 1);
+    dead[0].kill().unwrap();
+    let _ = dead.remove(0).join();
+    assert_eq!(barrier.n_waiting(), 1);
+    let kids = waiting_children(&barrier, 1);
+    assert_eq!(barrier.n_waiting(), 2);
+    // ...until a reset, which fails the live waiter (its generation did not open) and clears
+    // the count.
+    barrier.reset();
+    for k in kids {
+        assert_eq!(k.join_value().unwrap().as_deref(), Some("Broken"));
+    }
+    assert!(!barrier.is_broken());
+    assert_eq!(barrier.n_waiting(), 0);
+    let kids = waiting_children(&barrier, 2);
+    assert!(barrier.wait_timeout(Duration::from_secs(20)).unwrap());
+    for k in kids {
+        assert_eq!(k.join_value().unwrap(), None);
+    }
+}
