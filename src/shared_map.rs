@@ -37,31 +37,44 @@ const RECORD_HEAD: usize = 16;
 
 /// What the lock protects besides the slots and the arenas.
 #[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default)]
 struct State {
-    /// `(used << 1) | active`: the active half, and the bytes of its arena in use. One word, so
-    /// that switching halves is one store.
-    active_used: u64,
+    /// `(used << 1) | active`: the active half, and the bytes of its arena in use. One atomic
+    /// word, so that switching halves is one store, ordered after what it publishes.
+    active_used: AtomicU64,
     /// Live entries in the active half (recounted after a holder died).
     len: u64,
     /// Tombstones in the active half's table (recounted likewise).
     dead: u64,
 }
 
-// SAFETY: three integers.
+// SAFETY: three integers (one atomic).
 unsafe impl ShmSafe for State {}
 
 impl State {
+    fn word(&self) -> u64 {
+        // ORDERING: Relaxed: read by the lock's holder, which wrote it or acquired the lock
+        // after its writer released it.
+        self.active_used.load(Ordering::Relaxed)
+    }
+
     fn active(&self) -> usize {
-        (self.active_used & 1) as usize
+        (self.word() & 1) as usize
     }
 
     fn used(&self) -> usize {
-        (self.active_used >> 1) as usize
+        (self.word() >> 1) as usize
     }
 
-    fn set(&mut self, active: usize, used: usize) {
-        self.active_used = ((used as u64) << 1) | active as u64;
+    /// A commit: stored after everything written before it (Release), so that a process
+    /// killed at any point leaves either the old word or the new one with all it names.
+    fn set(&self, active: usize, used: usize) {
+        // ORDERING: Release: the records and slots it publishes are in memory first. (A
+        // SIGKILL stops a process between two instructions, and its executed stores all
+        // reach memory before the next locker takes the lock over; only the order in which
+        // they were issued matters, and Release fixes the compiler's.)
+        self.active_used
+            .store(((used as u64) << 1) | active as u64, Ordering::Release);
     }
 }
 
@@ -79,6 +92,16 @@ struct Header {
 
 const HEADER: usize = size_of::<Header>().next_multiple_of(64);
 
+/// The sizes of a map's parts.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    max_entries: usize,
+    /// Slots per table: a power of two.
+    slots: usize,
+    /// Bytes of each half's arena (a multiple of 8).
+    arena_bytes: usize,
+}
+
 /// What the map's marker stands for: it takes and gives keys and values (invariant in both,
 /// and `Send`/`Sync` whatever they are, since only their bytes are shared).
 type Entries<K, V> = fn(K, V) -> (K, V);
@@ -93,8 +116,10 @@ type Entries<K, V> = fn(K, V) -> (K, V);
 ///
 /// The map holds at most `max_entries` entries, whose serialised keys and values take at most
 /// `max_bytes` (plus 16 bytes per entry, each rounded up to 8): an insert beyond either says
-/// [`ErrorKind::Full`]. The memory is `2 * (max_bytes + 16 * max_entries)` bytes and some: two
-/// halves, so that compaction can never leave a torn map behind.
+/// [`ErrorKind::Full`]. The memory is two halves (so that compaction can never leave a torn map
+/// behind), each `max_bytes + 24 * max_entries` bytes of records and a table of 8 bytes per
+/// slot, with 2 to 4 slots per entry: at most `2 * (max_bytes + 56 * max_entries)` bytes and a
+/// page. A map that is nearly full compacts often (each time a copy of its live entries).
 ///
 /// ```
 /// use shmpar::{Process, SharedMap};
@@ -132,6 +157,9 @@ type Entries<K, V> = fn(K, V) -> (K, V);
 pub struct SharedMap<K, V> {
     /// Shared by the clones: the memory goes when the last one does.
     region: Arc<Region>,
+    /// The header's sizes, as checked when the map was made or attached: never read again
+    /// from the shared memory, where another process could change them.
+    layout: Layout,
     marker: PhantomData<Entries<K, V>>,
 }
 
@@ -148,23 +176,17 @@ impl<K, V> Clone for SharedMap<K, V> {
     fn clone(&self) -> Self {
         SharedMap {
             region: Arc::clone(&self.region),
+            layout: self.layout,
             marker: PhantomData,
         }
     }
 }
 
-// SAFETY: all shared state is behind the robust mutex (slots and arenas are touched only by
-// its holder); keys and values are copied in and out as bytes.
-unsafe impl<K, V> Send for SharedMap<K, V> {}
-// SAFETY: as above.
-unsafe impl<K, V> Sync for SharedMap<K, V> {}
-
 impl<K, V> std::fmt::Debug for SharedMap<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let h = self.header();
         f.debug_struct("SharedMap")
-            .field("max_entries", &h.max_entries)
-            .field("arena_bytes", &h.arena_bytes)
+            .field("max_entries", &self.layout.max_entries)
+            .field("arena_bytes", &self.layout.arena_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -187,6 +209,29 @@ struct Probe {
     found: Option<Found>,
     /// The first empty or tombstone slot on the key's probe path.
     free: Option<usize>,
+}
+
+/// An entry to put in, serialised.
+#[derive(Clone, Copy)]
+struct Entry<'a> {
+    hash: u64,
+    key: &'a [u8],
+    value: &'a [u8],
+}
+
+/// A crash injected by the unit tests at a numbered point between two stores (the process
+/// ends there, holding the lock, as if killed).
+#[cfg(test)]
+static CRASH_AT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+#[inline]
+fn crash_point(point: u32) {
+    #[cfg(test)]
+    // ORDERING: Relaxed: set by this process itself before the call under test.
+    if CRASH_AT.load(Ordering::Relaxed) == point {
+        crate::sys::exit_now(0);
+    }
+    let _ = point;
 }
 
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap<K, V> {
@@ -238,6 +283,11 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
         }
         Ok(SharedMap {
             region: Arc::new(region),
+            layout: Layout {
+                max_entries,
+                slots,
+                arena_bytes: arena,
+            },
             marker: PhantomData,
         })
     }
@@ -260,8 +310,14 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
         if !fits || !h.slots.is_power_of_two() || h.arena_bytes % 8 != 0 || h.max_entries == 0 {
             return Err(bad());
         }
+        let layout = Layout {
+            max_entries: h.max_entries as usize,
+            slots: h.slots as usize,
+            arena_bytes: h.arena_bytes as usize,
+        };
         Ok(SharedMap {
             region: Arc::new(region),
+            layout,
             marker: PhantomData,
         })
     }
@@ -273,7 +329,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn capacity(&self) -> usize {
-        self.header().max_entries as usize
+        self.layout.max_entries
     }
 
     /// How many times a process that died holding the map's lock was taken over (its change
@@ -306,7 +362,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
     /// Counts the live entries and tombstones of the active table.
     fn recount(&self, state: &mut State) {
         let (mut len, mut dead) = (0, 0);
-        for i in 0..self.header().slots as usize {
+        for i in 0..self.layout.slots {
             match self.slot(state.active(), i).load(Ordering::Relaxed) {
                 EMPTY => {}
                 TOMBSTONE => dead += 1,
@@ -319,15 +375,14 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
 
     /// Half `half`'s first byte.
     fn half(&self, half: usize) -> *mut u8 {
-        let h = self.header();
-        let size = h.slots as usize * 8 + h.arena_bytes as usize;
+        let size = self.layout.slots * 8 + self.layout.arena_bytes;
         // SAFETY: `new`/`attach` made sure both halves lie inside the region.
         unsafe { self.region.as_ptr().add(HEADER + half * size) }
     }
 
     /// Slot `i` of half `half`'s table. Touched only under the lock.
     fn slot(&self, half: usize, i: usize) -> &AtomicU64 {
-        debug_assert!(i < self.header().slots as usize);
+        debug_assert!(i < self.layout.slots);
         // SAFETY: the table starts the half, 8-aligned (the region is page-aligned and HEADER
         // and the half size are multiples of 8), with `slots` words.
         unsafe { &*self.half(half).cast::<AtomicU64>().add(i) }
@@ -336,14 +391,14 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
     /// Half `half`'s arena, to read or write under the lock.
     fn arena(&self, half: usize) -> *mut u8 {
         // SAFETY: the arena follows the table inside the half.
-        unsafe { self.half(half).add(self.header().slots as usize * 8) }
+        unsafe { self.half(half).add(self.layout.slots * 8) }
     }
 
     /// The record a slot word names: its hash, key and value bytes. An error if the word or
     /// the lengths point outside the arena (the memory was overwritten from outside).
     fn record(&self, half: usize, word: u64) -> Result<(u64, &[u8], &[u8])> {
         let corrupt = || Error::new(ErrorKind::Decode, "the shared map's memory is corrupt");
-        let arena_len = self.header().arena_bytes as usize;
+        let arena_len = self.layout.arena_bytes;
         let at = (word - 1) as usize;
         if at
             .checked_add(RECORD_HEAD)
@@ -376,7 +431,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
 
     /// Looks `key` up in half `half`.
     fn probe(&self, half: usize, hash: u64, key: &[u8]) -> Result<Probe> {
-        let slots = self.header().slots as usize;
+        let slots = self.layout.slots;
         let mut i = hash as usize & (slots - 1);
         let mut free = None;
         for _ in 0..slots {
@@ -408,16 +463,34 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
         Ok(Probe { found: None, free })
     }
 
-    /// Builds the other half from the live entries of the active one and switches to it (one
-    /// store); the tombstones and the space of replaced or uncommitted records are gone.
-    fn compact(&self, state: &mut State) -> Result<()> {
+    /// Builds the other half from the live entries of the active one, with `entry` put in (in
+    /// place of its key's old value, if any), and switches to it with one store: the
+    /// tombstones and the space of replaced or uncommitted records are gone. Nothing changes if
+    /// the entries do not fit (`Full`). Returns the replaced value's bytes.
+    fn compact(&self, state: &mut State, entry: Option<Entry<'_>>) -> Result<Option<Vec<u8>>> {
         let (from, to) = (state.active(), 1 - state.active());
-        let slots = self.header().slots as usize;
+        let slots = self.layout.slots;
         for i in 0..slots {
             // ORDERING: Relaxed, under the lock (see `probe`).
             self.slot(to, i).store(EMPTY, Ordering::Relaxed);
         }
         let mut used = 0;
+        let mut len = 0;
+        let mut replaced = None;
+        let mut copied = 0;
+        let mut place = |hash: u64, key: &[u8], value: &[u8], used: &mut usize| -> Result<()> {
+            let at = *used;
+            *used = self.write_record(to, at, hash, key, value)?;
+            let mut j = hash as usize & (slots - 1);
+            // ORDERING: Relaxed, under the lock; the half is published by the commit below.
+            while self.slot(to, j).load(Ordering::Relaxed) != EMPTY {
+                j = (j + 1) & (slots - 1);
+            }
+            // ORDERING: as above.
+            self.slot(to, j).store(at as u64 + 1, Ordering::Relaxed);
+            len += 1;
+            Ok(())
+        };
         for i in 0..slots {
             // ORDERING: Relaxed, under the lock.
             let word = self.slot(from, i).load(Ordering::Relaxed);
@@ -425,21 +498,25 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
                 continue;
             }
             let (hash, key, value) = self.record(from, word)?;
-            let at = used;
-            used = self.write_record(to, at, hash, key, value)?;
-            let mut j = hash as usize & (slots - 1);
-            // ORDERING: Relaxed, under the lock.
-            while self.slot(to, j).load(Ordering::Relaxed) != EMPTY {
-                j = (j + 1) & (slots - 1);
+            if entry.is_some_and(|e| e.hash == hash && e.key == key) {
+                replaced = Some(value.to_vec());
+                continue;
             }
-            // ORDERING: Relaxed, under the lock.
-            self.slot(to, j).store(at as u64 + 1, Ordering::Relaxed);
+            place(hash, key, value, &mut used)?;
+            copied += 1;
+            if copied == 2 {
+                crash_point(4);
+            }
+        }
+        if let Some(e) = entry {
+            place(e.hash, e.key, e.value, &mut used)?;
         }
         // The commit: the new half with its arena mark, in one store, after the half is built.
-        commit_point();
         state.set(to, used);
+        crash_point(5);
+        state.len = len;
         state.dead = 0;
-        Ok(())
+        Ok(replaced)
     }
 
     /// Writes a record at `at` in half `half`'s arena; returns the end (8-aligned). `Full` if
@@ -452,14 +529,20 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
         key: &[u8],
         value: &[u8],
     ) -> Result<usize> {
+        if at % 8 != 0 {
+            return Err(Error::new(
+                ErrorKind::Decode,
+                "the shared map's memory is corrupt",
+            ));
+        }
         let end = record_size(key, value)
             .and_then(|size| at.checked_add(size))
-            .filter(|&end| end <= self.header().arena_bytes as usize)
+            .filter(|&end| end <= self.layout.arena_bytes)
             .ok_or_else(|| {
                 Error::new(ErrorKind::Full, "the shared map has no room for this entry")
             })?;
-        // SAFETY: `at..end` lies inside the arena (checked above), past every committed record
-        // of this half (or in a half being built), and we hold the lock.
+        // SAFETY: `at..end` lies inside the arena and is 8-aligned (checked above), past every
+        // committed record of this half (or in a half being built), and we hold the lock.
         unsafe {
             let p = self.arena(half).add(at);
             p.cast::<u64>().write(hash);
@@ -483,57 +566,59 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
         key: &[u8],
         value: &[u8],
     ) -> Result<Option<Vec<u8>>> {
-        let size = record_size(key, value).ok_or_else(|| Error::invalid("entry too large"))?;
-        let arena = self.header().arena_bytes as usize;
-        let slots = self.header().slots as usize;
-        let mut probe = self.probe(state.active(), hash, key)?;
-        if probe.found.is_none() && state.len >= self.header().max_entries {
+        let size = record_size(key, value).ok_or_else(|| {
+            Error::new(ErrorKind::Full, "the shared map has no room for this entry")
+        })?;
+        let probe = self.probe(state.active(), hash, key)?;
+        if probe.found.is_none() && state.len >= self.layout.max_entries as u64 {
             return Err(Error::new(
                 ErrorKind::Full,
                 format!(
                     "the shared map holds its {} entries already",
-                    self.header().max_entries
+                    self.layout.max_entries
                 ),
             ));
         }
-        let worn = (state.len + state.dead + 1) as usize * 4 > slots * 3;
-        if state.used() + size > arena || probe.free.is_none() || worn {
-            self.compact(state)?;
-            probe = self.probe(state.active(), hash, key)?;
-        }
+        let worn = (state.len + state.dead + 1) as usize * 4 > self.layout.slots * 3;
+        let room = state
+            .used()
+            .checked_add(size)
+            .is_some_and(|end| end <= self.layout.arena_bytes);
+        let (Some(free), true, false) = (
+            probe.found.as_ref().map(|f| f.slot).or(probe.free),
+            room,
+            worn,
+        ) else {
+            // Out of room (or the table is worn with tombstones): the entry goes into a
+            // compacted half, in place of its old value, committed with the half.
+            return self.compact(state, Some(Entry { hash, key, value }));
+        };
         let half = state.active();
         let at = state.used();
         let end = self.write_record(half, at, hash, key, value)?;
+        crash_point(1);
         // The arena mark moves past the record before the record is committed: a committed
         // record always lies below the mark, where no later insert writes.
         state.set(half, end);
-        commit_point();
-        let word = at as u64 + 1;
-        match probe.found {
-            Some(found) => {
-                let (_, _, old) = self.record(half, found.word)?;
-                let old = old.to_vec();
-                // The commit: the slot names the new record.
-                // ORDERING: Relaxed, under the lock.
-                self.slot(half, found.slot).store(word, Ordering::Relaxed);
-                Ok(Some(old))
-            }
-            None => {
-                let free = probe
-                    .free
-                    .ok_or_else(|| Error::new(ErrorKind::Full, "the shared map's table is full"))?;
-                // ORDERING: Relaxed, under the lock.
-                let was = self.slot(half, free).load(Ordering::Relaxed);
-                // The commit.
-                // ORDERING: Relaxed, under the lock.
-                self.slot(half, free).store(word, Ordering::Relaxed);
-                state.len += 1;
-                if was == TOMBSTONE {
-                    state.dead = state.dead.saturating_sub(1);
-                }
-                Ok(None)
+        crash_point(2);
+        let old = match &probe.found {
+            Some(found) => Some(self.record(half, found.word)?.2.to_vec()),
+            None => None,
+        };
+        // ORDERING: Relaxed, under the lock.
+        let was = self.slot(half, free).load(Ordering::Relaxed);
+        // The commit: the slot names the new record.
+        // ORDERING: Release: after the record and the arena mark (see `State::set`).
+        self.slot(half, free)
+            .store(at as u64 + 1, Ordering::Release);
+        crash_point(3);
+        if old.is_none() {
+            state.len += 1;
+            if was == TOMBSTONE {
+                state.dead = state.dead.saturating_sub(1);
             }
         }
+        Ok(old)
     }
 
     /// Inserts or replaces `key`'s value; returns the value it replaced.
@@ -609,8 +694,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
                 Some(f) => {
                     let old = self.record(half, f.word)?.2.to_vec();
                     // The commit.
-                    // ORDERING: Relaxed, under the lock.
-                    self.slot(half, f.slot).store(TOMBSTONE, Ordering::Relaxed);
+                    // ORDERING: Release, like every commit (see `State::set`).
+                    self.slot(half, f.slot).store(TOMBSTONE, Ordering::Release);
+                    crash_point(6);
                     state.len = state.len.saturating_sub(1);
                     state.dead += 1;
                     Some(old)
@@ -623,8 +709,8 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
 
     /// Replaces `key`'s value with `f(current value)`, holding the lock across the read and
     /// the write: no other process's update is lost in between (a shared counter). Returns
-    /// the new value. `f` runs under the map's lock: keep it short, and do not touch the map
-    /// in it (that would wait for itself).
+    /// the new value. `f` runs under the map's lock: keep it short, and do not use the map in
+    /// it (the inner call fails with [`ErrorKind::InvalidInput`]).
     ///
     /// ```
     /// let hits = shmpar::SharedMap::<String, u64>::new(8, 1024)?;
@@ -688,7 +774,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
             let state = self.lock()?;
             let half = state.active();
             let mut raw = Vec::with_capacity(state.len as usize);
-            for i in 0..self.header().slots as usize {
+            for i in 0..self.layout.slots {
                 // ORDERING: Relaxed, under the lock.
                 let word = self.slot(half, i).load(Ordering::Relaxed);
                 if word != EMPTY && word != TOMBSTONE {
@@ -715,28 +801,17 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
     pub fn clear(&self) -> Result<()> {
         let mut state = self.lock()?;
         let to = 1 - state.active();
-        for i in 0..self.header().slots as usize {
+        for i in 0..self.layout.slots {
             // ORDERING: Relaxed, under the lock.
             self.slot(to, i).store(EMPTY, Ordering::Relaxed);
         }
+        crash_point(7);
         // The commit: the empty half, in one store, after its table is cleared.
-        commit_point();
         state.set(to, 0);
         state.len = 0;
         state.dead = 0;
         Ok(())
     }
-}
-
-/// Everything this process wrote before this point is in memory before what it writes after:
-/// a process killed between the two leaves the first behind and not the second. A SIGKILL stops
-/// a process between two instructions and its earlier stores all reach memory (the next locker
-/// takes the lock over only after the kernel has torn the process down), so only the
-/// compiler's order needs fixing: this is a compiler fence.
-fn commit_point() {
-    // ORDERING: a compiler fence, not a CPU one: see above; the lock orders the map's memory
-    // between live processes.
-    std::sync::atomic::compiler_fence(Ordering::SeqCst);
 }
 
 /// A record's size in the arena, 8-aligned; `None` if a length does not fit its field.
@@ -842,6 +917,89 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Full);
         m.insert(&1, &vec![0; 50]).unwrap();
         assert_eq!(m.get(&1).unwrap().unwrap().len(), 50);
+    }
+
+    /// Runs `op` in a forked child that ends at crash point `point`, holding the lock (as if
+    /// killed there); returns false if the child never reached it.
+    fn crash_in_child(point: u32, op: impl FnOnce()) -> bool {
+        // SAFETY: the child runs only `op` on the shared map (shared memory and its own lock)
+        // and this crate's statics, then `_exit`s.
+        let child = unsafe {
+            crate::Process::fork(|| {
+                // ORDERING: Relaxed: this process's own flag.
+                super::CRASH_AT.store(point, std::sync::atomic::Ordering::Relaxed);
+                op();
+                crate::sys::exit_now(3); // not reached: the point was never hit
+            })
+        }
+        .unwrap();
+        child.join().unwrap() == crate::Exit::Ok
+    }
+
+    /// Checks the map against `model` (the state before or after the interrupted call), then
+    /// that it still works: a further insert must not overwrite anything committed.
+    fn check(m: &SharedMap<u32, String>, before: &[(u32, String)], after: &[(u32, String)]) {
+        let mut got = m.entries().unwrap();
+        got.sort();
+        assert!(got == before || got == after, "{got:?}");
+        assert_eq!(m.len().unwrap(), got.len());
+        m.insert(&999, &"probe".to_string()).unwrap();
+        for (k, v) in &got {
+            assert_eq!(m.get(k).unwrap().as_ref(), Some(v), "key {k}");
+        }
+        assert_eq!(m.get(&999).unwrap().as_deref(), Some("probe"));
+    }
+
+    #[test]
+    fn a_crash_at_any_point_of_a_change_leaves_the_old_state_or_the_new() {
+        let entries =
+            |n: u32| -> Vec<(u32, String)> { (0..n).map(|k| (k, format!("v{k}"))).collect() };
+        // (point, what the child does, the state after it)
+        type Op = fn(&SharedMap<u32, String>);
+        type Case = (u32, Op, Vec<(u32, String)>);
+        let cases: [Case; 7] = [
+            (1, |m| drop(m.insert(&5, &"v5".into())), entries(6)),
+            (2, |m| drop(m.insert(&5, &"v5".into())), entries(6)),
+            (3, |m| drop(m.insert(&5, &"v5".into())), entries(6)),
+            // A replacement too large for the arena's rest: a compaction, which puts it in.
+            (4, |m| drop(m.insert(&0, &"x".repeat(400))), {
+                let mut e = entries(5);
+                e[0].1 = "x".repeat(400);
+                e
+            }),
+            (5, |m| drop(m.insert(&0, &"x".repeat(400))), {
+                let mut e = entries(5);
+                e[0].1 = "x".repeat(400);
+                e
+            }),
+            (6, |m| drop(m.remove(&2)), {
+                let mut e = entries(5);
+                e.remove(2);
+                e
+            }),
+            (7, |m| drop(m.clear()), Vec::new()),
+        ];
+        for (point, op, after) in cases {
+            // Little room: a 400-byte value fits only once the arena is compacted.
+            let m = SharedMap::<u32, String>::new(8, 400).unwrap();
+            for (k, v) in entries(5) {
+                m.insert(&k, &v).unwrap();
+            }
+            let mut used_up = m.clone();
+            for _ in 0..4 {
+                // Replacements wear the arena: the next large one must compact.
+                used_up.insert(&4, &"v4".into()).unwrap();
+            }
+            let before = entries(5);
+            assert!(
+                crash_in_child(point, || op(&m)),
+                "point {point} was never reached"
+            );
+            check(&m, &before, &after);
+            assert_eq!(m.recovered(), 1, "point {point}: the lock was taken over");
+            used_up = m;
+            drop(used_up);
+        }
     }
 
     #[test]

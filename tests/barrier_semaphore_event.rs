@@ -166,13 +166,15 @@ fn wait_kind(barrier: SharedValue<Barrier>) -> Option<String> {
     }
 }
 
-/// Starts `n` clean children waiting at the barrier, and waits until they all do.
+/// Starts `n` clean children waiting at the barrier, and waits until they all do (counted on
+/// top of the parties already there).
 fn waiting_children(barrier: &SharedValue<Barrier>, n: u32) -> Vec<Process<Option<String>>> {
+    let already = barrier.n_waiting();
     let kids: Vec<Process<Option<String>>> = (0..n)
         .map(|_| Process::start(wait_kind, barrier.clone()).unwrap())
         .collect();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while barrier.n_waiting() < n {
+    while barrier.n_waiting() < already + n {
         assert!(Instant::now() < deadline, "the children never arrived");
         std::thread::sleep(Duration::from_millis(1));
     }

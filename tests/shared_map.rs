@@ -70,8 +70,15 @@ fn four_writers_one_killed_mid_insert_lose_no_committed_entry() {
         writers[0].kill().unwrap();
         let killed_after = {
             let victim = writers.remove(0);
-            assert_eq!(victim.join().unwrap(), shmpar::Exit::Signaled(9));
-            counters[0].load(Ordering::SeqCst)
+            let exit = victim.join().unwrap();
+            let done = counters[0].load(Ordering::SeqCst);
+            // On a loaded machine it may finish before the kill lands: then it is no victim.
+            let finished = done == u64::from(ROUNDS * KEYS);
+            assert!(
+                exit == shmpar::Exit::Signaled(9) || (finished && exit == shmpar::Exit::Ok),
+                "{exit:?} after {done} inserts"
+            );
+            done
         };
         for w in writers {
             w.join().unwrap().into_result().unwrap();
