@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use crate::ShmSafe;
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Region;
-use crate::sync::{LockError, ShmMutex, ShmMutexGuard};
+use crate::sync::{ShmMutex, ShmMutexGuard};
 
 const EMPTY: u64 = 0;
 const TOMBSTONE: u64 = u64::MAX;
@@ -346,17 +346,11 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
 
     /// Takes the lock; after a holder's death, recounts what the counts may have missed.
     fn lock(&self) -> Result<ShmMutexGuard<'_, State>> {
-        match self.header().state.lock() {
-            Ok(g) => Ok(g),
-            Err(LockError::OwnerDied(mut g)) => {
-                self.recount(&mut g);
-                // ORDERING: Relaxed, see `recovered`.
-                self.header().recovered.fetch_add(1, Ordering::Relaxed);
-                g.mark_consistent()?;
-                Ok(g)
-            }
-            Err(LockError::Failed(e)) => Err(e),
-        }
+        self.header().state.lock_repairing(|g| {
+            self.recount(g);
+            // ORDERING: Relaxed, see `recovered`.
+            self.header().recovered.fetch_add(1, Ordering::Relaxed);
+        })
     }
 
     /// Counts the live entries and tombstones of the active table.

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Region;
-use crate::sync::{LockError, ShmMutex, ShmMutexGuard};
+use crate::sync::{ShmMutex, ShmMutexGuard};
 use crate::sys;
 
 /// Where the next message is read and written; only changed under the lock, and each change
@@ -324,14 +324,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Takes the lock; a dead holder left nothing half-done (every change is one store), so
     /// its lock is simply marked consistent.
     fn lock(&self) -> Result<ShmMutexGuard<'_, Cursor>> {
-        match self.header().cursor.lock() {
-            Ok(g) => Ok(g),
-            Err(LockError::OwnerDied(mut g)) => {
-                g.mark_consistent()?;
-                Ok(g)
-            }
-            Err(LockError::Failed(e)) => Err(e),
-        }
+        self.header().cursor.lock_repairing(|_| {})
     }
 
     /// Puts a message, waiting while the queue is full.

@@ -168,6 +168,24 @@ impl<T> ShmMutex<T> {
         self.lock_until(None)
     }
 
+    /// Locks; if the previous holder died holding it, runs `repair` on the data first and
+    /// marks the lock consistent (for structures whose every change commits with one store,
+    /// where a dead holder leaves at most some bookkeeping to redo).
+    pub(crate) fn lock_repairing(
+        &self,
+        repair: impl FnOnce(&mut ShmMutexGuard<'_, T>),
+    ) -> Result<ShmMutexGuard<'_, T>> {
+        match self.lock() {
+            Ok(g) => Ok(g),
+            Err(LockError::OwnerDied(mut g)) => {
+                repair(&mut g);
+                g.mark_consistent()?;
+                Ok(g)
+            }
+            Err(LockError::Failed(e)) => Err(e),
+        }
+    }
+
     /// Locks if nobody holds it; else fails with [`ErrorKind::WouldBlock`]. A dead holder is
     /// taken over at once ([`LockError::OwnerDied`]).
     ///
