@@ -468,8 +468,8 @@ fn a_callback_that_waits_for_the_same_pool_gets_an_error_not_a_deadlock() {
     let later = std::sync::Arc::new(std::sync::Mutex::new(None));
     let for_callback = std::sync::Arc::clone(&later);
     // The callback's task runs in a call of its own (it says when it has started); the task
-    // whose result the callback waits for is submitted after that, so it runs in the next call,
-    // after the callback.
+    // whose result the callback waits for is submitted after that and names a shared object,
+    // so it cannot join the running call: it runs in the next call, after the callback.
     let started = shmpar::SharedValue::new(shmpar::Event::new()).unwrap();
     p.apply_async_callback(
         (200u64, started.clone()),
@@ -483,7 +483,9 @@ fn a_callback_that_waits_for_the_same_pool_gets_an_error_not_a_deadlock() {
         },
     );
     assert!(started.wait_timeout(Duration::from_secs(20)));
-    *later.lock().unwrap() = Some(p.apply_async(1u32, |x| x));
+    let named = started.clone();
+    *later.lock().unwrap() =
+        Some(p.apply_async(named, |_: shmpar::SharedValue<shmpar::Event>| 1u32));
     p.join();
     let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let e = got.expect("submitted before the callback ran").unwrap_err();

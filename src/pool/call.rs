@@ -217,13 +217,35 @@ impl Finished<'_> {
     }
 }
 
-/// What [`PoolShared::call_tasks`] hands each chunk that finished without a failure, while the
-/// call still runs: the chunk's index and its report.
-pub(crate) type OnChunk<'a> = &'a mut dyn FnMut(usize, ChunkReport<'_>);
+/// The caller's side of a streaming task-style call ([`PoolShared::call_tasks`]): it takes
+/// each chunk's result while the call runs, and may add chunks to the running call.
+///
+/// Both methods run on the waiting caller's thread, inside the call: they must not panic (the
+/// process aborts: unwinding would release the call while workers still write into it) and
+/// must not call the pool.
+pub(crate) trait Stream {
+    /// Chunk `c` finished without a failure (state [`ChunkState::Ok`]): called as soon as the
+    /// waiting caller sees it, at most once per chunk.
+    fn finished(&mut self, c: usize, report: ChunkReport<'_>);
+
+    /// Whether work may have arrived since the last [`more`](Stream::more): a cheap check,
+    /// made before the waiting caller sleeps (a submitter wakes it with
+    /// [`PoolShared::nudge_caller`] after this starts to return true).
+    fn has_more(&self) -> bool {
+        false
+    }
+
+    /// Writes the input of at most `room` chunks more, numbered from `first`, where the call's
+    /// trampoline finds them, and returns how many it wrote: they join the running call.
+    fn more(&mut self, first: usize, room: usize) -> usize {
+        let _ = (first, room);
+        0
+    }
+}
 
 /// The waiting caller's record of the chunks it has handed out early.
 struct Early<'c, 'f> {
-    on_chunk: OnChunk<'f>,
+    stream: &'f mut dyn Stream,
     /// The call's state, for the caller's own arena (the caller holds the call lock).
     calls: &'c CallState,
     seen: Vec<bool>,
@@ -262,14 +284,14 @@ impl PoolShared {
 
     /// Runs a task-style call to completion and reports every chunk, failed or not.
     ///
-    /// `early`, if given, is handed each chunk that finished without a failure (state
-    /// [`ChunkState::Ok`]) as soon as the waiting caller sees it (in such a call every
-    /// finished chunk wakes the caller), at most once per chunk; the final report still covers
-    /// every chunk. It must not panic: the call would be left running.
+    /// `stream`, if given, is handed each chunk that finished without a failure as soon as
+    /// the waiting caller sees it (in such a call every finished chunk wakes the caller), and
+    /// asked for more chunks while the call runs (see [`Stream`]); the final report covers
+    /// every chunk, added ones too.
     pub(crate) fn call_tasks<'p>(
         self: &'p Arc<Self>,
         spec: &CallSpec<'_>,
-        early: Option<OnChunk<'_>>,
+        early: Option<&mut dyn Stream>,
     ) -> Result<TaskChunks<'p>> {
         debug_assert!(spec.keep_going);
         let (seq, n, waited, calls) = self.run(spec, early)?;
@@ -294,7 +316,7 @@ impl PoolShared {
     fn run<'p>(
         self: &'p Arc<Self>,
         spec: &CallSpec<'_>,
-        early: Option<OnChunk<'_>>,
+        early: Option<&mut dyn Stream>,
     ) -> Result<(u32, usize, Waited, CallLock<'p>)> {
         let n = spec.grid.nchunks;
         if spec.params.len() > PARAMS_CAP {
@@ -389,14 +411,15 @@ impl PoolShared {
             regions: &regions,
             handles: spec.handles,
         };
-        let mut early = early.map(|on_chunk| Early {
-            on_chunk,
+        let mut early = early.map(|stream| Early {
+            stream,
             calls: &calls,
             seen: vec![false; n],
             low: 0,
             last_done: 0,
         });
-        let waited = self.wait(seq, n, spec.keep_going, joining, early.as_mut());
+        let mut n = n;
+        let waited = self.wait(seq, &mut n, spec.keep_going, joining, early.as_mut());
         drop(early);
         Ok((seq, n, waited, calls))
     }
@@ -497,7 +520,7 @@ impl PoolShared {
     fn wait(
         self: &Arc<Self>,
         seq: u32,
-        n: usize,
+        n: &mut usize,
         keep_going: bool,
         call: Joining<'_>,
         mut early: Option<&mut Early<'_, '_>>,
@@ -513,7 +536,7 @@ impl PoolShared {
         };
         let mut spins = 0u32;
         loop {
-            if self.is_finished(seq, n, &out) {
+            if self.is_finished(seq, *n, &out) {
                 return out;
             }
             spins = spins.wrapping_add(1);
@@ -522,8 +545,11 @@ impl PoolShared {
                 continue;
             }
             if let Some(early) = early.as_deref_mut() {
+                if early.stream.has_more() && self.may_grow(*n, &out) {
+                    *n = self.grow(*n, early);
+                }
                 // One load of `done` when nothing has finished since the last look.
-                self.hand_out_finished(seq, n, early);
+                self.hand_out_finished(seq, *n, early);
             }
             let now = Instant::now();
             if now - last_check >= CHECK_EVERY {
@@ -543,14 +569,79 @@ impl PoolShared {
             }
             // ORDERING: SeqCst: we announce that we sleep, then re-check; a worker publishes
             // its state, then reads `parent_sleeping` (see `chunk::publish`).
+            // The stream's `has_more` loads (SeqCst) what a submitter stores before it looks at
+            // `parent_sleeping` (`nudge_caller`): a submission is seen here or wakes us.
             hdr.done.parent_sleeping.store(1, Ordering::SeqCst);
             let done = hdr.done.done.load(Ordering::SeqCst);
-            if !self.is_finished(seq, n, &out) {
+            let more = early
+                .as_deref()
+                .is_some_and(|e| e.stream.has_more() && self.may_grow(*n, &out));
+            if !more && !self.is_finished(seq, *n, &out) {
                 sys::futex_wait(&hdr.done.done, done, Some(CHECK_EVERY));
             }
             // ORDERING: SeqCst, as above.
             hdr.done.parent_sleeping.store(0, Ordering::SeqCst);
         }
+    }
+
+    /// Whether chunks may still join the running call: not after it was cancelled, nor once the
+    /// pool is shutting down, nor when the pool has a call timeout (it counts from the call's
+    /// start, which would be unfair to a task that joined late), nor past the chunk slots.
+    fn may_grow(&self, n: usize, waited: &Waited) -> bool {
+        let hdr = self.control.header();
+        // ORDERING: SeqCst loads, like the others of the wait; a cancellation that lands after
+        // this look makes the added chunks NotRun, which the caller runs again.
+        n < self.control.layout().max_chunks
+            && !waited.timed_out
+            && self.config.call_timeout_setting().is_none()
+            && hdr.claim.cancelled.load(Ordering::SeqCst) == 0
+            && hdr.wake.shutdown.load(Ordering::SeqCst) == 0
+    }
+
+    /// Lets the stream add chunks to the running call; returns the new chunk count.
+    ///
+    /// The added slots are reset, then `nchunks` grows (SeqCst, so Release: a claimer
+    /// Acquire-loads it before it reads a chunk's input), then the workers are woken: one
+    /// that left the claim loop before the growth sees the epoch move and claims again (see
+    /// `worker::more_to_claim`).
+    fn grow(&self, n: usize, early: &mut Early<'_, '_>) -> usize {
+        let room = self.control.layout().max_chunks - n;
+        let added = match panic::catch_unwind(AssertUnwindSafe(|| early.stream.more(n, room))) {
+            Ok(added) => added.min(room),
+            Err(_) => {
+                eprintln!("shmpar: adding chunks to a running call panicked; aborting");
+                std::process::abort();
+            }
+        };
+        if added == 0 {
+            return n;
+        }
+        for i in n..n + added {
+            let c = self.control.chunk(i);
+            // ORDERING: published by the SeqCst store of `nchunks` below. No runner touches
+            // these slots: they lie past the claim limit until then.
+            c.state.store(PENDING, Ordering::Relaxed);
+            c.worker.store(CALLER, Ordering::Relaxed);
+            c.offset.store(0, Ordering::Relaxed);
+            c.len.store(0, Ordering::Relaxed);
+            c.progress.store(0, Ordering::Relaxed);
+        }
+        early.seen.resize(n + added, false);
+        // ORDERING: SeqCst (a Release): the slots above and the stream's input before it; a
+        // claimer Acquire-loads `nchunks`. SeqCst also orders it before the epoch bump.
+        self.control
+            .header()
+            .claim
+            .nchunks
+            .store((n + added) as u64, Ordering::SeqCst);
+        self.wake_workers();
+        n + added
+    }
+
+    /// Wakes a caller that waits on a streaming call so that it asks its stream for more
+    /// (call after the stream's `has_more` has started to return true).
+    pub(crate) fn nudge_caller(&self) {
+        chunk::wake_parent(&self.control);
     }
 
     /// Hands `early` every chunk that has finished without a failure since its last look. Only
@@ -600,7 +691,7 @@ impl PoolShared {
                 status: None,
                 timed_out: false,
             };
-            let handed = panic::catch_unwind(AssertUnwindSafe(|| (early.on_chunk)(i, report)));
+            let handed = panic::catch_unwind(AssertUnwindSafe(|| early.stream.finished(i, report)));
             if handed.is_err() {
                 // Unwinding from here would release the call lock while workers still write
                 // into the call's slots, and the next call would reuse them under their feet.

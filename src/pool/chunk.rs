@@ -348,9 +348,11 @@ pub(crate) fn claim_next(control: &Control, seq: u32) -> Option<usize> {
         // job description and `nchunks` of call `seq` visible.
         let v = claim.next.load(Ordering::Acquire);
         let (s, idx) = super::control::unpack(v);
-        // ORDERING: published by the Acquire load of `next` above when `s == seq`; a stale
-        // value is harmless because the CAS below then fails.
-        let n = claim.nchunks.load(Ordering::Relaxed);
+        // ORDERING: Acquire, paired with the caller's SeqCst store when it adds chunks to a
+        // running call (their input and slots were written before it); at the call's start
+        // the Acquire load of `next` above already published it. A stale value (an older call
+        // when `s != seq`) is harmless: the test below or the CAS then fails.
+        let n = claim.nchunks.load(Ordering::Acquire);
         if s != seq || u64::from(idx) >= n {
             return None;
         }

@@ -16,6 +16,12 @@
 //! `next`, which only succeeds while `next`'s sequence half equals the worker's job: a worker
 //! that is late by a whole call can never take a chunk of the next one.
 //!
+//! A streaming task-style call may grow while it runs: the waiting parent writes the new
+//! chunks' input, resets their slots, stores the larger `nchunks` (SeqCst; claimers
+//! Acquire-load it), then bumps `epoch`. A worker that found no chunk left and went idle
+//! checks, after loading `epoch`, whether its call has chunks left to claim; so it either
+//! sees the growth or wakes on the epoch bump.
+//!
 //! Worker slot `current`, packed as `(seq << 32) | state`:
 //!
 //! | state            | meaning                                           |

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 pub use builder::PoolBuilder;
-pub(crate) use call::{Args, CallSpec, ChunkReport, ChunkState, Finished, Grid, Joining, OnChunk};
+pub(crate) use call::{Args, CallSpec, ChunkReport, ChunkState, Finished, Grid, Joining, Stream};
 use control::{Control, IDLE, INIT_FAILED, Layout, READY, STARTING, pack};
 use mail::Mail;
 use worker::{Boot, WorkerStart};
@@ -80,6 +80,9 @@ pub(crate) struct PoolShared {
     /// Tasks submitted with `apply_async`, for the dispatcher (see `tasks::background`).
     pub(crate) background: Mutex<crate::tasks::BackgroundQueue>,
     pub(crate) background_ready: parking_lot::Condvar,
+    /// Bumped (SeqCst) each time tasks are queued for the dispatcher, which looks at it before
+    /// it sleeps inside a call (tasks may join the running call).
+    pub(crate) submitted: std::sync::atomic::AtomicU64,
     /// `apply_async` tasks submitted and not finished (see [`Pool::join`]).
     pub(crate) pending_async: Mutex<usize>,
     pub(crate) async_done: parking_lot::Condvar,
@@ -285,6 +288,7 @@ impl Pool {
             pending_async: Mutex::new(0),
             background: Mutex::new(Default::default()),
             background_ready: parking_lot::Condvar::new(),
+            submitted: std::sync::atomic::AtomicU64::new(0),
             async_done: parking_lot::Condvar::new(),
             calls: Mutex::new(CallState {
                 seq: 0,

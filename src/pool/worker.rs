@@ -191,7 +191,8 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
             read_mail(sock, &mut mapped);
             mail_seen = mail;
         }
-        if call != last_call {
+        // A new call, or chunks added to the one this worker left (see `more_to_claim`).
+        if call != last_call || more_to_claim(&control, call) {
             last_call = call;
             let regions = Regions {
                 mapped: &mapped,
@@ -208,6 +209,21 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
         }
         wait_for_change(&control, epoch, start.spin, start.parent);
     }
+}
+
+/// Whether call `seq` has chunks left to claim: the waiting caller may add chunks to a
+/// streaming call after this worker found none left and went idle. The caller grows
+/// `nchunks` (SeqCst) before it bumps the epoch, and this runs after the worker loaded the
+/// epoch (SeqCst): either this sees the growth, or the epoch has moved and the wait returns
+/// at once to look again.
+fn more_to_claim(control: &Control, seq: u32) -> bool {
+    let claim = &control.header().claim;
+    // ORDERING: SeqCst, see above; a stale answer costs one empty pass of the claim loop
+    // (whose CAS decides), never a chunk taken twice.
+    let (s, next) = super::control::unpack(claim.next.load(Ordering::SeqCst));
+    s == seq
+        && u64::from(next) < claim.nchunks.load(Ordering::SeqCst)
+        && claim.cancelled.load(Ordering::SeqCst) == 0
 }
 
 /// Runs the initializer; a panic in it is published (message in the arena, `INIT_FAILED`) and

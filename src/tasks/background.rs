@@ -1,21 +1,29 @@
 //! `apply_async` without a thread per task: one dispatcher thread per pool gathers the tasks
-//! submitted while the pool is busy and runs them together, as one task-style call over all
-//! the workers. Tasks of different types share a call: each carries its own runner (a
-//! function that knows its argument and result types) and its function, as code offsets.
+//! submitted while the pool is idle and runs them together, as one task-style call over all
+//! the workers; tasks submitted while that call runs join it as new chunks (a [`Feed`]), so
+//! they start on the first idle worker. Tasks of different types share a call: each carries
+//! its own runner (a function that knows its argument and result types) and its function, as
+//! code offsets.
 //!
 //! A job is answered as soon as its chunk has finished, while the call still runs (the
 //! engine's early hand-out), except a job whose reply is a user's callback: that one runs when
 //! the call is over, where it may call the pool. `imap` feeds its window through here too.
+//!
+//! Two kinds of job wait for the next call instead of joining a running one: a job whose
+//! argument names a shared object (workers receive new objects' descriptors between calls
+//! only), and a job answered by a callback (a long call would hold its callback back).
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::run_tasks_with;
+use super::engine::{Feed, Run, run_tasks_with};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lifecycle::code;
 use crate::pool::PoolShared;
@@ -183,6 +191,10 @@ pub(super) fn enqueue(shared: &Arc<PoolShared>, jobs: Vec<Job>) {
     *shared.pending_async.lock() += jobs.len();
     let mut queue = shared.background.lock();
     queue.jobs.extend(jobs);
+    // ORDERING: SeqCst, before `nudge_caller` reads whether the dispatcher sleeps inside a
+    // call; it stores that, then reads this (see `Feed::has_more` below).
+    shared.submitted.fetch_add(1, Ordering::SeqCst);
+    shared.nudge_caller();
     shared.background_ready.notify_one();
     if !queue.dispatching {
         queue.dispatching = true;
@@ -274,30 +286,37 @@ fn dispatch(shared: &Arc<PoolShared>) {
         let chunksize = jobs.iter().map(|j| j.terms.chunksize).min().unwrap_or(1);
         let mut tasks = Vec::with_capacity(jobs.len());
         let mut handles = Vec::new();
-        let mut replies = Vec::with_capacity(jobs.len());
-        let mut terms = Vec::with_capacity(jobs.len());
-        let mut args = Vec::with_capacity(jobs.len());
+        let mut book = Book::default();
         for job in jobs {
             tasks.push(job.task);
             handles.extend(job.handles);
-            replies.push(Some(job.reply));
-            terms.push(job.terms);
-            args.push(job.arg);
+            book.add(job.reply, job.terms, job.arg);
         }
+        let book = RefCell::new(book);
+        let mut feed = QueueFeed {
+            shared,
+            book: &book,
+            // ORDERING: SeqCst, see `QueueFeed::has_more`.
+            seen: shared.submitted.load(Ordering::SeqCst),
+        };
         // One call for the batch, spread over every worker; each task's outcome is its own.
-        // Nothing that happens here may leave a job unanswered: a panic is caught too.
+        // Tasks submitted while it runs may join it. Nothing that happens here may leave a job
+        // unanswered: a panic is caught too.
         let mut late = Vec::new();
-        let how = super::Run {
+        let how = Run {
             chunksize,
-            retries: &|i| terms[i].retries,
-            early: terms.iter().any(|t| t.early),
+            retries: &|i| book.borrow().terms[i].retries,
+            early: book.borrow().terms.iter().any(|t| t.early),
         };
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-            run_tasks_with(shared, &tasks, run_any, &how, handles, &mut |i, r| {
+            let feed: Option<&mut dyn Feed<AnyTask>> = Some(&mut feed);
+            run_tasks_with(shared, &tasks, run_any, &how, handles, feed, &mut |i, r| {
                 // Each job is a task of its own: its error names task 0, as a lone task.
                 let r = r.map_err(|e| e.with_task(0));
-                if terms[i].early {
-                    if let Some(reply) = replies[i].take() {
+                let mut book = book.borrow_mut();
+                if book.terms[i].early {
+                    if let Some(reply) = book.replies[i].take() {
+                        drop(book);
                         answer(shared, reply, r);
                     }
                 } else {
@@ -316,6 +335,9 @@ fn dispatch(shared: &Arc<PoolShared>) {
                 ),
             )),
         };
+        let Book {
+            mut replies, args, ..
+        } = book.into_inner();
         // The workers are done with the arguments' objects: they may go before the answers.
         drop_quietly(args);
         for (i, result) in late {
@@ -328,5 +350,79 @@ fn dispatch(shared: &Arc<PoolShared>) {
         for reply in replies.into_iter().flatten() {
             answer(shared, reply, Err(lost.clone()));
         }
+    }
+}
+
+/// The jobs of one dispatcher call, by task index: the first batch, then the ones that joined.
+#[derive(Default)]
+struct Book {
+    replies: Vec<Option<Reply>>,
+    terms: Vec<Terms>,
+    args: Vec<Box<dyn Send>>,
+}
+
+impl Book {
+    fn add(&mut self, reply: Reply, terms: Terms, arg: Box<dyn Send>) {
+        self.replies.push(Some(reply));
+        self.terms.push(terms);
+        self.args.push(arg);
+    }
+}
+
+/// The queue, as a [`Feed`] of the dispatcher's running call: jobs submitted meanwhile join
+/// it, except those whose argument names a shared object (workers learn of a new object only
+/// between calls) and those answered by a user's callback (which runs after the call, so a
+/// long call would hold it back): these wait for the next call.
+struct QueueFeed<'a> {
+    shared: &'a Arc<PoolShared>,
+    book: &'a RefCell<Book>,
+    /// `submitted` when the queue was last looked at.
+    seen: u64,
+}
+
+/// A task's serialised size is at most its argument's plus three varints (two code offsets
+/// and the argument's length).
+const TASK_OVERHEAD: usize = 30;
+
+impl Feed<AnyTask> for QueueFeed<'_> {
+    fn has_more(&self) -> bool {
+        // ORDERING: SeqCst: the waiting caller stores `parent_sleeping` then calls this; a
+        // submitter bumps `submitted` then reads `parent_sleeping` (`enqueue`). One of the two
+        // sees the other, so a task submitted as the dispatcher goes to sleep wakes it.
+        self.shared.submitted.load(Ordering::SeqCst) != self.seen
+    }
+
+    fn take(
+        &mut self,
+        max_tasks: usize,
+        max_chunks: usize,
+        max_bytes: usize,
+    ) -> (Vec<AnyTask>, usize) {
+        // ORDERING: SeqCst, as in `has_more`; loaded before the queue is read, so a job queued
+        // after the read bumps it again.
+        self.seen = self.shared.submitted.load(Ordering::SeqCst);
+        let mut queue = self.shared.background.lock();
+        let (mut tasks, mut chunksize, mut bytes) = (Vec::new(), usize::MAX, 0);
+        let mut book = self.book.borrow_mut();
+        let mut i = 0;
+        while i < queue.jobs.len() && tasks.len() < max_tasks {
+            let job = &queue.jobs[i];
+            let size = job.task.arg.len() + TASK_OVERHEAD;
+            let cs = chunksize.min(job.terms.chunksize.max(1));
+            let fits = bytes + size <= max_bytes && (tasks.len() + 1).div_ceil(cs) <= max_chunks;
+            if !job.handles.is_empty() || !job.terms.early {
+                i += 1;
+                continue;
+            }
+            if !fits {
+                break;
+            }
+            let job = queue.jobs.remove(i).expect("in range");
+            chunksize = cs;
+            bytes += size;
+            tasks.push(job.task);
+            book.add(job.reply, job.terms, job.arg);
+        }
+        (tasks, chunksize.min(max_tasks.max(1)))
     }
 }

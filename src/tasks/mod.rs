@@ -8,12 +8,13 @@
 //! had not started run elsewhere.
 
 mod background;
+mod engine;
 mod options;
 mod wire;
 
 pub(crate) use background::Queue as BackgroundQueue;
+use engine::run_tasks;
 pub use options::MapOptions;
-use wire::{SliceOut, VecOut};
 
 use std::collections::BTreeMap;
 use std::panic::{self, AssertUnwindSafe};
@@ -26,12 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Pool;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pool::chunk::{ChunkFailure, ChunkInput, Trampoline, panic_message};
-use crate::pool::control::ArrayDesc;
-use crate::pool::{CallSpec, ChunkReport, ChunkState, Grid, OnChunk, PoolShared};
-use crate::shm::Region;
-use crate::shm::handle::{self, Outgoing};
-use crate::sys::ExitStatus;
+use crate::pool::chunk::panic_message;
 
 /// The error in one task's slot of [`Pool::map`] and friends: an [`Error`] whose
 /// [`task`](Error::task) is the task's index in the input.
@@ -164,9 +160,11 @@ impl Pool {
     ///
     /// The tasks run in the background on the pool's dispatcher, alongside
     /// [`apply_async`](Pool::apply_async)'s, so the items must be `Send + 'static`. A panic in
-    /// the input iterator reaches the caller after every result from before it. Tasks that go
-    /// to the dispatcher while it runs a call wait for that call's end: a window's tasks
-    /// overlap, two calls do not.
+    /// the input iterator reaches the caller after every result from before it. As each
+    /// result is taken the window refills, and the new tasks join the dispatcher's running
+    /// call, so a slow task holds back only the results after it, never the free workers;
+    /// items that name a shared object wait for the next call (see
+    /// [`apply_async`](Pool::apply_async)).
     ///
     /// ```
     /// # fn main() -> shmpar::Result<()> {
@@ -233,18 +231,49 @@ impl Pool {
         T: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        Imap::new(
-            self,
-            items.into_iter(),
-            f,
-            &MapOptions::new().chunksize(1),
-            true,
-        )
+        self.imap_unordered_with(items, f, &MapOptions::new().chunksize(1))
+    }
+
+    /// [`imap_unordered`](Pool::imap_unordered) with options: a small
+    /// [`read_ahead`](MapOptions::read_ahead) keeps few items in flight, and the window
+    /// refills as each result is taken, while slower tasks still run.
+    ///
+    /// ```
+    /// # fn main() -> shmpar::Result<()> {
+    /// let pool = shmpar::Pool::new(2)?;
+    /// let opts = shmpar::MapOptions::new().read_ahead(4);
+    /// let mut got: Vec<u32> = pool
+    ///     .imap_unordered_with(0..20u32, |x| x * x, &opts)
+    ///     .map(|r| r.unwrap())
+    ///     .collect();
+    /// got.sort();
+    /// assert_eq!(got, (0..20).map(|x| x * x).collect::<Vec<_>>());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn imap_unordered_with<I, T, R>(
+        &self,
+        items: I,
+        f: TaskFn<T, R>,
+        options: &MapOptions,
+    ) -> Imap<'_, I::IntoIter, T, R>
+    where
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        Imap::new(self, items.into_iter(), f, options, true)
     }
 
     /// Runs one task in the background and returns a handle to its result (Python's
-    /// `apply_async`). Tasks submitted while the pool is busy are gathered and run together,
-    /// spread over every worker, by one dispatcher thread per pool (not a thread per task).
+    /// `apply_async`). Tasks submitted while the pool is idle are gathered and run together,
+    /// spread over every worker, by one dispatcher thread per pool (not a thread per task);
+    /// tasks submitted while the dispatcher's call runs join it and start on the first free
+    /// worker. Two kinds wait for the next call instead: a task whose argument names a shared
+    /// object (the workers receive new objects between calls), and one answered by a callback
+    /// ([`apply_async_callback`](Pool::apply_async_callback)). A pool with a
+    /// [`call_timeout`](crate::PoolBuilder::call_timeout) never grows a running call (the
+    /// timeout counts from the call's start).
     ///
     /// The argument comes first and the function last, as in [`map`](Pool::map) and
     /// [`imap`](Pool::imap) (and rayon), not in Python's order. Several arguments travel as a
@@ -713,444 +742,4 @@ impl<I, T, R> std::fmt::Debug for Imap<'_, I, T, R> {
             .field("unordered", &self.unordered)
             .finish_non_exhaustive()
     }
-}
-
-/// Every task serialised into one buffer: task `i` is `data[offsets[i]..offsets[i + 1]]`;
-/// `handles`, the shared objects they name.
-struct Encoded {
-    data: Vec<u8>,
-    offsets: Vec<usize>,
-    handles: Vec<Outgoing>,
-}
-
-impl Encoded {
-    fn new<T: Serialize>(items: &[T]) -> Result<Encoded> {
-        let (encoded, handles) = handle::collecting(|| {
-            let mut data = Vec::new();
-            let mut offsets = Vec::with_capacity(items.len() + 1);
-            offsets.push(0);
-            for t in items {
-                data = postcard::serialize_with_flavor(t, VecOut(data))
-                    .map_err(|e| Error::invalid(format!("a task could not be serialised: {e}")))?;
-                offsets.push(data.len());
-            }
-            Ok::<_, Error>((data, offsets))
-        });
-        let (data, offsets) = encoded?;
-        Ok(Encoded {
-            data,
-            offsets,
-            handles,
-        })
-    }
-
-    fn get(&self, i: usize) -> &[u8] {
-        &self.data[self.offsets[i]..self.offsets[i + 1]]
-    }
-}
-
-/// One task still to run: its index in the batch and the attempts already made.
-#[derive(Debug, Clone, Copy)]
-struct Pending {
-    index: usize,
-    attempt: u32,
-}
-
-/// Runs `f` on every item; returns each task's result.
-fn run_tasks<T, R>(
-    shared: &Arc<PoolShared>,
-    items: &[T],
-    f: TaskFn<T, R>,
-    chunksize: usize,
-    retries: u32,
-) -> Result<Vec<Result<R>>>
-where
-    T: Serialize + DeserializeOwned,
-    R: Serialize + DeserializeOwned,
-{
-    let mut results: Vec<Option<Result<R>>> = (0..items.len()).map(|_| None).collect();
-    let how = Run {
-        chunksize,
-        retries: &|_| retries,
-        early: false,
-    };
-    run_tasks_with(shared, items, f, &how, Vec::new(), &mut |i, r| {
-        results[i] = Some(r);
-    })?;
-    Ok(results
-        .into_iter()
-        .map(|r| r.expect("every task resolved"))
-        .collect())
-}
-
-/// How [`run_tasks_with`] runs its tasks.
-struct Run<'a> {
-    chunksize: usize,
-    /// How many times task `i` may run again after its worker died in it.
-    retries: &'a dyn Fn(usize) -> u32,
-    /// Hand out each chunk's outcomes as soon as the chunk has finished, while the call still
-    /// runs (for streams); otherwise they come once the call is over.
-    early: bool,
-}
-
-/// Where [`run_tasks_with`] hands each task's outcome, exactly once: the task's index and its
-/// result.
-type Deliver<'a, R> = &'a mut dyn FnMut(usize, Result<R>);
-
-/// Runs `f` on every item, handing each outcome to `deliver`; `handles`, the shared objects
-/// named by arguments serialised beforehand (the background dispatcher's tasks). An error only
-/// when the pool cannot run the call at all: then the tasks not yet delivered have no outcome.
-fn run_tasks_with<T, R>(
-    shared: &Arc<PoolShared>,
-    items: &[T],
-    f: TaskFn<T, R>,
-    how: &Run<'_>,
-    handles: Vec<Outgoing>,
-    deliver: Deliver<'_, R>,
-) -> Result<()>
-where
-    T: Serialize + DeserializeOwned,
-    R: Serialize + DeserializeOwned,
-{
-    let mut encoded = Encoded::new(items)?;
-    encoded.handles.extend(handles);
-    let mut pending: Vec<Pending> = (0..items.len())
-        .map(|index| Pending { index, attempt: 0 })
-        .collect();
-    let max_chunks = shared.config().max_chunks_setting();
-    let chunksize = how.chunksize.max(1);
-    while !pending.is_empty() {
-        let before = pending.len();
-        let mut next = Vec::new();
-        for batch in pending.chunks(max_chunks.saturating_mul(chunksize).max(1)) {
-            let call = Batch {
-                encoded: &encoded,
-                tasks: batch,
-                chunksize,
-            };
-            run_batch(shared, &call, f, how, deliver, &mut next)?;
-        }
-        if next.len() >= before && next.iter().all(|p| p.attempt == 0) {
-            // Nothing ran at all (every worker gone and none could start): fail the rest.
-            for p in next.drain(..) {
-                let err = Error::new(ErrorKind::WorkerDied, "no worker could run the task");
-                deliver(p.index, Err(err.with_task(p.index)));
-            }
-        }
-        pending = next;
-    }
-    Ok(())
-}
-
-/// One call's worth of tasks.
-struct Batch<'a> {
-    encoded: &'a Encoded,
-    tasks: &'a [Pending],
-    chunksize: usize,
-}
-
-/// One call over `batch`: delivers what it can, queues the rest in `next`.
-fn run_batch<T, R>(
-    shared: &Arc<PoolShared>,
-    batch: &Batch<'_>,
-    f: TaskFn<T, R>,
-    how: &Run<'_>,
-    deliver: Deliver<'_, R>,
-    next: &mut Vec<Pending>,
-) -> Result<()>
-where
-    T: Serialize + DeserializeOwned,
-    R: Serialize + DeserializeOwned,
-{
-    // Before the input lock: a task run by a helping caller that calls this pool must get an
-    // error, not wait for the lock its own call holds.
-    shared.not_inside_a_call()?;
-    let mut input = shared.task_input.lock();
-    let (region, used) = fill_input(&mut input, batch.encoded, batch.tasks)?;
-    let n = batch.tasks.len();
-    let chunksize = batch.chunksize;
-    let grid = Grid {
-        nchunks: n.div_ceil(chunksize),
-        rows_per_chunk: chunksize,
-    };
-    let desc = ArrayDesc {
-        region: region.id(),
-        parent_addr: region.as_ptr() as u64,
-        offset: 0,
-        elem_size: 1,
-        ndim: 1,
-        shape: [used as u64, 0, 0, 0, 0, 0, 0, 0],
-        strides: [1, 0, 0, 0, 0, 0, 0, 0],
-        axis: 0,
-    };
-    let spec = CallSpec {
-        trampoline: map_chunk::<T, R> as Trampoline,
-        user_fn: f as usize,
-        arrays: &[(region, desc)],
-        rows: n,
-        grid,
-        params: &[],
-        handles: &batch.encoded.handles,
-        keep_going: true,
-    };
-    let tasks_of = |c: usize| &batch.tasks[c * chunksize..((c + 1) * chunksize).min(n)];
-    let mut handed_out = vec![false; grid.nchunks];
-    let chunks = {
-        let mut early = |c: usize, report: ChunkReport<'_>| {
-            handed_out[c] = true;
-            deliver_finished::<R>(&report, tasks_of(c), deliver);
-        };
-        shared.call_tasks(&spec, how.early.then_some(&mut early as OnChunk<'_>))?
-    };
-    for c in (0..chunks.nchunks()).filter(|&c| !handed_out[c]) {
-        let report = chunks.report(c);
-        let tasks = tasks_of(c);
-        let finished = deliver_finished::<R>(&report, tasks, deliver);
-        let rest = &tasks[finished..];
-        match report.state {
-            ChunkState::Ok => {}
-            // Out of result space for this call: the rest, from the task that did not fit, run
-            // again in the next round, as if new.
-            ChunkState::NotRun | ChunkState::Full => next.extend_from_slice(rest),
-            ChunkState::Panicked => {
-                let msg = String::from_utf8_lossy(report.bytes).into_owned();
-                for p in rest {
-                    let err = Error::new(ErrorKind::WorkerPanicked, msg.clone())
-                        .with_task(p.index)
-                        .with_pid(report.pid);
-                    deliver(p.index, Err(err));
-                }
-            }
-            ChunkState::TooLarge | ChunkState::Died => {
-                let Some((current, after)) = rest.split_first() else {
-                    continue;
-                };
-                // The task that was running: it may have had effects, so it runs again only
-                // if the caller said tasks are idempotent (`retries`).
-                if report.state == ChunkState::Died
-                    && !report.timed_out
-                    && current.attempt < (how.retries)(current.index)
-                {
-                    next.push(Pending {
-                        index: current.index,
-                        attempt: current.attempt + 1,
-                    });
-                } else {
-                    deliver(current.index, Err(task_failure(&report, current.index)));
-                }
-                // The ones it never started run again, as if new.
-                next.extend_from_slice(after);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Delivers the outcomes of the tasks of a chunk that finished: all of them for a chunk that
-/// ran to the end, the first `progress` for one that stopped part-way. Returns how many.
-fn deliver_finished<R: DeserializeOwned>(
-    report: &ChunkReport<'_>,
-    tasks: &[Pending],
-    deliver: Deliver<'_, R>,
-) -> usize {
-    let finished = match report.state {
-        ChunkState::Ok => tasks.len(),
-        ChunkState::NotRun | ChunkState::Panicked => 0,
-        _ => report.progress.min(tasks.len()),
-    };
-    let mut bytes = report.bytes;
-    for p in &tasks[..finished] {
-        // Each outcome is `[length: u32][bytes]`: one that fails to decode costs only its
-        // own task.
-        let (one, rest) = match bytes.split_first_chunk::<4>() {
-            Some((len, rest)) if u32::from_le_bytes(*len) as usize <= rest.len() => {
-                rest.split_at(u32::from_le_bytes(*len) as usize)
-            }
-            _ => (&[][..], &[][..]),
-        };
-        bytes = rest;
-        // A `Deserialize` of the user's that panics fails its own task, and never unwinds
-        // through a call that is still running.
-        let decoded = panic::catch_unwind(AssertUnwindSafe(|| {
-            postcard::from_bytes::<Outcome<R>>(one).map_err(|e| e.to_string())
-        }))
-        .unwrap_or_else(|payload| Err(format!("it panicked: {}", panic_message(&*payload))));
-        let outcome = match decoded {
-            Ok(Outcome::Ok(r)) => Ok(r),
-            Ok(Outcome::Panicked(msg)) => Err(Error::new(ErrorKind::WorkerPanicked, msg)
-                .with_task(p.index)
-                .with_pid(report.pid)),
-            Err(e) => Err(Error::new(
-                ErrorKind::Decode,
-                format!("a task's result could not be decoded: {e}"),
-            )
-            .with_task(p.index)),
-        };
-        deliver(p.index, outcome);
-    }
-    finished
-}
-
-fn task_failure(report: &ChunkReport<'_>, task: usize) -> Error {
-    let err = if report.state == ChunkState::TooLarge {
-        Error::new(
-            ErrorKind::ResultTooLarge,
-            "the task's serialised result did not fit in the worker's result space (raise PoolBuilder::result_bytes)",
-        )
-    } else if report.timed_out {
-        Error::new(
-            ErrorKind::TimedOut,
-            "the call ran past the pool's call_timeout; the worker was replaced",
-        )
-    } else {
-        let status = report
-            .status
-            .map_or_else(|| "died".to_string(), |s| s.to_string());
-        Error::new(
-            ErrorKind::WorkerDied,
-            format!("the worker {status} while it ran this task"),
-        )
-        .with_signal(report.status.and_then(ExitStatus::signal))
-    };
-    err.with_task(task).with_pid(report.pid)
-}
-
-/// Writes one task's outcome as `[length: u32][postcard bytes]`, so that the parent can skip
-/// an outcome it fails to decode without losing the ones after it. A result whose `Serialize`
-/// fails becomes that task's error. Returns the bytes written.
-fn put_outcome<R: Serialize>(
-    outcome: &Outcome<R>,
-    out: &mut [u8],
-    arena_len: usize,
-) -> Result<usize, ChunkFailure> {
-    let full = |outcome: &Outcome<R>| {
-        // Too large for any result space, or only for what is left of this one?
-        let need = postcard::to_stdvec(outcome).map_or(usize::MAX, |v| v.len() + 4);
-        if need > arena_len {
-            ChunkFailure::TooLarge
-        } else {
-            ChunkFailure::Full
-        }
-    };
-    if out.len() < 4 {
-        return Err(full(outcome));
-    }
-    let len = match postcard::serialize_with_flavor(outcome, SliceOut::new(&mut out[4..])) {
-        Ok(used) => used,
-        Err(postcard::Error::SerializeBufferFull) => return Err(full(outcome)),
-        Err(e) => {
-            let failed =
-                Outcome::<R>::Panicked(format!("the task's result could not be serialised: {e}"));
-            match postcard::serialize_with_flavor(&failed, SliceOut::new(&mut out[4..])) {
-                Ok(used) => used,
-                Err(_) => return Err(full(&failed)),
-            }
-        }
-    };
-    out[..4].copy_from_slice(&(len as u32).to_le_bytes());
-    Ok(4 + len)
-}
-
-/// Writes the batch's tasks into the shared input region: `[n][offsets; n + 1][bytes]`.
-/// Reuses the region while it is large enough.
-fn fill_input<'a>(
-    slot: &'a mut Option<Region>,
-    encoded: &Encoded,
-    batch: &[Pending],
-) -> Result<(&'a Region, usize)> {
-    let n = batch.len();
-    let data: usize = batch.iter().map(|p| encoded.get(p.index).len()).sum();
-    let need = 8 * (n + 2) + data;
-    if slot.as_ref().is_none_or(|r| r.len() < need) {
-        let size = need
-            .max(64 << 10)
-            .max(slot.as_ref().map_or(0, |r| r.len() * 2));
-        *slot = Some(Region::new("shmpar-tasks", size)?);
-    }
-    let region = slot.as_ref().expect("just filled");
-    let base = region.as_ptr();
-    // SAFETY: the region holds at least `need` bytes; no call reads it now (we hold the
-    // task-input lock, taken before any call that uses it).
-    unsafe {
-        base.cast::<u64>().write(n as u64);
-        let offsets = base.add(8).cast::<u64>();
-        let data_start = base.add(8 * (n + 2));
-        let contiguous = batch.windows(2).all(|w| w[1].index == w[0].index + 1);
-        if contiguous && n > 0 {
-            // The usual case (a first round): one copy, offsets shifted to the batch's start.
-            let (first, last) = (batch[0].index, batch[n - 1].index);
-            let start = encoded.offsets[first];
-            for (i, p) in batch.iter().enumerate() {
-                offsets
-                    .add(i)
-                    .write((encoded.offsets[p.index] - start) as u64);
-            }
-            let bytes = &encoded.data[start..encoded.offsets[last + 1]];
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), data_start, bytes.len());
-            offsets.add(n).write(bytes.len() as u64);
-        } else {
-            let mut at = 0usize;
-            for (i, p) in batch.iter().enumerate() {
-                offsets.add(i).write(at as u64);
-                let bytes = encoded.get(p.index);
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), data_start.add(at), bytes.len());
-                at += bytes.len();
-            }
-            offsets.add(n).write(at as u64);
-        }
-    }
-    Ok((region, need))
-}
-
-/// Runs one chunk of tasks in a worker; publishes progress after each task.
-///
-/// # Safety
-/// See [`Trampoline`]: `user_fn` is a `TaskFn<T, R>`; array 0 is the input region laid out by
-/// [`fill_input`] and its rows are task indices.
-unsafe fn map_chunk<T: DeserializeOwned, R: Serialize>(
-    input: &ChunkInput<'_>,
-    out: &mut [u8],
-) -> Result<usize, ChunkFailure> {
-    // SAFETY: the parent stored a `TaskFn<T, R>` for this trampoline.
-    let f: TaskFn<T, R> = unsafe { std::mem::transmute(input.user_fn) };
-    let base = input.arrays[0].ptr;
-    // SAFETY: the region starts with the task count and the offsets table (see `fill_input`).
-    let (offsets, data) = unsafe {
-        let n = base.cast::<u64>().read() as usize;
-        (base.add(8).cast::<u64>(), base.add(8 * (n + 2)))
-    };
-    let mut written = 0;
-    for (done, i) in input.rows.clone().enumerate() {
-        // SAFETY: `i` < n, so offsets i and i + 1 exist and delimit the task's bytes.
-        let bytes = unsafe {
-            let lo = offsets.add(i).read() as usize;
-            let hi = offsets.add(i + 1).read() as usize;
-            std::slice::from_raw_parts(data.add(lo), hi - lo)
-        };
-        let outcome = match panic::catch_unwind(AssertUnwindSafe(|| {
-            crate::shm::handle::clear_reason();
-            postcard::from_bytes::<T>(bytes).map(f)
-        })) {
-            Ok(Ok(r)) => Outcome::Ok(r),
-            Ok(Err(e)) => Outcome::Panicked(format!(
-                "the task could not be decoded in the worker: {}",
-                crate::shm::handle::explain(e)
-            )),
-            Err(payload) => Outcome::Panicked(panic_message(&*payload)),
-        };
-        // A `Serialize` that panics fails its own task, like one that returns an error.
-        let put = panic::catch_unwind(AssertUnwindSafe(|| {
-            put_outcome(&outcome, &mut out[written..], input.arena_len)
-        }))
-        .unwrap_or_else(|payload| {
-            let failed = Outcome::<R>::Panicked(format!(
-                "the task's result could not be serialised: {}",
-                panic_message(&*payload)
-            ));
-            put_outcome(&failed, &mut out[written..], input.arena_len)
-        });
-        written += put?;
-        input.report(done + 1, written);
-    }
-    Ok(written)
 }

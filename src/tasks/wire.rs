@@ -55,10 +55,10 @@ impl Flavor for SliceOut<'_> {
 }
 
 /// Appends to a `Vec`.
-pub(super) struct VecOut(pub(super) Vec<u8>);
+pub(super) struct VecOut<'a>(pub(super) &'a mut Vec<u8>);
 
-impl Flavor for VecOut {
-    type Output = Vec<u8>;
+impl Flavor for VecOut<'_> {
+    type Output = ();
 
     #[inline]
     fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
@@ -79,8 +79,8 @@ impl Flavor for VecOut {
         Ok(())
     }
 
-    fn finalize(self) -> postcard::Result<Vec<u8>> {
-        Ok(self.0)
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 
@@ -100,7 +100,8 @@ mod tests {
         let mut buf = vec![0u8; 128];
         let n = postcard::serialize_with_flavor(&value, SliceOut::new(&mut buf)).unwrap();
         assert_eq!(&buf[..n], &expected[..]);
-        let v = postcard::serialize_with_flavor(&value, VecOut(vec![9])).unwrap();
+        let mut v = vec![9];
+        postcard::serialize_with_flavor(&value, VecOut(&mut v)).unwrap();
         assert_eq!((v[0], &v[1..]), (9, &expected[..]));
     }
 
