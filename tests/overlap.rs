@@ -170,3 +170,17 @@ fn joined_tasks_that_fill_the_result_space_run_again_in_the_next_call() {
     }
     assert_eq!(slow.get().unwrap(), 600);
 }
+
+#[test]
+fn a_task_behind_a_callback_task_is_still_answered_early() {
+    let _w = common::watchdog(60, "callback call");
+    let p = warm_pool(2);
+    let (tx, rx) = std::sync::mpsc::channel();
+    p.apply_async_callback(1200u64, sleepy, move |r| tx.send(r.unwrap()).unwrap());
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    assert_eq!(p.apply_async(0u64, sleepy).get().unwrap(), 0);
+    let took = t.elapsed();
+    assert!(took < Duration::from_millis(700), "waited {took:?}");
+    assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), 1200);
+}

@@ -249,6 +249,8 @@ struct Early<'c, 'f> {
     /// The call's state, for the caller's own arena (the caller holds the call lock).
     calls: &'c CallState,
     seen: Vec<bool>,
+    /// A chunk came back `FULL`: some runner's result space is used up for this call.
+    full: bool,
     /// Every chunk below this one has been seen.
     low: usize,
     /// `done` at the last look.
@@ -346,6 +348,17 @@ impl PoolShared {
         }
         self.start_missing()?;
         self.share_regions(&regions, spec.handles)?;
+        // Close the previous call's claim counter before anything of this call is written: a
+        // worker still in that call (or woken to look for chunks added to it) could otherwise
+        // pair its old `next` with this call's `nchunks` and claim a chunk of this call under
+        // the old sequence. Its CAS from any earlier value now fails, and the index read here
+        // is past every `nchunks`.
+        // ORDERING: SeqCst, before the Relaxed writes of the description and counters below
+        // (a claimer that sees any of them and then CASes `next` finds this value or later).
+        let hdr = self.control.header();
+        hdr.claim
+            .next
+            .store(pack(calls.seq, u32::MAX), Ordering::SeqCst);
         calls.seq = calls.seq.wrapping_add(1).max(1);
         let seq = calls.seq;
 
@@ -364,7 +377,6 @@ impl PoolShared {
         for (dst, (_, src)) in desc.arrays.iter_mut().zip(spec.arrays) {
             *dst = *src;
         }
-        let hdr = self.control.header();
         // SAFETY: we hold the call lock and the previous call is over, so no worker reads the
         // description or the parameters until we publish below.
         unsafe {
@@ -415,6 +427,7 @@ impl PoolShared {
             stream,
             calls: &calls,
             seen: vec![false; n],
+            full: false,
             low: 0,
             last_done: 0,
         });
@@ -545,7 +558,7 @@ impl PoolShared {
                 continue;
             }
             if let Some(early) = early.as_deref_mut() {
-                if early.stream.has_more() && self.may_grow(*n, &out) {
+                if early.stream.has_more() && self.may_grow(*n, &out, early) {
                     *n = self.grow(*n, early);
                 }
                 // One load of `done` when nothing has finished since the last look.
@@ -568,16 +581,16 @@ impl PoolShared {
                 continue;
             }
             // ORDERING: SeqCst: we announce that we sleep, then re-check; a worker publishes
-            // its state, then reads `parent_sleeping` (see `chunk::publish`).
-            // The stream's `has_more` loads (SeqCst) what a submitter stores before it looks at
-            // `parent_sleeping` (`nudge_caller`): a submission is seen here or wakes us.
+            // its state, then reads `parent_sleeping` (see `chunk::publish`), and a submitter
+            // bumps what the stream's `has_more` loads, then reads it (`nudge_caller`). Either
+            // we see their store, or they see ours and clear it (`chunk::wake_parent`), which
+            // makes the futex wait below return at once or wakes it.
             hdr.done.parent_sleeping.store(1, Ordering::SeqCst);
-            let done = hdr.done.done.load(Ordering::SeqCst);
             let more = early
                 .as_deref()
-                .is_some_and(|e| e.stream.has_more() && self.may_grow(*n, &out));
+                .is_some_and(|e| e.stream.has_more() && self.may_grow(*n, &out, e));
             if !more && !self.is_finished(seq, *n, &out) {
-                sys::futex_wait(&hdr.done.done, done, Some(CHECK_EVERY));
+                sys::futex_wait(&hdr.done.parent_sleeping, 1, Some(CHECK_EVERY));
             }
             // ORDERING: SeqCst, as above.
             hdr.done.parent_sleeping.store(0, Ordering::SeqCst);
@@ -585,14 +598,17 @@ impl PoolShared {
     }
 
     /// Whether chunks may still join the running call: not after it was cancelled, nor once the
-    /// pool is shutting down, nor when the pool has a call timeout (it counts from the call's
-    /// start, which would be unfair to a task that joined late), nor past the chunk slots.
-    fn may_grow(&self, n: usize, waited: &Waited) -> bool {
+    /// pool is closing, nor when the pool has a call timeout (it counts from the call's start,
+    /// which would be unfair to a task that joined late), nor past the chunk slots, nor once a
+    /// runner's result space is full for this call (new tasks get fresh space in the next).
+    fn may_grow(&self, n: usize, waited: &Waited, early: &Early<'_, '_>) -> bool {
         let hdr = self.control.header();
         // ORDERING: SeqCst loads, like the others of the wait; a cancellation that lands after
         // this look makes the added chunks NotRun, which the caller runs again.
         n < self.control.layout().max_chunks
+            && !early.full
             && !waited.timed_out
+            && !self.closing.load(Ordering::SeqCst)
             && self.config.call_timeout_setting().is_none()
             && hdr.claim.cancelled.load(Ordering::SeqCst) == 0
             && hdr.wake.shutdown.load(Ordering::SeqCst) == 0
@@ -677,6 +693,7 @@ impl PoolShared {
             if state != PENDING {
                 final_states += 1;
             }
+            early.full |= state == FULL;
             if state != OK {
                 continue;
             }

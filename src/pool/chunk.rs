@@ -322,13 +322,17 @@ fn publish(
     }
 }
 
-/// Wakes the parent if it sleeps on `done`.
+/// Wakes the parent if it sleeps (on `parent_sleeping`, which this clears: a wake-up that
+/// lands before the parent's futex wait makes that wait return at once).
 pub(crate) fn wake_parent(control: &Control) {
     let hdr = control.header();
     // ORDERING: SeqCst, paired with the parent's SeqCst store of `parent_sleeping` before it
-    // re-checks the chunk states (see the module docs of `control`).
-    if hdr.done.parent_sleeping.load(Ordering::SeqCst) != 0 {
-        crate::sys::futex_wake(&hdr.done.done, 1);
+    // re-checks the chunk states (see the module docs of `control`). The load first keeps the
+    // usual case (the parent is not asleep) free of writes to its line.
+    if hdr.done.parent_sleeping.load(Ordering::SeqCst) != 0
+        && hdr.done.parent_sleeping.swap(0, Ordering::SeqCst) != 0
+    {
+        crate::sys::futex_wake(&hdr.done.parent_sleeping, 1);
     }
 }
 

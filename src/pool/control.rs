@@ -152,9 +152,10 @@ pub(crate) struct ClaimLine {
 
 #[repr(C, align(128))]
 pub(crate) struct DoneLine {
-    /// Chunks finished in this call (futex word for the waiting parent).
+    /// Chunks finished in this call.
     pub(crate) done: AtomicU32,
-    /// The parent is asleep (or about to sleep) on `done`.
+    /// The parent is asleep (or about to sleep) on this word (futex): 1, cleared by whoever
+    /// wakes it.
     pub(crate) parent_sleeping: AtomicU32,
 }
 

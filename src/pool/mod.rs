@@ -83,6 +83,9 @@ pub(crate) struct PoolShared {
     /// Bumped (SeqCst) each time tasks are queued for the dispatcher, which looks at it before
     /// it sleeps inside a call (tasks may join the running call).
     pub(crate) submitted: std::sync::atomic::AtomicU64,
+    /// Set when the pool starts to shut down: a running call takes no more tasks, so that
+    /// what is still queued is cancelled, not run.
+    closing: std::sync::atomic::AtomicBool,
     /// `apply_async` tasks submitted and not finished (see [`Pool::join`]).
     pub(crate) pending_async: Mutex<usize>,
     pub(crate) async_done: parking_lot::Condvar,
@@ -289,6 +292,7 @@ impl Pool {
             background: Mutex::new(Default::default()),
             background_ready: parking_lot::Condvar::new(),
             submitted: std::sync::atomic::AtomicU64::new(0),
+            closing: std::sync::atomic::AtomicBool::new(false),
             async_done: parking_lot::Condvar::new(),
             calls: Mutex::new(CallState {
                 seq: 0,
@@ -699,6 +703,8 @@ impl PoolShared {
     }
 
     fn shutdown(&self) {
+        // ORDERING: SeqCst, read by a waiting caller before it lets tasks join its call.
+        self.closing.store(true, Ordering::SeqCst);
         // Calls in progress (an `apply_async` on another thread) finish first.
         let _calls = self.calls.lock();
         // ORDERING: Relaxed: the SeqCst epoch bump in `wake_workers` publishes it.

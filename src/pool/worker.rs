@@ -173,6 +173,8 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
     // Mail sent before this worker existed was for its predecessor; its socket is new.
     let mut mail_seen = 0;
     let mut last_call = 0u32;
+    // The call in which this worker's result space ran out (0: none; calls start at 1).
+    let mut full_in = 0u32;
     let mut tasks_run = 0u64;
     loop {
         // ORDERING: SeqCst, the first half of the sleep protocol in `wait_for_change`.
@@ -202,8 +204,23 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
                 run: &mut tasks_run,
                 max: start.max_tasks,
             };
+            // Back in the call it ran out of space in, it hands chunks back unrun, as before.
+            let was_full = full_in == call;
             // SAFETY: the arena is ours; `regions` knows this worker's mappings.
-            unsafe { work_on_call(&control, call, start.index, arena, &regions, budget) };
+            let full = unsafe {
+                work_on_call(
+                    &control,
+                    call,
+                    start.index,
+                    arena,
+                    &regions,
+                    budget,
+                    was_full,
+                )
+            };
+            if full {
+                full_in = call;
+            }
             // This worker is done with the call: arrays lent to it for the call go back.
             crate::shm::handle::revoke_lent();
         }
@@ -260,7 +277,8 @@ struct Budget<'a> {
     max: Option<u64>,
 }
 
-/// Claims and runs chunks of call `seq` until none is left.
+/// Claims and runs chunks of call `seq` until none is left; `full`: the result space already
+/// ran out in this call. Returns whether it has run out.
 ///
 /// # Safety
 /// `arena` is this worker's own result arena.
@@ -271,7 +289,8 @@ unsafe fn work_on_call(
     arena: &mut [u8],
     regions: &Regions<'_>,
     budget: Budget<'_>,
-) {
+    full: bool,
+) -> bool {
     let slot = control.worker(index as usize);
     // ORDERING: SeqCst: the parent that cancels a call stores `cancelled` then loads `current`
     // (SeqCst); we store `current` then load `cancelled` in `claim_next`. One sees the other.
@@ -285,7 +304,7 @@ unsafe fn work_on_call(
         arena,
         used,
         used_word: Some(&slot.arena_used),
-        full: false,
+        full,
     };
     let mut call: Option<chunk::CallView<'_>> = None;
     while let Some(i) = chunk::claim_next(control, seq) {
@@ -326,6 +345,7 @@ unsafe fn work_on_call(
     if control.header().claim.cancelled.load(Ordering::SeqCst) != 0 {
         chunk::wake_parent(control);
     }
+    runner.full
 }
 
 /// Where a process finds the regions of a call.

@@ -109,8 +109,9 @@ pub(crate) struct Job {
     handles: Vec<Outgoing>,
     reply: Reply,
     terms: Terms,
-    /// The argument itself, kept until its task has ended: while it lives, the objects it
-    /// names stay alive in this process too, so the workers learn when they go.
+    /// The argument itself, kept until the dispatcher's call that ran it is over (and any call
+    /// that ran its tasks again): while it lives, the objects it names stay alive in this
+    /// process too, so the workers learn when they go.
     arg: Box<dyn Send>,
 }
 
@@ -260,6 +261,7 @@ pub(crate) fn not_on_dispatcher(pool: usize, what: &str) -> Result<()> {
 /// for `IDLE`; after the pool's shutdown, cancels what is left.
 fn dispatch(shared: &Arc<PoolShared>) {
     ON_DISPATCHER.with(|d| d.set(pool_id(shared)));
+    let mut seen;
     loop {
         let jobs: Vec<Job> = {
             let mut queue = shared.background.lock();
@@ -278,6 +280,9 @@ fn dispatch(shared: &Arc<PoolShared>) {
                     break;
                 }
             }
+            // ORDERING: SeqCst, see `QueueFeed::has_more`; read under the queue's lock, under
+            // which `enqueue` bumps it, so every job queued after the drain bumps it again.
+            seen = shared.submitted.load(Ordering::SeqCst);
             queue.jobs.drain(..).collect()
         };
         if jobs.is_empty() {
@@ -296,17 +301,17 @@ fn dispatch(shared: &Arc<PoolShared>) {
         let mut feed = QueueFeed {
             shared,
             book: &book,
-            // ORDERING: SeqCst, see `QueueFeed::has_more`.
-            seen: shared.submitted.load(Ordering::SeqCst),
+            seen,
         };
         // One call for the batch, spread over every worker; each task's outcome is its own.
         // Tasks submitted while it runs may join it. Nothing that happens here may leave a job
         // unanswered: a panic is caught too.
-        let mut late = Vec::new();
         let how = Run {
             chunksize,
             retries: &|i| book.borrow().terms[i].retries,
-            early: book.borrow().terms.iter().any(|t| t.early),
+            // Every chunk is handed out as it finishes: channel replies answer at once,
+            // callbacks wait in `late` for the call's end.
+            early: true,
         };
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
             let feed: Option<&mut dyn Feed<AnyTask>> = Some(&mut feed);
@@ -320,7 +325,7 @@ fn dispatch(shared: &Arc<PoolShared>) {
                         answer(shared, reply, r);
                     }
                 } else {
-                    late.push((i, r));
+                    book.late.push((i, r));
                 }
             })
         }));
@@ -336,7 +341,10 @@ fn dispatch(shared: &Arc<PoolShared>) {
             )),
         };
         let Book {
-            mut replies, args, ..
+            mut replies,
+            args,
+            late,
+            ..
         } = book.into_inner();
         // The workers are done with the arguments' objects: they may go before the answers.
         drop_quietly(args);
@@ -359,6 +367,8 @@ struct Book {
     replies: Vec<Option<Reply>>,
     terms: Vec<Terms>,
     args: Vec<Box<dyn Send>>,
+    /// Outcomes of finished jobs answered by a callback, which runs after the call.
+    late: Vec<(usize, Result<Vec<u8>>)>,
 }
 
 impl Book {
@@ -370,9 +380,11 @@ impl Book {
 }
 
 /// The queue, as a [`Feed`] of the dispatcher's running call: jobs submitted meanwhile join
-/// it, except those whose argument names a shared object (workers learn of a new object only
-/// between calls) and those answered by a user's callback (which runs after the call, so a
-/// long call would hold it back): these wait for the next call.
+/// it, in queue order, up to the first that cannot: one whose argument names a shared object
+/// (workers learn of a new object only between calls) or one answered by a user's callback
+/// (which runs after the call); that one and those behind it wait for the next call. Once a
+/// job of the call with a callback has finished, nothing more joins, so that the call ends
+/// and the callback runs.
 struct QueueFeed<'a> {
     shared: &'a Arc<PoolShared>,
     book: &'a RefCell<Book>,
@@ -390,6 +402,7 @@ impl Feed<AnyTask> for QueueFeed<'_> {
         // submitter bumps `submitted` then reads `parent_sleeping` (`enqueue`). One of the two
         // sees the other, so a task submitted as the dispatcher goes to sleep wakes it.
         self.shared.submitted.load(Ordering::SeqCst) != self.seen
+            && self.book.try_borrow().is_ok_and(|b| b.late.is_empty())
     }
 
     fn take(
@@ -398,26 +411,21 @@ impl Feed<AnyTask> for QueueFeed<'_> {
         max_chunks: usize,
         max_bytes: usize,
     ) -> (Vec<AnyTask>, usize) {
-        // ORDERING: SeqCst, as in `has_more`; loaded before the queue is read, so a job queued
-        // after the read bumps it again.
-        self.seen = self.shared.submitted.load(Ordering::SeqCst);
         let mut queue = self.shared.background.lock();
+        // ORDERING: SeqCst, as in `has_more`; read under the queue's lock (see `dispatch`).
+        self.seen = self.shared.submitted.load(Ordering::SeqCst);
         let (mut tasks, mut chunksize, mut bytes) = (Vec::new(), usize::MAX, 0);
         let mut book = self.book.borrow_mut();
-        let mut i = 0;
-        while i < queue.jobs.len() && tasks.len() < max_tasks {
-            let job = &queue.jobs[i];
+        while let Some(job) = queue.jobs.front() {
             let size = job.task.arg.len() + TASK_OVERHEAD;
             let cs = chunksize.min(job.terms.chunksize.max(1));
-            let fits = bytes + size <= max_bytes && (tasks.len() + 1).div_ceil(cs) <= max_chunks;
-            if !job.handles.is_empty() || !job.terms.early {
-                i += 1;
-                continue;
-            }
-            if !fits {
+            let fits = tasks.len() < max_tasks
+                && bytes + size <= max_bytes
+                && (tasks.len() + 1).div_ceil(cs) <= max_chunks;
+            if !fits || !job.handles.is_empty() || !job.terms.early {
                 break;
             }
-            let job = queue.jobs.remove(i).expect("in range");
+            let job = queue.jobs.pop_front().expect("just looked");
             chunksize = cs;
             bytes += size;
             tasks.push(job.task);
