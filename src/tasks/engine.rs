@@ -11,6 +11,7 @@
 //! written past the ones already published and join the call as new chunks (a [`Feed`]), so
 //! they start on the first idle worker instead of waiting for the call's slowest task.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -174,7 +175,7 @@ where
         let mut next = Vec::new();
         for batch in pending.chunks(max_chunks.saturating_mul(chunksize).max(1)) {
             let call = Batch {
-                tasks: batch.to_vec(),
+                tasks: Cow::Borrowed(batch),
                 chunksize,
             };
             let parts = Parts {
@@ -197,8 +198,8 @@ where
 }
 
 /// One call's first tasks, in chunk order.
-struct Batch {
-    tasks: Vec<Pending>,
+struct Batch<'b> {
+    tasks: Cow<'b, [Pending]>,
     chunksize: usize,
 }
 
@@ -210,17 +211,18 @@ struct Parts<'a, 'f, 'd, T, R> {
 }
 
 /// The caller's side of one streaming call: hands out finished chunks, adds fed ones.
-struct TaskStream<'a, 'f, 'd, 'r, T, R> {
+struct TaskStream<'a, 'f, 'd, 'r, 'b, T, R> {
     parts: Parts<'a, 'f, 'd, T, R>,
     input: Input<'r>,
-    /// The call's tasks, in chunk order; chunk `c` runs `tasks[chunks[c]]`.
-    tasks: Vec<Pending>,
+    /// The call's tasks, in chunk order; chunk `c` runs `tasks[chunks[c]]`. Copied only when
+    /// tasks join.
+    tasks: Cow<'b, [Pending]>,
     chunks: Vec<Range<usize>>,
     handed_out: Vec<bool>,
     early: bool,
 }
 
-impl<T: Serialize, R: DeserializeOwned> Stream for TaskStream<'_, '_, '_, '_, T, R> {
+impl<T: Serialize, R: DeserializeOwned> Stream for TaskStream<'_, '_, '_, '_, '_, T, R> {
     fn finished(&mut self, c: usize, report: ChunkReport<'_>) {
         if !self.early {
             return;
@@ -257,8 +259,7 @@ impl<T: Serialize, R: DeserializeOwned> Stream for TaskStream<'_, '_, '_, '_, T,
                 }
             }
             if group.len() == chunksize || (k + 1 == items.len() && !group.is_empty()) {
-                let bytes = group.iter().map(|&i| encoded.get(i));
-                if !self.input.push_chunk(bytes) {
+                if !self.input.push_chunk(encoded, group.iter().copied()) {
                     // `take` keeps within the room it was given: unreachable, but never lose
                     // a task over it.
                     for &i in &group {
@@ -270,6 +271,7 @@ impl<T: Serialize, R: DeserializeOwned> Stream for TaskStream<'_, '_, '_, '_, T,
                 }
                 let start = self.tasks.len();
                 self.tasks
+                    .to_mut()
                     .extend(group.drain(..).map(|index| Pending { index, attempt: 0 }));
                 self.chunks.push(start..self.tasks.len());
                 self.handed_out.push(false);
@@ -284,7 +286,7 @@ impl<T: Serialize, R: DeserializeOwned> Stream for TaskStream<'_, '_, '_, '_, T,
 /// queues the rest in `next`. Returns how many tasks joined the call.
 fn run_batch<T, R>(
     shared: &Arc<PoolShared>,
-    batch: Batch,
+    batch: Batch<'_>,
     f: TaskFn<T, R>,
     how: &Run<'_>,
     parts: Parts<'_, '_, '_, T, R>,
@@ -317,11 +319,8 @@ where
     let mut chunks = Vec::with_capacity(nchunks);
     for c in 0..nchunks {
         let range = c * chunksize..((c + 1) * chunksize).min(n);
-        let pushed = input.push_chunk(
-            batch.tasks[range.clone()]
-                .iter()
-                .map(|p| parts.encoded.get(p.index)),
-        );
+        let indices = batch.tasks[range.clone()].iter().map(|p| p.index);
+        let pushed = input.push_chunk(parts.encoded, indices);
         debug_assert!(pushed, "the input was sized for the batch");
         chunks.push(range);
     }
@@ -605,10 +604,21 @@ impl<'r> Input<'r> {
         )
     }
 
-    /// Writes one more chunk of tasks (their serialised forms); false, writing nothing, when
+    /// Writes one more chunk: the tasks `indices` of `encoded`; false, writing nothing, when
     /// they do not fit.
-    fn push_chunk<'t>(&mut self, tasks: impl Iterator<Item = &'t [u8]> + Clone) -> bool {
-        let (count, bytes) = tasks.clone().fold((0, 0), |(n, b), t| (n + 1, b + t.len()));
+    fn push_chunk(
+        &mut self,
+        encoded: &Encoded,
+        indices: impl Iterator<Item = usize> + Clone,
+    ) -> bool {
+        let (mut count, mut bytes, mut contiguous) = (0, 0, true);
+        let mut first = None;
+        for i in indices.clone() {
+            let at = *first.get_or_insert(i);
+            contiguous &= i == at + count;
+            count += 1;
+            bytes += encoded.get(i).len();
+        }
         let (tasks_room, chunks_room, bytes_room) = self.room();
         if count > tasks_room || chunks_room == 0 || bytes > bytes_room {
             return false;
@@ -621,11 +631,31 @@ impl<'r> Input<'r> {
                 .region
                 .as_ptr()
                 .add(Self::data_at(self.task_cap, self.chunk_cap));
-            for t in tasks {
-                std::ptr::copy_nonoverlapping(t.as_ptr(), data.add(self.bytes), t.len());
-                self.bytes += t.len();
-                self.tasks += 1;
-                self.task_starts().add(self.tasks).write(self.bytes as u64);
+            match first {
+                Some(first) if contiguous => {
+                    // The usual case: one copy, the starts shifted to where the run lands.
+                    let from = encoded.offsets[first];
+                    let run = &encoded.data[from..encoded.offsets[first + count]];
+                    std::ptr::copy_nonoverlapping(run.as_ptr(), data.add(self.bytes), run.len());
+                    let starts = self.task_starts().add(self.tasks + 1);
+                    for (k, &end) in encoded.offsets[first + 1..=first + count]
+                        .iter()
+                        .enumerate()
+                    {
+                        starts.add(k).write((end - from + self.bytes) as u64);
+                    }
+                    self.tasks += count;
+                    self.bytes += run.len();
+                }
+                _ => {
+                    for i in indices {
+                        let t = encoded.get(i);
+                        std::ptr::copy_nonoverlapping(t.as_ptr(), data.add(self.bytes), t.len());
+                        self.bytes += t.len();
+                        self.tasks += 1;
+                        self.task_starts().add(self.tasks).write(self.bytes as u64);
+                    }
+                }
             }
             self.chunks += 1;
             self.chunk_starts()
