@@ -189,7 +189,7 @@ pub(crate) struct WorkerSlot {
     pub(crate) init_message: AtomicU32,
 }
 
-#[repr(C)]
+#[repr(C, align(128))]
 pub(crate) struct ChunkSlot {
     pub(crate) state: AtomicU32,
     /// Worker index that ran it, or `CALLER`.
@@ -210,7 +210,7 @@ const _: () = {
     assert!(size_of::<JobLine>() == 1152 && align_of::<JobLine>() == 128);
     assert!(size_of::<Header>() == 1536);
     assert!(size_of::<WorkerSlot>() == 128 && align_of::<WorkerSlot>() == 128);
-    assert!(size_of::<ChunkSlot>() == 32 && align_of::<ChunkSlot>() == 8);
+    assert!(size_of::<ChunkSlot>() == 128 && align_of::<ChunkSlot>() == 128);
 };
 
 /// Offsets of the parts of a control block for `workers` workers and `chunks` chunks.

@@ -77,6 +77,11 @@ impl Encoded {
         self.offsets.len() - 1
     }
 
+    /// Task `i`'s serialised length.
+    fn size(&self, i: usize) -> usize {
+        self.offsets[i + 1] - self.offsets[i]
+    }
+
     fn get(&self, i: usize) -> &[u8] {
         &self.data[self.offsets[i]..self.offsets[i + 1]]
     }
@@ -307,7 +312,7 @@ where
     let bytes: usize = batch
         .tasks
         .iter()
-        .map(|p| parts.encoded.get(p.index).len())
+        .map(|p| parts.encoded.size(p.index))
         .sum();
     let grows = parts.feed.is_some();
     let (task_cap, chunk_cap, data_cap) = if grows {
@@ -427,37 +432,53 @@ fn deliver_finished<R: DeserializeOwned>(
         ChunkState::NotRun | ChunkState::Panicked => 0,
         _ => report.progress.min(tasks.len()),
     };
+    // Each outcome is `[length: u32][bytes]`: one that fails to decode costs only its own
+    // task. A `Deserialize` of the user's that panics fails its own task too, and never
+    // unwinds through a call that is still running: the tasks are decoded under one
+    // `catch_unwind` (cheaper than one per task), and after a panic the next task goes on.
     let mut bytes = report.bytes;
-    for p in &tasks[..finished] {
-        // Each outcome is `[length: u32][bytes]`: one that fails to decode costs only its
-        // own task.
-        let (one, rest) = match bytes.split_first_chunk::<4>() {
-            Some((len, rest)) if u32::from_le_bytes(*len) as usize <= rest.len() => {
-                rest.split_at(u32::from_le_bytes(*len) as usize)
+    let mut k = 0;
+    while k < finished {
+        let run = panic::catch_unwind(AssertUnwindSafe(|| {
+            while k < finished {
+                let p = tasks[k];
+                let (one, rest) = match bytes.split_first_chunk::<4>() {
+                    Some((len, rest)) if u32::from_le_bytes(*len) as usize <= rest.len() => {
+                        rest.split_at(u32::from_le_bytes(*len) as usize)
+                    }
+                    _ => (&[][..], &[][..]),
+                };
+                bytes = rest;
+                let outcome = match postcard::from_bytes::<Outcome<R>>(one) {
+                    Ok(Outcome::Ok(r)) => Ok(r),
+                    Ok(Outcome::Panicked(msg)) => Err(Error::new(ErrorKind::WorkerPanicked, msg)
+                        .with_task(p.index)
+                        .with_pid(report.pid)),
+                    Err(e) => Err(undecodable(&e.to_string(), p.index)),
+                };
+                // `deliver` does not panic (the engine's own closures), so a panic here was
+                // task `k`'s `Deserialize`.
+                deliver(p.index, outcome);
+                k += 1;
             }
-            _ => (&[][..], &[][..]),
-        };
-        bytes = rest;
-        // A `Deserialize` of the user's that panics fails its own task, and never unwinds
-        // through a call that is still running.
-        let decoded = panic::catch_unwind(AssertUnwindSafe(|| {
-            postcard::from_bytes::<Outcome<R>>(one).map_err(|e| e.to_string())
-        }))
-        .unwrap_or_else(|payload| Err(format!("it panicked: {}", panic_message(&*payload))));
-        let outcome = match decoded {
-            Ok(Outcome::Ok(r)) => Ok(r),
-            Ok(Outcome::Panicked(msg)) => Err(Error::new(ErrorKind::WorkerPanicked, msg)
-                .with_task(p.index)
-                .with_pid(report.pid)),
-            Err(e) => Err(Error::new(
-                ErrorKind::Decode,
-                format!("a task's result could not be decoded: {e}"),
-            )
-            .with_task(p.index)),
-        };
-        deliver(p.index, outcome);
+        }));
+        if let Err(payload) = run {
+            // Task `k` panicked while it was read (`bytes` already points past it).
+            let why = format!("it panicked: {}", panic_message(&*payload));
+            deliver(tasks[k].index, Err(undecodable(&why, tasks[k].index)));
+            k += 1;
+        }
     }
     finished
+}
+
+/// A task's result that could not be decoded, and why.
+fn undecodable(why: &str, task: usize) -> Error {
+    Error::new(
+        ErrorKind::Decode,
+        format!("a task's result could not be decoded: {why}"),
+    )
+    .with_task(task)
 }
 
 fn task_failure(report: &ChunkReport<'_>, task: usize) -> Error {
@@ -487,6 +508,7 @@ fn task_failure(report: &ChunkReport<'_>, task: usize) -> Error {
 /// Writes one task's outcome as `[length: u32][postcard bytes]`, so that the parent can skip
 /// an outcome it fails to decode without losing the ones after it. A result whose `Serialize`
 /// fails becomes that task's error. Returns the bytes written.
+#[inline(always)]
 fn put_outcome<R: Serialize>(
     outcome: &Outcome<R>,
     out: &mut [u8],
@@ -617,7 +639,7 @@ impl<'r> Input<'r> {
             let at = *first.get_or_insert(i);
             contiguous &= i == at + count;
             count += 1;
-            bytes += encoded.get(i).len();
+            bytes += encoded.size(i);
         }
         let (tasks_room, chunks_room, bytes_room) = self.room();
         if count > tasks_room || chunks_room == 0 || bytes > bytes_room {
