@@ -69,7 +69,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use lifecycle::StartMethod;
 pub use pool::{Pool, PoolBuilder};
 pub use process::{Exit, Process, pin_to_cpu};
-pub use queue::{Connection, Pipe, Queue};
+pub use queue::{Connection, Pipe, PipeReader, PipeWriter, Queue};
 pub use reduce::{Found, Zip, ZipArrays, ZipPart, par_reduce};
 pub use shared_map::SharedMap;
 pub use shm::{

@@ -271,6 +271,50 @@ fn recv_returns_end_of_file_once_the_other_end_dies() {
     child.join().unwrap();
 }
 
+#[test]
+fn a_one_way_pipe_reads_end_of_file_once_the_writer_dies() {
+    let _w = common::watchdog(60, "one-way pipe eof");
+    let (reader, writer) = Pipe::<u32>::one_way().unwrap();
+    let mut child = Process::start(
+        |w: shmpar::PipeWriter<u32>| {
+            w.send(&7).unwrap();
+            std::thread::sleep(Duration::from_secs(30));
+        },
+        writer,
+    )
+    .unwrap();
+    assert_eq!(reader.recv().unwrap(), 7);
+    child.kill().unwrap();
+    let t = Instant::now();
+    let err = reader.recv().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    child.join().unwrap();
+}
+
+#[test]
+fn a_one_way_pipe_carries_messages_to_a_reading_child() {
+    let _w = common::watchdog(60, "one-way pipe to a child");
+    let (reader, writer) = Pipe::<String>::one_way().unwrap();
+    let child = Process::start(
+        |r: shmpar::PipeReader<String>| {
+            let mut n = 0u32;
+            while let Ok(m) = r.recv() {
+                assert_eq!(m, format!("message {n}"));
+                n += 1;
+            }
+            n
+        },
+        reader,
+    )
+    .unwrap();
+    for i in 0..500 {
+        writer.send(&format!("message {i}")).unwrap();
+    }
+    writer.close();
+    assert_eq!(child.join_value().unwrap(), 500);
+}
+
 /// Takes jobs until the queue closes; counts each, then marks it done.
 fn finish_jobs((q, finished): (Queue<u64>, SharedValue<AtomicU64>)) {
     while let Ok(job) = q.get() {

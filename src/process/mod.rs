@@ -75,6 +75,11 @@ impl Exit {
 /// Dropping a `Process` that was not joined kills (SIGKILL) and reaps the child, so no zombie
 /// and no orphan is left behind. A child also dies with its parent, even if the parent is
 /// SIGKILLed.
+///
+/// So every `Process` behaves like Python's `daemon=True`: it never outlives the owner that
+/// lets go of it. For `daemon=False` (the parent waits for the child before it ends), call
+/// [`join`](Process::join) before the `Process` goes out of scope; a child cannot be left
+/// running after its parent exits.
 pub struct Process<R = ()> {
     child: Child,
     exit: Option<Exit>,

@@ -2,7 +2,7 @@
 
 mod pipe;
 
-pub use pipe::{Connection, Pipe};
+pub use pipe::{Connection, Pipe, PipeReader, PipeWriter};
 
 use std::marker::PhantomData;
 use std::mem::size_of;

@@ -1,4 +1,5 @@
-//! `Pipe<T>`: two connected ends, each able to send and receive.
+//! `Pipe<T>`: two connected ends, each able to send and receive; or, one way, a
+//! [`PipeReader`] and a [`PipeWriter`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +81,207 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
             },
             Connection { send: ba, recv: ab },
         ))
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Pipe<T> {
+    /// A one-way pipe (Python's `Pipe(duplex=False)`, same order): the reading end and the
+    /// writing end, over one queue of up to 64 messages of up to 4 KiB. Half the shared memory
+    /// of [`Pipe::new`], and the types say which end may send. The reader gets end of file
+    /// (`ErrorKind::Closed`) once the writer's process has ended and every message is read,
+    /// as with a [`Connection`].
+    ///
+    /// ```
+    /// use shmpar::{Pipe, PipeWriter, Process};
+    ///
+    /// # fn main() -> shmpar::Result<()> {
+    /// let (reader, writer) = Pipe::<u64>::one_way()?;
+    /// let kid = Process::start(
+    ///     |w: PipeWriter<u64>| (1..=3).for_each(|i| w.send(&(i * i)).unwrap()),
+    ///     writer,
+    /// )?;
+    /// let got: Vec<u64> = (0..3).map(|_| reader.recv().unwrap()).collect();
+    /// assert_eq!(got, [1, 4, 9]);
+    /// kid.join()?.into_result()?;
+    /// assert_eq!(reader.recv().unwrap_err().kind(), shmpar::ErrorKind::Closed);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn one_way() -> Result<(PipeReader<T>, PipeWriter<T>)> {
+        Pipe::one_way_with_capacity(64, 4096)
+    }
+
+    /// [`one_way`](Pipe::one_way) with room for `capacity` messages of up to `message_bytes`.
+    ///
+    /// ```
+    /// let (r, w) = shmpar::Pipe::<Vec<u8>>::one_way_with_capacity(2, 1 << 16)?;
+    /// w.send(&vec![7; 50_000])?;
+    /// assert_eq!(r.recv()?.len(), 50_000);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn one_way_with_capacity(
+        capacity: usize,
+        message_bytes: usize,
+    ) -> Result<(PipeReader<T>, PipeWriter<T>)> {
+        let queue = Arc::new(Queue::with_message_bytes(capacity, message_bytes)?);
+        queue.set_writer();
+        Ok((
+            PipeReader {
+                queue: Arc::clone(&queue),
+            },
+            PipeWriter { queue },
+        ))
+    }
+}
+
+/// The reading end of a one-way [`Pipe`] ([`Pipe::one_way`]).
+pub struct PipeReader<T> {
+    queue: Arc<Queue<T>>,
+}
+
+/// The writing end of a one-way [`Pipe`] ([`Pipe::one_way`]).
+pub struct PipeWriter<T> {
+    queue: Arc<Queue<T>>,
+}
+
+impl<T: Serialize + DeserializeOwned> PipeReader<T> {
+    /// Receives the next message, waiting for it; `ErrorKind::Closed` once the writer has
+    /// closed its end or its process has ended, and everything sent has been read.
+    ///
+    /// ```
+    /// let (r, w) = shmpar::Pipe::<char>::one_way()?;
+    /// w.send(&'x')?;
+    /// assert_eq!(r.recv()?, 'x');
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn recv(&self) -> Result<T> {
+        self.queue.get()
+    }
+
+    /// Receives, failing with [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut) if nothing
+    /// comes in time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (r, _w) = shmpar::Pipe::<u8>::one_way()?;
+    /// assert!(r.recv_timeout(Duration::from_millis(5)).is_err());
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
+        self.queue.get_timeout(timeout)
+    }
+
+    /// True if a message is waiting.
+    ///
+    /// ```
+    /// let (r, w) = shmpar::Pipe::<u8>::one_way()?;
+    /// assert!(!r.poll());
+    /// w.send(&1)?;
+    /// assert!(r.poll());
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn poll(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Closes the pipe from the reading side: the writer's `send` fails with
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) from now on.
+    ///
+    /// ```
+    /// let (r, w) = shmpar::Pipe::<u8>::one_way()?;
+    /// r.close();
+    /// assert_eq!(w.send(&1).unwrap_err().kind(), shmpar::ErrorKind::Closed);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn close(&self) {
+        self.queue.close();
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> PipeWriter<T> {
+    /// Sends a message (waits while the pipe is full).
+    ///
+    /// ```
+    /// let (r, w) = shmpar::Pipe::<[u8; 2]>::one_way()?;
+    /// w.send(&[1, 2])?;
+    /// assert_eq!(r.recv()?, [1, 2]);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn send(&self, message: &T) -> Result<()> {
+        self.queue.put(message)
+    }
+
+    /// Closes the writing end: the reader gets what was sent, then
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed).
+    ///
+    /// ```
+    /// let (r, w) = shmpar::Pipe::<u8>::one_way()?;
+    /// w.send(&5)?;
+    /// w.close();
+    /// assert_eq!(r.recv()?, 5);
+    /// assert_eq!(r.recv().unwrap_err().kind(), shmpar::ErrorKind::Closed);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn close(&self) {
+        self.queue.close();
+    }
+}
+
+impl<T> std::fmt::Debug for PipeReader<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipeReader").finish_non_exhaustive()
+    }
+}
+
+impl<T> std::fmt::Debug for PipeWriter<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipeWriter").finish_non_exhaustive()
+    }
+}
+
+/// Travels inside the arguments of a shmpar call as its queue's handle.
+impl<T: Serialize + DeserializeOwned + 'static> Serialize for PipeReader<T> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        self.queue.serialize(serializer)
+    }
+}
+
+impl<'de, T: Serialize + DeserializeOwned + 'static> serde::Deserialize<'de> for PipeReader<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        Ok(PipeReader {
+            queue: Arc::new(Queue::deserialize(deserializer)?),
+        })
+    }
+}
+
+/// Travels inside the arguments of a shmpar call as its queue's handle; a started child that
+/// receives it becomes the writer whose end the reader watches.
+impl<T: Serialize + DeserializeOwned + 'static> Serialize for PipeWriter<T> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        self.queue.serialize(serializer)
+    }
+}
+
+impl<'de, T: Serialize + DeserializeOwned + 'static> serde::Deserialize<'de> for PipeWriter<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let queue = Queue::deserialize(deserializer)?;
+        // As for a `Connection`: a started child holds this end now.
+        if crate::lifecycle::role() == crate::lifecycle::Role::Child {
+            queue.set_writer();
+        }
+        Ok(PipeWriter {
+            queue: Arc::new(queue),
+        })
     }
 }
 
