@@ -336,7 +336,11 @@ impl PoolShared {
         let mut calls = self.lock_calls()?;
         // ORDERING: Relaxed: `shutdown` sets it under the call lock (which we hold now);
         // `terminate` sets it without, so a helping caller and `spawn` look again later.
-        if self.control.header().wake.shutdown.load(Ordering::Relaxed) != 0 {
+        // `closing`: SeqCst, paired with `shutdown`'s store before it waits for the call lock:
+        // a call that wins the lock after that is refused, not run.
+        if self.control.header().wake.shutdown.load(Ordering::Relaxed) != 0
+            || self.closing.load(Ordering::SeqCst)
+        {
             return Err(Error::new(
                 ErrorKind::Cancelled,
                 "the pool was shut down before this call ran",
@@ -353,12 +357,16 @@ impl PoolShared {
         // pair its old `next` with this call's `nchunks` and claim a chunk of this call under
         // the old sequence. Its CAS from any earlier value now fails, and the index read here
         // is past every `nchunks`.
-        // ORDERING: SeqCst, before the Relaxed writes of the description and counters below
-        // (a claimer that sees any of them and then CASes `next` finds this value or later).
+        // ORDERING: the Release fence after the store orders it before every later store of
+        // this call (the Relaxed resets of `cancelled`, `nchunks` and the slots below); a
+        // claimer that Acquire-loads one of those synchronises with the fence, so its CAS of
+        // `next` finds this value or a later one. (A SeqCst store alone orders only what came
+        // before it.)
         let hdr = self.control.header();
         hdr.claim
             .next
             .store(pack(calls.seq, u32::MAX), Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::Release);
         calls.seq = calls.seq.wrapping_add(1).max(1);
         let seq = calls.seq;
 
@@ -528,8 +536,9 @@ impl PoolShared {
             .store(1, Ordering::SeqCst);
     }
 
-    /// Waits for the call to finish: spins for the pool's spin time, then sleeps on `done`,
-    /// checking every `CHECK_EVERY` that every worker lives and replacing the dead.
+    /// Waits for the call to finish: spins for the pool's spin time, then sleeps on
+    /// `parent_sleeping` (see `chunk::wake_parent`), checking every `CHECK_EVERY` that every
+    /// worker lives and replacing the dead.
     fn wait(
         self: &Arc<Self>,
         seq: u32,
@@ -586,9 +595,12 @@ impl PoolShared {
             // we see their store, or they see ours and clear it (`chunk::wake_parent`), which
             // makes the futex wait below return at once or wakes it.
             hdr.done.parent_sleeping.store(1, Ordering::SeqCst);
-            let more = early
-                .as_deref()
-                .is_some_and(|e| e.stream.has_more() && self.may_grow(*n, &out, e));
+            // A streaming caller also stays up for a chunk counted in `done` since its last
+            // hand-out: its runner may have looked at `parent_sleeping` before our store.
+            let more = early.as_deref().is_some_and(|e| {
+                (e.stream.has_more() && self.may_grow(*n, &out, e))
+                    || hdr.done.done.load(Ordering::SeqCst) != e.last_done
+            });
             if !more && !self.is_finished(seq, *n, &out) {
                 sys::futex_wait(&hdr.done.parent_sleeping, 1, Some(CHECK_EVERY));
             }

@@ -308,7 +308,8 @@ fn publish(
     // ORDERING: `done` is incremented before the state is published, so a parent that has
     // seen every state final has also seen every increment of this call (it resets `done` for
     // the next call). SeqCst on both, and on the parent's `parent_sleeping` store and state
-    // loads, make a missed wake-up impossible (each side sees the other's store).
+    // loads, make a missed wake-up impossible (each side sees the other's store; see the
+    // module docs of `control`, "The waiting parent sleeps").
     let done = hdr.done.done.fetch_add(1, Ordering::SeqCst) + 1;
     slot.state.store(state, Ordering::SeqCst);
     let all_done = u64::from(done) >= hdr.claim.nchunks.load(Ordering::Relaxed);

@@ -16,6 +16,17 @@
 //! `next`, which only succeeds while `next`'s sequence half equals the worker's job: a worker
 //! that is late by a whole call can never take a chunk of the next one.
 //!
+//! Before it writes anything of a new call, the parent closes the previous call's counter,
+//! `next = (old seq, u32::MAX)` followed by a Release fence: a claimer still in that call
+//! (which may already read the new `nchunks`) then fails its CAS instead of taking a chunk of
+//! the new call under the old sequence.
+//!
+//! The waiting parent sleeps on `parent_sleeping`: it stores 1 (SeqCst), re-checks the chunk
+//! states (and, streaming, `done` and the submitted work), then futex-waits while the word is
+//! still 1. A runner publishes a chunk's state (SeqCst), then loads `parent_sleeping` and, if
+//! set, swaps it to 0 and wakes the futex: either the parent's re-check sees the state, or the
+//! runner sees the 1, and a swap before the wait makes the wait return at once.
+//!
 //! A streaming task-style call may grow while it runs: the waiting parent writes the new
 //! chunks' input, resets their slots, stores the larger `nchunks` (SeqCst; claimers
 //! Acquire-load it), then bumps `epoch`. A worker that found no chunk left and went idle
@@ -30,7 +41,7 @@
 //! | `CLAIMING`       | inside the claim loop of call `seq`, no chunk yet |
 //! | chunk index `i`  | running chunk `i` of call `seq`                   |
 //!
-//! Chunk slot `state`: `PENDING` -> (`OK` | `STOPPED` | `PANICKED` | `TOO_LARGE`) by the worker that ran it
+//! Chunk slot `state`: `PENDING` -> (`OK` | `STOPPED` | `PANICKED` | `TOO_LARGE` | `FULL`) by the worker that ran it
 //! (which also stores where its bytes start before it begins, and for task-style calls how many
 //! tasks it finished after each one),
 //! or -> `DIED` by the parent when that worker died. A worker increments `done` *before* it

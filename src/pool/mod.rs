@@ -83,8 +83,9 @@ pub(crate) struct PoolShared {
     /// Bumped (SeqCst) each time tasks are queued for the dispatcher, which looks at it before
     /// it sleeps inside a call (tasks may join the running call).
     pub(crate) submitted: std::sync::atomic::AtomicU64,
-    /// Set when the pool starts to shut down: a running call takes no more tasks, so that
-    /// what is still queued is cancelled, not run.
+    /// Set when the pool starts to shut down: a running call takes no more tasks, and a call
+    /// that takes the call lock after it is refused (`Cancelled`), so that what is still
+    /// queued is cancelled, not run.
     closing: std::sync::atomic::AtomicBool,
     /// `apply_async` tasks submitted and not finished (see [`Pool::join`]).
     pub(crate) pending_async: Mutex<usize>,

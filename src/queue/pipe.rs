@@ -89,7 +89,11 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
     /// writing end, over one queue of up to 64 messages of up to 4 KiB. Half the shared memory
     /// of [`Pipe::new`], and the types say which end may send. The reader gets end of file
     /// (`ErrorKind::Closed`) once the writer's process has ended and every message is read,
-    /// as with a [`Connection`].
+    /// as with a [`Connection`]: the writer is the process that received the
+    /// [`PipeWriter`] in its arguments last ([`Process::start`](crate::Process::start)), or
+    /// this one. A writer that reached a child through [`Process::fork`](crate::Process::fork)
+    /// is not recorded, and dropping a `PipeWriter` does not close the pipe (the end may live
+    /// on in another process): call [`PipeWriter::close`] when done writing.
     ///
     /// ```
     /// use shmpar::{Pipe, PipeWriter, Process};
