@@ -62,6 +62,23 @@ fn many_small_results_never_fail_for_size() {
 }
 
 #[test]
+fn ten_million_tiny_results_arrive_without_an_error_five_times_over() {
+    let _w = common::watchdog(600, "ten million results");
+    // The case: `pool.map(0..10_000_000u64, |x| x * 2)` on 2 workers, at the default
+    // result space, used to fail a different handful of tasks each run for room.
+    let p = Pool::new(2).unwrap();
+    for run in 0..5 {
+        let out = p.map(0..10_000_000u64, |x| x * 2).unwrap();
+        assert_eq!(out.len(), 10_000_000);
+        let wrong = out
+            .iter()
+            .enumerate()
+            .find(|&(i, r)| r.as_ref().ok() != Some(&(i as u64 * 2)));
+        assert!(wrong.is_none(), "run {run}: {wrong:?}");
+    }
+}
+
+#[test]
 fn a_timeout_before_any_chunk_ran_is_timed_out_and_the_stopped_worker_is_replaced() {
     let _w = common::watchdog(60, "stopped worker");
     let p = Pool::builder()
