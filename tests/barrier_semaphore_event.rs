@@ -106,7 +106,7 @@ fn semaphore_bounds_concurrency() {
                         most.fetch_max(now, Ordering::SeqCst);
                         std::thread::sleep(Duration::from_micros(200));
                         inside.fetch_sub(1, Ordering::SeqCst);
-                        slots.release();
+                        slots.release().unwrap();
                     }
                 })
             }
@@ -236,4 +236,17 @@ fn reset_fails_the_waiters_of_the_generation_it_ends_and_clears_a_dead_party() {
     for k in kids {
         assert_eq!(k.join_value().unwrap(), None);
     }
+}
+
+#[test]
+fn releasing_past_the_largest_count_is_an_error_not_a_wrap_to_zero() {
+    let s = SharedValue::new(Semaphore::new(u32::MAX - 1)).unwrap();
+    s.release().unwrap();
+    assert_eq!(s.available(), u32::MAX);
+    let err = s.release().unwrap_err();
+    assert_eq!(err.kind(), shmpar::ErrorKind::InvalidInput, "{err}");
+    // The count is where it was: every permit is still there.
+    assert_eq!(s.available(), u32::MAX);
+    s.try_acquire().unwrap();
+    assert_eq!(s.available(), u32::MAX - 1);
 }

@@ -276,7 +276,7 @@ fn a_barrier_and_a_semaphore_to_started_children() {
                         permits.acquire().unwrap();
                         most = most.max(inside.fetch_add(1, Ordering::SeqCst) + 1);
                         inside.fetch_sub(1, Ordering::SeqCst);
-                        permits.release();
+                        permits.release().unwrap();
                     }
                     most
                 },

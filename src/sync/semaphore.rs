@@ -21,7 +21,7 @@ use crate::sys;
 /// slots.acquire()?;
 /// slots.acquire()?;
 /// assert_eq!(slots.try_acquire().unwrap_err().kind(), shmpar::ErrorKind::WouldBlock);
-/// slots.release();
+/// slots.release()?;
 /// assert!(slots.try_acquire().is_ok());
 /// # Ok::<(), shmpar::Error>(())
 /// ```
@@ -104,22 +104,34 @@ impl Semaphore {
         self.acquire_until(Some(Instant::now() + timeout))
     }
 
-    /// Gives a permit back and wakes one waiter.
+    /// Gives a permit back and wakes one waiter. Fails with [`ErrorKind::InvalidInput`],
+    /// changing nothing, when the count is already `u32::MAX` (more releases than the count
+    /// can hold: like Python's `BoundedSemaphore`, a release too many is an error, and the
+    /// count never wraps to zero).
     ///
     /// ```
     /// let s = shmpar::SharedValue::new(shmpar::Semaphore::new(0))?;
-    /// s.release();
+    /// s.release()?;
     /// assert_eq!(s.available(), 1);
     /// # Ok::<(), shmpar::Error>(())
     /// ```
-    pub fn release(&self) {
+    pub fn release(&self) -> Result<()> {
         // ORDERING: SeqCst: we add a permit then read `waiters`; a waiter announces itself then
         // the kernel re-reads `permits` in futex_wait. One sees the other: no lost wake-up.
         // It also publishes what the releaser wrote to the next acquirer.
-        self.permits.fetch_add(1, Ordering::SeqCst);
+        let added = self.permits.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |p| {
+            p.checked_add(1)
+        });
+        if added.is_err() {
+            return Err(Error::invalid(
+                "the semaphore already holds u32::MAX permits: a release too many",
+            ));
+        }
+        // ORDERING: SeqCst, see above.
         if self.waiters.load(Ordering::SeqCst) != 0 {
             sys::futex_wake(&self.permits, 1);
         }
+        Ok(())
     }
 
     fn take(&self) -> bool {
