@@ -171,3 +171,145 @@ fn children_make_arrays_while_another_thread_holds_the_registry() {
         .collect();
     assert!(left.is_empty(), "segments left behind: {left:?}");
 }
+
+/// Forks the test process with the C library's `fork` (not shmpar's), runs `child` in the copy
+/// and leaves with its exit code; returns that code in the parent.
+fn plain_fork(child: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the child runs `child` (which only calls shmpar and allocates; glibc's malloc
+    // is safe after fork) and leaves with `_exit`, never returning into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(99);
+        // SAFETY: ends the forked copy at once, without running the harness's code.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // SAFETY: waits for our own child; `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            // SAFETY: our own child, still unreaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: as above.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            panic!("the forked copy hung");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(libc::WIFEXITED(status), "the copy died: status {status:#x}");
+    libc::WEXITSTATUS(status)
+}
+
+#[test]
+fn a_forked_copy_of_a_pool_is_refused_and_leaves_the_pool_whole() {
+    let _w = common::watchdog(120, "forked copy of a pool");
+    let p = shmpar::Pool::new(2).unwrap();
+    assert_eq!(p.map(0..10u32, |x| x * 2).unwrap().len(), 10);
+    let pids = p.worker_pids();
+    let code = plain_fork(|| {
+        // A call from the copy is refused at once: it would post on the owner's control block.
+        let refused = matches!(
+            p.map(0..10u32, |x| x + 1),
+            Err(e) if e.kind() == shmpar::ErrorKind::Unsupported
+        );
+        let async_refused = matches!(
+            p.apply_async(1u32, |x| x).get(),
+            Err(e) if e.kind() == shmpar::ErrorKind::Unsupported
+        );
+        // Dropping the copy must not shut down or kill the owner's workers.
+        // SAFETY: a bitwise copy of the pool in this process's own memory, dropped once; the
+        // original is never used or dropped here (we leave with `_exit`).
+        drop(unsafe { std::ptr::read(&p) });
+        if refused && async_refused { 0 } else { 1 }
+    });
+    assert_eq!(code, 0, "the copy's calls were not refused");
+    // The owner's pool is whole: same workers, and it still serves calls.
+    assert_eq!(p.worker_pids(), pids);
+    let out = p.map(0..1000u32, |x| x * 3).unwrap();
+    assert!(
+        out.iter()
+            .enumerate()
+            .all(|(i, r)| *r.as_ref().unwrap() == i as u32 * 3)
+    );
+}
+
+#[test]
+fn the_default_pool_refuses_a_copy_made_by_a_plain_fork() {
+    let _w = common::watchdog(120, "global pool after fork");
+    let g = shmpar::Pool::global().unwrap();
+    assert_eq!(g.map(0..4u8, |x| x).unwrap().len(), 4);
+    let code = plain_fork(|| match shmpar::Pool::global() {
+        Err(e) if e.kind() == shmpar::ErrorKind::Unsupported => 0,
+        Err(_) => 2,
+        Ok(_) => 1,
+    });
+    assert_eq!(code, 0, "the copy got the parent's default pool");
+    assert_eq!(g.map(0..4u8, |x| x + 1).unwrap().len(), 4);
+}
+
+/// The copy forked by a chunk run in the calling thread (its pid), -1 in the copy itself.
+static FORKED_CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+#[test]
+fn a_chunk_that_forks_in_the_calling_thread_does_not_corrupt_the_call() {
+    let _w = common::watchdog(120, "fork inside a call");
+    // The calling thread runs chunks too; one of its chunks forks, and the copy returns from
+    // the chunk into the call. The owner's results must be right, and the copy's call fails.
+    let p = shmpar::Pool::builder()
+        .workers(1)
+        .caller_runs_chunks(true)
+        .build()
+        .unwrap();
+    let owner = std::process::id();
+    let a = shmpar::SharedArray::from_array(&ndarray::Array1::from_iter(0..4096u64)).unwrap();
+    let mut forks = 0;
+    for _ in 0..20 {
+        let total = p.par_reduce_with(
+            &a,
+            &owner,
+            |owner: &u32, c| {
+                // Only in the calling thread of the owner (workers are other processes), and
+                // once per call.
+                if std::process::id() == *owner && FORKED_CHILD.load(Ordering::SeqCst) == 0 {
+                    // SAFETY: the copy continues in shmpar's own code, which refuses to go on
+                    // with the call, and in the test below, which `_exit`s.
+                    let pid = unsafe { libc::fork() };
+                    if pid > 0 {
+                        FORKED_CHILD.store(pid, Ordering::SeqCst);
+                    } else if pid == 0 {
+                        FORKED_CHILD.store(-1, Ordering::SeqCst);
+                    }
+                }
+                c.iter().sum::<u64>()
+            },
+            |x, y| x + y,
+        );
+        let pid = FORKED_CHILD.swap(0, Ordering::SeqCst);
+        if std::process::id() != owner {
+            // The copy: its call must have failed rather than returned a result.
+            let code = match total {
+                Err(e) if e.kind() == shmpar::ErrorKind::Unsupported => 0,
+                _ => 1,
+            };
+            // SAFETY: leave the copy at once.
+            unsafe { libc::_exit(code) };
+        }
+        assert_eq!(total.unwrap(), 4095 * 4096 / 2);
+        if pid > 0 {
+            forks += 1;
+            let mut status = 0;
+            // SAFETY: our own child (forked by the chunk above).
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "{status:#x}"
+            );
+        }
+    }
+    assert!(forks > 0, "the calling thread never ran a chunk");
+}

@@ -132,6 +132,13 @@ impl PoolShared {
     /// a helping caller): a nested call would wait for itself. Checked before any of the
     /// pool's locks is taken.
     pub(crate) fn not_inside_a_call(&self) -> Result<()> {
+        if !self.owned_here() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "this pool belongs to the process that built it; a forked copy cannot use it \
+                 (build a pool in this process)",
+            ));
+        }
         // ORDERING: Relaxed: equal only if this thread stored it (see `CallLock::drop`).
         if self.calls_owner.load(Ordering::Relaxed) == this_thread() {
             return Err(Error::invalid(
@@ -192,6 +199,20 @@ impl Finished<'_> {
     /// The serialised result of chunk `i`.
     pub(crate) fn result(&self, i: usize) -> &[u8] {
         self.shared.chunk_bytes(i, &self.calls)
+    }
+
+    /// An error in a forked copy of the process that made the call: its results lie in shared
+    /// memory that the owner's next call reuses, so the copy must stop reading them.
+    pub(crate) fn still_ours(&self) -> Result<()> {
+        if self.shared.owned_here() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Unsupported,
+                "the process forked while it read a call's results; the forked copy cannot \
+                 use them",
+            ))
+        }
     }
 
     /// Rows in each chunk (the last may have fewer).
@@ -426,6 +447,16 @@ impl PoolShared {
         // handles in the call, the workers run every chunk.
         if self.config.caller_runs_setting() && spec.handles.is_empty() {
             self.help(seq, &mut calls);
+            if !self.owned_here() {
+                // A chunk run here forked, and this is the copy: the call, its workers and its
+                // results are the other process's. Touch nothing more.
+                std::mem::forget(calls);
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    "the process forked inside a call on this pool; the forked copy cannot \
+                     finish it",
+                ));
+            }
         }
         let joining = Joining {
             regions: &regions,
@@ -451,12 +482,14 @@ impl PoolShared {
         if calls.caller_arena.len() != len {
             calls.caller_arena = vec![0; len];
         }
+        let still_ours = || self.owned_here();
         let mut runner = chunk::Runner {
             who: CALLER,
             arena: &mut calls.caller_arena,
             used: 0,
             used_word: None,
             full: false,
+            owner: Some(&still_ours),
         };
         let mut call = None;
         while let Some(i) = chunk::claim_next(&self.control, seq) {
@@ -488,6 +521,10 @@ impl PoolShared {
             // SAFETY: we claimed chunk `i`; arrays resolve to our own addresses; the arena is
             // ours.
             unsafe { chunk::run_chunk(&self.control, call, i, &mut runner) };
+            if runner.forked() {
+                // The chunk forked and this is the copy: it claims and publishes nothing more.
+                break;
+            }
         }
     }
 

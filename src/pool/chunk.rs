@@ -178,7 +178,6 @@ pub(crate) struct CallView<'a> {
 }
 
 /// Who runs chunks (a worker index or `CALLER`) and where its results go.
-#[derive(Debug)]
 pub(crate) struct Runner<'a> {
     pub(crate) who: u32,
     pub(crate) arena: &'a mut [u8],
@@ -189,6 +188,26 @@ pub(crate) struct Runner<'a> {
     pub(crate) used_word: Option<&'a std::sync::atomic::AtomicU64>,
     /// The arena ran out of room for this call: later task chunks are handed back unrun.
     pub(crate) full: bool,
+    /// For the calling thread that helps: whether this is still the process that owns the
+    /// call. User code in a chunk may fork; the copy must not publish into the call.
+    pub(crate) owner: Option<&'a dyn Fn() -> bool>,
+}
+
+impl std::fmt::Debug for Runner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("who", &self.who)
+            .field("used", &self.used)
+            .field("full", &self.full)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runner<'_> {
+    /// True when a chunk run here forked and this is the copy (see `owner`).
+    pub(crate) fn forked(&self) -> bool {
+        self.owner.is_some_and(|owns| !owns())
+    }
 }
 
 /// Runs chunk `index` and publishes its outcome in the chunk's slot. Returns true when the
@@ -281,6 +300,11 @@ pub(crate) unsafe fn run_chunk(
             (PANICKED, offset, n)
         }
     };
+    if runner.owner.is_some_and(|owns| !owns()) {
+        // The user's code forked inside the chunk and this is the copy: the process that owns
+        // the call publishes this chunk; a second publication would race with it.
+        return true;
+    }
     if let Some(word) = runner.used_word {
         // ORDERING: Release, before the chunk's SeqCst publication; read (Acquire) by a
         // replacement worker after the parent hands the arena over.

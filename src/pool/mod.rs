@@ -10,7 +10,7 @@ mod worker;
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,8 @@ pub(crate) struct PoolShared {
     /// Bumped (SeqCst) each time tasks are queued for the dispatcher, which looks at it before
     /// it sleeps inside a call (tasks may join the running call).
     pub(crate) submitted: std::sync::atomic::AtomicU64,
+    /// The process that built the pool: the only one that may call it or shut it down.
+    creator: Creator,
     /// Set when the pool starts to shut down: a running call takes no more tasks, and a call
     /// that takes the call lock after it is refused (`Cancelled`), so that what is still
     /// queued is cancelled, not run.
@@ -254,6 +256,38 @@ impl Pool {
                 "the default pool cannot be used inside a worker or a forked child",
             ));
         }
+        // Whose default pool it is, in atomics that a fork copies whole (the `OnceLock` below
+        // may be copied mid-initialisation, and waiting on it in the copy never ends). A copy
+        // made by the user's own fork, after this process claimed the pool, is refused before
+        // it looks at the lock.
+        static OWNER_PID: AtomicI32 = AtomicI32::new(0);
+        static OWNER_GENERATION: AtomicU32 = AtomicU32::new(u32::MAX);
+        // ORDERING: Acquire, paired with the Release of the claim below: the generation
+        // stored before it is seen with it.
+        let owner = OWNER_PID.load(Ordering::Acquire);
+        if owner == 0 {
+            let me = Creator::here();
+            // ORDERING: published by the Release CAS that follows. Two threads of this
+            // process that race here store the same values.
+            OWNER_GENERATION.store(me.generation.unwrap_or(u32::MAX), Ordering::Relaxed);
+            let _ = OWNER_PID.compare_exchange(0, me.pid, Ordering::Release, Ordering::Relaxed);
+        } else {
+            let creator = Creator {
+                pid: owner,
+                // ORDERING: see above.
+                generation: match OWNER_GENERATION.load(Ordering::Relaxed) {
+                    u32::MAX => None,
+                    g => Some(g),
+                },
+            };
+            if !creator.is_here() {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    "the default pool belongs to the process that made it; a forked copy \
+                     cannot use it (build a pool in this process)",
+                ));
+            }
+        }
         static GLOBAL: OnceLock<std::result::Result<Pool, (ErrorKind, String)>> = OnceLock::new();
         GLOBAL
             .get_or_init(|| {
@@ -289,6 +323,7 @@ impl Pool {
             control,
             arenas,
             calls_owner: std::sync::atomic::AtomicUsize::new(0),
+            creator: Creator::here(),
             pending_async: Mutex::new(0),
             background: Mutex::new(Default::default()),
             background_ready: parking_lot::Condvar::new(),
@@ -319,6 +354,13 @@ impl Pool {
 }
 
 impl PoolShared {
+    /// True in the process that built the pool; false in a forked copy, which must not call
+    /// it, shut it down or read its results.
+    #[inline]
+    pub(crate) fn owned_here(&self) -> bool {
+        self.creator.is_here()
+    }
+
     /// The settings the pool was built with.
     pub(crate) fn config(&self) -> &PoolBuilder {
         &self.config
@@ -847,7 +889,43 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
+        if !self.shared.owned_here() {
+            // A forked copy of the pool (the user's own fork, or a child that returned into
+            // code that drops it): the workers, the control block and the dispatcher belong
+            // to the process that built it. Shutting down or reaping here would stop that
+            // process's workers; leave everything as it is (this copy's memory goes with it).
+            std::mem::forget(Arc::clone(&self.shared));
+            return;
+        }
         self.shared.shutdown();
+    }
+}
+
+/// The process that built a pool.
+#[derive(Debug, Clone, Copy)]
+struct Creator {
+    pid: i32,
+    /// Its fork generation (see `lifecycle::fork_generation`), when the fork handler is in
+    /// place: a cheaper test than `getpid`.
+    generation: Option<u32>,
+}
+
+impl Creator {
+    fn here() -> Creator {
+        Creator {
+            pid: sys::pid(),
+            generation: crate::lifecycle::fork_generation(),
+        }
+    }
+
+    /// True in the process that built the pool, false in a forked copy of it.
+    fn is_here(&self) -> bool {
+        match (self.generation, crate::lifecycle::fork_generation()) {
+            // A fork bumps the generation in the child only, and a pool's memory reaches
+            // other processes only by fork.
+            (Some(built), Some(now)) => built == now,
+            _ => sys::pid() == self.pid,
+        }
     }
 }
 

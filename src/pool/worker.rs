@@ -305,6 +305,7 @@ unsafe fn work_on_call(
         used,
         used_word: Some(&slot.arena_used),
         full,
+        owner: None,
     };
     let mut call: Option<chunk::CallView<'_>> = None;
     while let Some(i) = chunk::claim_next(control, seq) {

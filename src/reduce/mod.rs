@@ -480,6 +480,9 @@ fn fold<R: DeserializeOwned>(done: &Finished<'_>, mut combine: impl FnMut(R, R) 
             None => r,
             Some(a) => combine(a, r),
         });
+        // `combine` is the user's: if it forked, the copy must not read on (the results lie in
+        // shared memory that the other process's next call reuses).
+        done.still_ours()?;
     }
     acc.ok_or_else(|| Error::new(ErrorKind::Decode, "a call produced no chunk"))
 }

@@ -119,9 +119,9 @@ impl Semaphore {
         // ORDERING: SeqCst: we add a permit then read `waiters`; a waiter announces itself then
         // the kernel re-reads `permits` in futex_wait. One sees the other: no lost wake-up.
         // It also publishes what the releaser wrote to the next acquirer.
-        let added = self.permits.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |p| {
-            p.checked_add(1)
-        });
+        let added = self
+            .permits
+            .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |p| p.checked_add(1));
         if added.is_err() {
             return Err(Error::invalid(
                 "the semaphore already holds u32::MAX permits: a release too many",
