@@ -39,6 +39,9 @@ pub enum ErrorKind {
     OwnerDied,
     /// A lock whose holder died was never marked consistent: it can never be locked again.
     Unrecoverable,
+    /// A lock's holder panicked while holding it (std's poisoning); the data may be
+    /// half-updated until someone marks it consistent.
+    Poisoned,
     /// A non-blocking attempt found the resource busy (`try_lock`, `try_acquire`, a full or
     /// empty queue).
     WouldBlock,
@@ -68,6 +71,7 @@ impl ErrorKind {
             ErrorKind::Decode => "result could not be decoded",
             ErrorKind::OwnerDied => "the lock's previous holder died holding it",
             ErrorKind::Unrecoverable => "the lock is unrecoverable",
+            ErrorKind::Poisoned => "a holder of the lock panicked while holding it",
             ErrorKind::WouldBlock => "would block",
             ErrorKind::Closed => "closed",
             ErrorKind::Cancelled => "cancelled",

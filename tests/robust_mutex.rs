@@ -162,3 +162,50 @@ fn relocking_from_the_owning_thread_is_an_error_not_a_deadlock() {
     assert_eq!(m.lock().unwrap_err().kind(), ErrorKind::InvalidInput);
     assert_eq!(m.try_lock().unwrap_err().kind(), ErrorKind::WouldBlock);
 }
+
+#[test]
+fn a_holder_that_panics_poisons_the_lock_until_it_is_marked_consistent() {
+    let _w = common::watchdog(60, "poisoning");
+    let pair = SharedValue::new(ShmMutex::new([0u32; 2])).unwrap();
+    // The case: a child panics halfway through an update of two values.
+    let child = shmpar::Process::start(
+        |p: SharedValue<ShmMutex<[u32; 2]>>| -> () {
+            let mut g = p.lock().unwrap();
+            g[0] = 1;
+            panic!("between the two stores");
+        },
+        pair.clone(),
+    )
+    .unwrap();
+    assert!(child.join().is_ok());
+    match pair.lock() {
+        Err(shmpar::LockError::Poisoned(g)) => {
+            assert_eq!(*g, [1, 0]);
+            // Not marked consistent: it stays poisoned (std's rule), not unrecoverable.
+        }
+        other => panic!("expected Poisoned, got {other:?}"),
+    }
+    let mut g = match pair.lock() {
+        Err(e) => {
+            assert_eq!(e.kind(), shmpar::ErrorKind::Poisoned);
+            e.into_guard().unwrap()
+        }
+        Ok(_) => panic!("the poison went away without mark_consistent"),
+    };
+    g[1] = g[0];
+    g.mark_consistent().unwrap();
+    drop(g);
+    assert_eq!(*pair.lock().unwrap(), [1, 1]);
+    // A panicking thread of this process poisons it too.
+    let p2 = pair.clone();
+    let joined = std::thread::spawn(move || {
+        let _g = p2.lock().unwrap();
+        panic!("in a thread");
+    })
+    .join();
+    assert!(joined.is_err());
+    assert_eq!(
+        pair.try_lock().unwrap_err().kind(),
+        shmpar::ErrorKind::Poisoned
+    );
+}

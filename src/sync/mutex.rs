@@ -40,6 +40,9 @@ const CONSISTENT: u32 = 0;
 const INCONSISTENT: u32 = 1;
 /// A successor unlocked without repairing: the mutex is dead for good.
 const UNRECOVERABLE: u32 = 2;
+/// A holder panicked while holding it: every locker learns it until one marks the data
+/// consistent (std's poisoning, which also persists).
+const POISONED: u32 = 3;
 
 /// Spins before the first sleep (a short critical section usually ends within them).
 const SPINS: u32 = 100;
@@ -78,7 +81,9 @@ fn current_tid() -> u32 {
 /// [`LockError::OwnerDied`] *with the guard*: like std's poisoning, the caller must look,
 /// repair the data if needed, and call [`ShmMutexGuard::mark_consistent`]. If it does not, the
 /// mutex becomes unrecoverable and every later lock fails with [`ErrorKind::Unrecoverable`];
-/// no lock ever hangs on a dead holder. Python's `multiprocessing.Lock` and raw_sync's mutex
+/// no lock ever hangs on a dead holder. A holder that panics (and unwinds) poisons it, as
+/// std's `Mutex` does: every later lock returns [`LockError::Poisoned`] with the guard until
+/// one of them calls `mark_consistent`. Python's `multiprocessing.Lock` and raw_sync's mutex
 /// deadlock instead.
 ///
 /// It is a futex word holding the owner's thread id (see the module source for the state
@@ -168,8 +173,8 @@ impl<T> ShmMutex<T> {
         self.lock_until(None)
     }
 
-    /// Locks; if the previous holder died holding it, runs `repair` on the data first and
-    /// marks the lock consistent (for structures whose every change commits with one store,
+    /// Locks; if the previous holder died (or panicked) holding it, runs `repair` on the data
+    /// first and marks the lock consistent (for structures whose every change commits with one store,
     /// where a dead holder leaves at most some bookkeeping to redo).
     pub(crate) fn lock_repairing(
         &self,
@@ -177,7 +182,8 @@ impl<T> ShmMutex<T> {
     ) -> Result<ShmMutexGuard<'_, T>> {
         match self.lock() {
             Ok(g) => Ok(g),
-            Err(LockError::OwnerDied(mut g)) => {
+            // A holder that panicked may have stopped between stores, as a dead one may.
+            Err(LockError::OwnerDied(mut g) | LockError::Poisoned(mut g)) => {
                 repair(&mut g);
                 g.mark_consistent()?;
                 Ok(g)
@@ -347,15 +353,20 @@ impl<T> ShmMutex<T> {
     /// We hold the word: hand out a guard, unless the mutex is unrecoverable.
     #[inline]
     fn acquired(&self, owner_died: bool) -> LockResult<'_, T> {
-        let guard = ShmMutexGuard {
+        let mut guard = ShmMutexGuard {
             mutex: self,
             owner_died,
+            poisoned: false,
             not_send: PhantomData,
         };
         // ORDERING: Relaxed: `state` is only written by the lock's holder, and we hold it.
         match self.state.load(Ordering::Relaxed) {
             CONSISTENT => Ok(guard),
             _ if owner_died => Err(LockError::OwnerDied(guard)),
+            POISONED => {
+                guard.poisoned = true;
+                Err(LockError::Poisoned(guard))
+            }
             _ => {
                 // Unrecoverable (or a holder that died after a takeover it never repaired).
                 self.state.store(UNRECOVERABLE, Ordering::Relaxed);
@@ -368,12 +379,18 @@ impl<T> ShmMutex<T> {
         }
     }
 
+    /// `owner_died`: the guard took over from a dead holder and was not marked consistent;
+    /// `panicking`: the holder is unwinding from a panic.
     #[inline]
-    fn unlock(&self, owner_died: bool) {
+    fn unlock(&self, owner_died: bool, panicking: bool) {
         if owner_died {
             // Unlocked without mark_consistent: nobody may trust the data again.
             // ORDERING: published by the Release swap below.
             self.state.store(UNRECOVERABLE, Ordering::Relaxed);
+        } else if panicking {
+            // The panic may have cut an update short: the next locker must know.
+            // ORDERING: published by the Release swap below.
+            self.state.store(POISONED, Ordering::Relaxed);
         }
         // ORDERING: Release: our writes to the data are visible to the next owner.
         if self.word.swap(0, Ordering::Release) & WAITERS != 0 {
@@ -401,12 +418,17 @@ pub enum LockError<'a, T> {
     /// half-updated. Repair it if needed, then call
     /// [`mark_consistent`](ShmMutexGuard::mark_consistent).
     OwnerDied(ShmMutexGuard<'a, T>),
+    /// We hold the lock, but a holder panicked while holding it (std's poisoning): the data
+    /// may be half-updated. It stays poisoned, for every locker, until one calls
+    /// [`mark_consistent`](ShmMutexGuard::mark_consistent).
+    Poisoned(ShmMutexGuard<'a, T>),
     /// No lock: unrecoverable, busy, timed out, or an OS error (see [`Error::kind`]).
     Failed(Error),
 }
 
 impl<'a, T> LockError<'a, T> {
-    /// The kind: [`ErrorKind::OwnerDied`] for `OwnerDied`, else the error's kind.
+    /// The kind: [`ErrorKind::OwnerDied`] for `OwnerDied`, [`ErrorKind::Poisoned`] for
+    /// `Poisoned`, else the error's kind.
     ///
     /// ```
     /// let m = shmpar::SharedValue::new(shmpar::ShmMutex::new(()))?;
@@ -417,11 +439,12 @@ impl<'a, T> LockError<'a, T> {
     pub fn kind(&self) -> ErrorKind {
         match self {
             LockError::OwnerDied(_) => ErrorKind::OwnerDied,
+            LockError::Poisoned(_) => ErrorKind::Poisoned,
             LockError::Failed(e) => e.kind(),
         }
     }
 
-    /// The guard, if we hold the lock (the `OwnerDied` case).
+    /// The guard, if we hold the lock (the `OwnerDied` and `Poisoned` cases).
     ///
     /// ```
     /// let m = shmpar::SharedValue::new(shmpar::ShmMutex::new(()))?;
@@ -431,7 +454,7 @@ impl<'a, T> LockError<'a, T> {
     /// ```
     pub fn into_guard(self) -> Option<ShmMutexGuard<'a, T>> {
         match self {
-            LockError::OwnerDied(g) => Some(g),
+            LockError::OwnerDied(g) | LockError::Poisoned(g) => Some(g),
             LockError::Failed(_) => None,
         }
     }
@@ -441,6 +464,7 @@ impl<T> fmt::Debug for LockError<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
+            LockError::Poisoned(_) => f.write_str("Poisoned(..)"),
             LockError::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
         }
     }
@@ -451,6 +475,9 @@ impl<T> fmt::Display for LockError<'_, T> {
         match self {
             LockError::OwnerDied(_) => f.write_str(
                 "the lock's previous holder died holding it; check the data, then mark_consistent()",
+            ),
+            LockError::Poisoned(_) => f.write_str(
+                "a holder of the lock panicked while holding it; check the data, then mark_consistent()",
             ),
             LockError::Failed(e) => e.fmt(f),
         }
@@ -466,6 +493,10 @@ impl<T> From<LockError<'_, T>> for Error {
                 ErrorKind::OwnerDied,
                 "the lock's previous holder died holding it",
             ),
+            LockError::Poisoned(_) => Error::new(
+                ErrorKind::Poisoned,
+                "a holder of the lock panicked while holding it",
+            ),
             LockError::Failed(e) => e,
         }
     }
@@ -476,6 +507,8 @@ impl<T> From<LockError<'_, T>> for Error {
 pub struct ShmMutexGuard<'a, T> {
     mutex: &'a ShmMutex<T>,
     owner_died: bool,
+    /// From [`LockError::Poisoned`], not yet marked consistent.
+    poisoned: bool,
     not_send: PhantomData<*const ()>,
 }
 
@@ -485,8 +518,9 @@ impl<'a, T> ShmMutexGuard<'a, T> {
         self.mutex
     }
 
-    /// After [`LockError::OwnerDied`]: declares the data repaired, so the mutex works normally
-    /// again. Without it, unlocking makes the mutex unrecoverable for everyone. A no-op on a
+    /// After [`LockError::OwnerDied`] or [`LockError::Poisoned`]: declares the data repaired,
+    /// so the mutex works normally again. Without it, unlocking after `OwnerDied` makes the
+    /// mutex unrecoverable for everyone, and after `Poisoned` leaves it poisoned. A no-op on a
     /// guard from a normal lock.
     ///
     /// ```
@@ -496,10 +530,11 @@ impl<'a, T> ShmMutexGuard<'a, T> {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn mark_consistent(&mut self) -> Result<()> {
-        if self.owner_died {
+        if self.owner_died || self.poisoned {
             // ORDERING: Relaxed: published to the next owner by the unlock's Release swap.
             self.mutex.state.store(CONSISTENT, Ordering::Relaxed);
             self.owner_died = false;
+            self.poisoned = false;
         }
         Ok(())
     }
@@ -534,7 +569,7 @@ impl<T> DerefMut for ShmMutexGuard<'_, T> {
 impl<T> Drop for ShmMutexGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        self.mutex.unlock(self.owner_died);
+        self.mutex.unlock(self.owner_died, std::thread::panicking());
     }
 }
 
@@ -543,6 +578,7 @@ impl<T: fmt::Debug> fmt::Debug for ShmMutexGuard<'_, T> {
         f.debug_struct("ShmMutexGuard")
             .field("data", &**self)
             .field("owner_died", &self.owner_died)
+            .field("poisoned", &self.poisoned)
             .finish()
     }
 }
