@@ -56,48 +56,73 @@ fn read_npy_header(path: &Path, file: &mut File) -> Result<NpyHeader> {
     let n = file
         .read(&mut prefix)
         .map_err(|e| Error::io(format!("could not read {}", path.display()), e))?;
-    if n < 10 || &prefix[..6] != NPY_MAGIC {
-        return Err(bad(path, "no NUMPY magic at its start"));
+    let end = npy_header_end(&prefix[..n]).map_err(|why| bad(path, why))?;
+    // The declared length is checked against the file before anything is allocated for it.
+    let file_len = file
+        .metadata()
+        .map_err(|e| Error::io(format!("could not stat {}", path.display()), e))?
+        .len();
+    if end as u64 > file_len {
+        return Err(bad(path, "the file is shorter than its header"));
     }
-    let (len, start) = match prefix[6] {
-        1 => (usize::from(u16::from_le_bytes([prefix[8], prefix[9]])), 10),
-        2 | 3 if n >= 12 => (
-            u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]) as usize,
-            12,
-        ),
-        v => return Err(bad(path, format!("format version {v} is not supported"))),
-    };
-    let mut text = vec![0u8; len];
-    std::io::Seek::seek(file, std::io::SeekFrom::Start(start as u64))
-        .and_then(|_| file.read_exact(&mut text))
+    let mut head = vec![0u8; end];
+    std::io::Seek::seek(file, std::io::SeekFrom::Start(0))
+        .and_then(|_| file.read_exact(&mut head))
         .map_err(|_| bad(path, "the file is shorter than its header"))?;
-    let text = String::from_utf8_lossy(&text);
+    parse_npy_header(&head).map_err(|why| bad(path, why))
+}
+
+/// Where a `.npy` header ends (the data's offset), from its first bytes (at least 10, 12 for
+/// versions 2 and 3): the magic, the version, the header's length.
+fn npy_header_end(prefix: &[u8]) -> std::result::Result<usize, String> {
+    if prefix.len() < 10 || &prefix[..6] != NPY_MAGIC {
+        return Err("no NUMPY magic at its start".into());
+    }
+    match prefix[6] {
+        1 => Ok(10 + usize::from(u16::from_le_bytes([prefix[8], prefix[9]]))),
+        2 | 3 if prefix.len() >= 12 => {
+            let len = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
+            Ok(12 + len as usize)
+        }
+        v => Err(format!("format version {v} is not supported")),
+    }
+}
+
+/// Parses a whole `.npy` header (`head` holds at least [`npy_header_end`] bytes): any bytes
+/// give a header or a reason, never a panic.
+fn parse_npy_header(head: &[u8]) -> std::result::Result<NpyHeader, String> {
+    let end = npy_header_end(head)?;
+    let start = if head[6] == 1 { 10 } else { 12 };
+    let text = head
+        .get(start..end)
+        .ok_or("the file is shorter than its header")?;
+    let text = String::from_utf8_lossy(text);
     let field = |key: &str| -> Option<&str> {
         let at = text.find(&format!("'{key}'"))? + key.len() + 2;
         Some(text[at..].trim_start().strip_prefix(':')?.trim_start())
     };
     let descr = field("descr")
         .and_then(|v| v.strip_prefix('\'')?.split('\'').next())
-        .ok_or_else(|| bad(path, "no 'descr' in the header"))?
+        .ok_or("no 'descr' in the header")?
         .to_string();
     let fortran_order = field("fortran_order")
         .map(|v| v.starts_with("True"))
-        .ok_or_else(|| bad(path, "no 'fortran_order' in the header"))?;
+        .ok_or("no 'fortran_order' in the header")?;
     let shape_text = field("shape")
         .and_then(|v| v.strip_prefix('(')?.split(')').next())
-        .ok_or_else(|| bad(path, "no 'shape' in the header"))?;
+        .ok_or("no 'shape' in the header")?;
     let shape = shape_text
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| s.trim_end_matches('L').parse::<usize>())
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|_| bad(path, format!("bad shape ({shape_text})")))?;
+        .map_err(|_| format!("bad shape ({shape_text})"))?;
     Ok(NpyHeader {
         descr,
         fortran_order,
         shape,
-        data_offset: start + len,
+        data_offset: end,
     })
 }
 
@@ -363,27 +388,14 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
         let mut header = [0u8; NAMED_OFFSET];
         file.read_exact(&mut header)
             .map_err(|_| Error::invalid(format!("'{name}' is too short to be a shmpar segment")))?;
-        if &header[..8] != NAMED_MAGIC {
-            return Err(Error::invalid(format!(
-                "'{name}' is not a segment made by shmpar"
-            )));
-        }
-        let dtype = String::from_utf8_lossy(&header[8..16])
-            .trim_end_matches('\0')
-            .to_string();
+        let (dtype, shape) =
+            parse_named_header(&header).map_err(|why| Error::invalid(format!("'{name}' {why}")))?;
         if dtype != A::DTYPE {
             return Err(Error::invalid(format!(
                 "'{name}' holds '{dtype}', not '{}'",
                 A::DTYPE
             )));
         }
-        let word =
-            |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().unwrap_or_default()) as usize;
-        let ndim = word(16);
-        if ndim > 8 {
-            return Err(Error::invalid(format!("'{name}' has a corrupt header")));
-        }
-        let shape: Vec<usize> = (0..ndim).map(|i| word(24 + 8 * i)).collect();
         let dim: D = shape_dim(&shape, &format!("segment '{name}'"))?;
         let len = file
             .metadata()
@@ -442,9 +454,125 @@ pub fn cleanup_stale() -> Result<usize> {
     Ok(removed)
 }
 
+/// Parses a named segment's header: its dtype and shape. Any bytes give those or a reason,
+/// never a panic.
+fn parse_named_header(
+    header: &[u8; NAMED_OFFSET],
+) -> std::result::Result<(String, Vec<usize>), String> {
+    if &header[..8] != NAMED_MAGIC {
+        return Err("is not a segment made by shmpar".into());
+    }
+    let dtype = String::from_utf8_lossy(&header[8..16])
+        .trim_end_matches('\0')
+        .to_string();
+    let word = |i: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&header[i..i + 8]);
+        u64::from_le_bytes(bytes)
+    };
+    let ndim = word(16);
+    if ndim > 8 {
+        return Err("has a corrupt header".into());
+    }
+    let shape = (0..ndim as usize)
+        .map(|i| usize::try_from(word(24 + 8 * i)).map_err(|_| "has a corrupt header".to_string()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((dtype, shape))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_bytes_give_an_npy_header_or_a_reason(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = npy_header_end(&bytes);
+            let _ = parse_npy_header(&bytes);
+        }
+
+        #[test]
+        fn any_bytes_after_the_magic_give_a_header_or_a_reason(
+            version in 0u8..5,
+            len in any::<u16>(),
+            body in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let mut bytes = NPY_MAGIC.to_vec();
+            bytes.extend([version, 0]);
+            bytes.extend(len.to_le_bytes());
+            bytes.extend(0u16.to_le_bytes());
+            bytes.extend(body);
+            let _ = parse_npy_header(&bytes);
+        }
+
+        #[test]
+        fn a_mangled_dict_gives_a_header_or_a_reason(
+            shape in proptest::collection::vec(0usize..1000, 0..4),
+            cut in 0usize..120,
+            junk in "[ -~]{0,12}",
+        ) {
+            let good = npy_header_bytes::<f64>(&shape);
+            let mut bytes = good.clone();
+            let at = 10 + cut.min(bytes.len() - 10);
+            bytes.splice(at..at, junk.bytes());
+            let _ = parse_npy_header(&bytes);
+            // Unchanged, it reads back exactly.
+            let h = parse_npy_header(&good).unwrap();
+            prop_assert_eq!(h.shape, shape);
+            prop_assert_eq!(h.descr, "<f8");
+            prop_assert_eq!(h.data_offset, good.len());
+        }
+
+        #[test]
+        fn any_bytes_give_a_named_header_or_a_reason(
+            mut bytes in proptest::collection::vec(any::<u8>(), NAMED_OFFSET),
+            magic in any::<bool>(),
+            ndim in 0u64..12,
+        ) {
+            if magic {
+                bytes[..8].copy_from_slice(NAMED_MAGIC);
+                bytes[16..24].copy_from_slice(&ndim.to_le_bytes());
+            }
+            let header: [u8; NAMED_OFFSET] = bytes.try_into().unwrap();
+            let _ = parse_named_header(&header);
+        }
+    }
+
+    #[test]
+    fn a_header_longer_than_its_file_is_an_error_not_an_allocation() {
+        // Version 2 declares a 4 GiB header in a 12-byte file.
+        let mut bytes = NPY_MAGIC.to_vec();
+        bytes.extend([2, 0]);
+        bytes.extend(u32::MAX.to_le_bytes());
+        assert_eq!(npy_header_end(&bytes), Ok(12 + u32::MAX as usize));
+        assert!(parse_npy_header(&bytes).is_err());
+    }
+
+    #[test]
+    fn headers_in_the_forms_numpy_writes_are_read() {
+        let forms = [
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (3, 4), }",
+            "{'descr':'<f8','fortran_order':False,'shape':(3,4)}",
+            "{'shape': (3, 4), 'fortran_order': False, 'descr': '<f8'}",
+            "{ 'descr' : '<f8' , 'fortran_order' : False , 'shape' : ( 3 , 4 ) }",
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (3L, 4L), }",
+        ];
+        for text in forms {
+            let mut bytes = NPY_MAGIC.to_vec();
+            bytes.extend([1, 0]);
+            bytes.extend((text.len() as u16 + 1).to_le_bytes());
+            bytes.extend(text.bytes());
+            bytes.push(b'\n');
+            let h = parse_npy_header(&bytes).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(
+                (h.descr.as_str(), h.shape.as_slice()),
+                ("<f8", &[3, 4][..]),
+                "{text}"
+            );
+            assert!(!h.fortran_order);
+        }
+    }
 
     #[test]
     fn our_npy_header_is_what_numpy_writes() {
