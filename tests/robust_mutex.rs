@@ -296,7 +296,7 @@ fn a_kill_storm_never_hangs_the_lock_and_leaves_the_counter_exact() {
         l.join().unwrap().into_result().unwrap();
     }
     let took = started.elapsed();
-    let mut g = match m.lock() {
+    let g = match m.lock() {
         Ok(g) => g,
         Err(LockError::OwnerDied(mut g)) => {
             repair(&mut g);
