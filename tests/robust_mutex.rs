@@ -318,3 +318,95 @@ fn a_kill_storm_never_hangs_the_lock_and_leaves_the_counter_exact() {
     // The storm did hit holders inside the lock, and each was taken over.
     assert!(taken > 0, "no kill landed while the lock was held");
 }
+
+#[test]
+fn a_joined_holder_thread_is_taken_over_on_the_first_try_lock_every_time() {
+    let _w = common::watchdog(300, "joined holder");
+    // glibc's tst-robust1 in our words: the holder thread exits with the lock held and is
+    // joined; the next try_lock must find it dead at once, never "held". The kernel wakes
+    // the joiner before the thread's teardown ends, which a /proc state alone did not see.
+    let m = SharedValue::new(ShmMutex::new(0u64)).unwrap();
+    let rounds = 20_000;
+    let mut held = 0;
+    for _ in 0..rounds {
+        let m2 = m.clone();
+        std::thread::spawn(move || {
+            let mut g = m2.lock().unwrap();
+            *g += 1;
+            std::mem::forget(g);
+        })
+        .join()
+        .unwrap();
+        let looked_alive = match m.try_lock() {
+            Err(LockError::OwnerDied(mut g)) => {
+                g.mark_consistent().unwrap();
+                false
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => true,
+            other => panic!("{other:?}"),
+        };
+        if looked_alive {
+            held += 1;
+            let who = format!("{:?}", &*m);
+            let tid: String = who
+                .split("held_by: ")
+                .nth(1)
+                .unwrap_or("")
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            eprintln!(
+                "looked alive: {who}; /proc says {:?}",
+                std::fs::read_to_string(format!("/proc/{tid}/stat"))
+            );
+            // Let the teardown finish, then take it over, so the next round starts free.
+            std::thread::sleep(Duration::from_millis(5));
+            if let Err(LockError::OwnerDied(mut g)) = m.try_lock() {
+                g.mark_consistent().unwrap();
+            }
+        }
+    }
+    assert_eq!(
+        held, 0,
+        "a joined holder looked alive in {held} of {rounds} rounds"
+    );
+    assert_eq!(*m.lock().unwrap(), rounds);
+}
+
+#[test]
+fn a_live_holder_keeps_its_lock_when_proc_cannot_be_read() {
+    let _w = common::watchdog(60, "unreadable /proc");
+    let m = SharedValue::new(ShmMutex::new(0u8)).unwrap();
+    let _held = m.lock().unwrap();
+    // SAFETY: the child only lowers its own descriptor limit, tries the lock (atomics, a
+    // failed open of /proc) and leaves through `_exit` with a code.
+    let mut child = unsafe {
+        Process::fork(|| {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: a valid rlimit, for this process only.
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &none), 0);
+            let code = match m.try_lock() {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+                Err(LockError::OwnerDied(_)) => 1,
+                _ => 2,
+            };
+            // Not past a live holder after sleeping either.
+            let code = match (code, m.lock_timeout(Duration::from_millis(200))) {
+                (0, Err(e)) if e.kind() == ErrorKind::TimedOut => 0,
+                (0, _) => 3,
+                (c, _) => c,
+            };
+            Process::exit(code);
+        })
+    }
+    .unwrap();
+    let exit = child.join_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        exit,
+        Some(shmpar::Exit::Ok),
+        "the child took a live holder's lock (or failed: 2, 3)"
+    );
+}

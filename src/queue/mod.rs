@@ -224,7 +224,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn writer_gone(&self) -> bool {
         // ORDERING: see `set_writer`.
         let w = self.header().writer.load(Ordering::Relaxed) as i32;
-        w != 0 && w != sys::pid() && !sys::pid_exists(w)
+        w != 0 && w != sys::pid() && !sys::process_alive(w)
     }
 
     fn header(&self) -> &Header {

@@ -496,10 +496,97 @@ fn proc_state(tid: u32) -> Option<u8> {
     after.iter().copied().find(|b| !b.is_ascii_whitespace())
 }
 
-/// True when the thread `tid` no longer runs: no such thread, or a zombie (killed, not yet
-/// reaped). Reads /proc, so it is for slow paths only.
+/// `PF_EXITING` in the flags field of /proc/<tid>/stat: the task is inside `do_exit` and will
+/// never run user code again.
+const PF_EXITING: u64 = 0x4;
+
+/// What `kill(tid, 0)` says of a task id (a thread's as well as a process's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Task {
+    /// No task has this id.
+    Gone,
+    /// It exists and we may signal it (so `hidepid` does not hide it from us).
+    Ours,
+    /// It exists; we may not signal it.
+    Foreign,
+    /// Nothing could be learned.
+    Unknown,
+}
+
+fn task(tid: u32) -> Task {
+    // 0 and negative ids name process groups: never ask about those.
+    let Some(tid) = i32::try_from(tid).ok().filter(|&t| t > 0) else {
+        return Task::Unknown;
+    };
+    // SAFETY: kill with signal 0 sends nothing; it takes plain integers.
+    if unsafe { libc::kill(tid, 0) } == 0 {
+        return Task::Ours;
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ESRCH) => Task::Gone,
+        Some(libc::EPERM) => Task::Foreign,
+        _ => Task::Unknown,
+    }
+}
+
+/// Whether /proc is mounted and shows this process's pid namespace (its `self` is us), so
+/// that a task we may signal and /proc cannot find is one being torn down. Computed once, in
+/// atomics (a fork may copy it; the answer stays true in a child).
+fn proc_is_ours() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static ANSWER: AtomicU8 = AtomicU8::new(0);
+    // ORDERING: Relaxed: the answer is the same for every thread that computes it.
+    match ANSWER.load(Ordering::Relaxed) {
+        1 => return true,
+        2 => return false,
+        _ => {}
+    }
+    let ours = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| s.split(' ').next()?.parse::<i32>().ok())
+        == Some(pid());
+    // ORDERING: see above.
+    ANSWER.store(if ours { 1 } else { 2 }, Ordering::Relaxed);
+    ours
+}
+
+/// True only when the thread `tid` can never run again: the kernel knows no task by that id,
+/// or it is a zombie, or it is exiting (`PF_EXITING`: a joined thread whose teardown has not
+/// finished, which `pthread_join` does not wait for), or it is being torn down (we may signal
+/// it, and our own /proc no longer finds it). When nothing can be learned (a /proc that
+/// cannot be read: no descriptors left, not mounted, `hidepid`), the thread counts as alive:
+/// a live holder's lock is never taken. Reads /proc, so it is for slow paths only.
 pub(crate) fn thread_is_dead(tid: u32) -> bool {
-    matches!(proc_state(tid), Some(b'Z' | b'X') | None)
+    if task(tid) == Task::Gone {
+        return true;
+    }
+    match std::fs::read(format!("/proc/{tid}/stat")) {
+        Ok(stat) => {
+            // The state and the flags are the first and seventh fields after the command
+            // name's closing parenthesis.
+            let after = stat
+                .iter()
+                .rposition(|&b| b == b')')
+                .map_or(&stat[..], |i| &stat[i + 1..]);
+            let mut fields = after
+                .split(|b| b.is_ascii_whitespace())
+                .filter(|f| !f.is_empty());
+            let state = fields.next().and_then(|f| f.first().copied());
+            let flags = fields
+                .nth(5)
+                .and_then(|f| std::str::from_utf8(f).ok()?.parse::<u64>().ok());
+            matches!(state, Some(b'Z' | b'X')) || flags.is_some_and(|f| f & PF_EXITING != 0)
+        }
+        // Gone from /proc (or going: a read of a task being torn down fails with ESRCH).
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
+            match task(tid) {
+                Task::Gone => true,
+                Task::Ours => proc_is_ours(),
+                Task::Foreign | Task::Unknown => false,
+            }
+        }
+        Err(_) => false,
+    }
 }
 
 /// True when process `pid` is stopped by a signal (SIGSTOP and friends): it will not move
@@ -530,18 +617,6 @@ pub(crate) fn shm_unlink(name: &str) -> io::Result<()> {
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `c` is a valid NUL-terminated string.
     cvt(unsafe { libc::shm_unlink(c.as_ptr()) }).map(drop)
-}
-
-/// True while `pid` names a running process: `kill(pid, 0)` finds it (only "no such process"
-/// says it is gone; a permission error means it exists), and /proc, where it can be read,
-/// does not show a zombie. Where /proc cannot be read, `kill` alone decides.
-pub(crate) fn pid_exists(pid: i32) -> bool {
-    // SAFETY: signal 0 checks for existence and sends nothing.
-    let exists = pid > 0
-        && (unsafe { libc::kill(pid, 0) } == 0
-            || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH));
-    // No state (no /proc, or gone just now) leaves the answer to `kill`.
-    exists && !matches!(proc_state(pid as u32), Some(b'Z' | b'X'))
 }
 
 /// True while a process with this pid exists (a zombie counts as gone).

@@ -225,10 +225,6 @@ pub(crate) fn set_name(_name: &str) {}
 
 pub(crate) fn reset_signals() {}
 
-pub(crate) fn pid_exists(_pid: i32) -> bool {
-    false
-}
-
 pub(crate) fn protect_none(_ptr: *mut u8, _len: usize) {}
 
 pub(crate) fn thread_count() -> Option<usize> {
