@@ -54,6 +54,7 @@ pub mod montecarlo;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 mod pool;
+mod primitive;
 mod process;
 mod queue;
 #[cfg(feature = "rand")]

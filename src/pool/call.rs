@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::chunk::{self, Trampoline};
 use super::control::{
     ArrayDesc, CALLER, CLAIMING, DIED, FULL, IDLE, JobDesc, KEEP_GOING, MAX_ARRAYS, OK, PANICKED,
-    PARAMS_CAP, PENDING, READY, STOPPED, STREAM, TOO_LARGE, pack, unpack,
+    PARAMS_CAP, PENDING, READY, STOPPED, STREAM, TOO_LARGE, unpack,
 };
 use super::{CallState, PoolShared};
 use crate::error::{Error, ErrorKind, Result};
@@ -318,9 +318,7 @@ impl PoolShared {
     ) -> Result<TaskChunks<'p>> {
         debug_assert!(spec.keep_going);
         let (seq, n, waited, calls) = self.run(spec, early)?;
-        // ORDERING: SeqCst, like the other loads after the wait.
-        let (s, next) = unpack(self.control.header().claim.next.load(Ordering::SeqCst));
-        let claimed = if s == seq { (next as usize).min(n) } else { 0 };
+        let claimed = self.control.header().claim.claimed(seq, n);
         if claimed < n && waited.spawn_error.is_some() {
             return Err(waited
                 .spawn_error
@@ -373,21 +371,10 @@ impl PoolShared {
         }
         self.start_missing()?;
         self.share_regions(&regions, spec.handles)?;
-        // Close the previous call's claim counter before anything of this call is written: a
-        // worker still in that call (or woken to look for chunks added to it) could otherwise
-        // pair its old `next` with this call's `nchunks` and claim a chunk of this call under
-        // the old sequence. Its CAS from any earlier value now fails, and the index read here
-        // is past every `nchunks`.
-        // ORDERING: the Release fence after the store orders it before every later store of
-        // this call (the Relaxed resets of `cancelled`, `nchunks` and the slots below); a
-        // claimer that Acquire-loads one of those synchronises with the fence, so its CAS of
-        // `next` finds this value or a later one. (A SeqCst store alone orders only what came
-        // before it.)
+        // Close the previous call's claim counter before anything of this call is written
+        // (see `claim`): a worker still in that call cannot take a chunk of this one.
         let hdr = self.control.header();
-        hdr.claim
-            .next
-            .store(pack(calls.seq, u32::MAX), Ordering::SeqCst);
-        std::sync::atomic::fence(Ordering::Release);
+        hdr.claim.close(calls.seq);
         calls.seq = calls.seq.wrapping_add(1).max(1);
         let seq = calls.seq;
 
@@ -433,13 +420,12 @@ impl PoolShared {
                 .arena_used
                 .store(0, Ordering::Relaxed);
         }
-        // ORDERING: all three are published by the Release stores of `next` and `job.seq`.
+        // ORDERING: published by the Release stores in `open` and of `job.seq`.
         hdr.done.done.store(0, Ordering::Relaxed);
-        hdr.claim.cancelled.store(0, Ordering::Relaxed);
-        hdr.claim.nchunks.store(n as u64, Ordering::Relaxed);
-        // ORDERING: Release: `next` before `job.seq`, so a worker that sees the new call also
-        // sees its claim counter (claims Acquire-load `next`).
-        hdr.claim.next.store(pack(seq, 0), Ordering::Release);
+        // `open` before `job.seq`, so a worker that sees the new call also sees its claim
+        // counter (claims Acquire-load `next`).
+        hdr.claim.open(seq, n);
+        // ORDERING: Release, see above.
         hdr.job.seq.store(u64::from(seq), Ordering::Release);
         self.wake_workers();
 
@@ -539,14 +525,11 @@ impl PoolShared {
         {
             return true;
         }
-        // ORDERING: SeqCst, see `claim_next`.
-        if hdr.claim.cancelled.load(Ordering::SeqCst) != 0 {
+        if hdr.claim.is_cancelled() {
             return self.no_live_worker_in(seq);
         }
         if waited.unattributed {
-            // ORDERING: SeqCst, like the loads above.
-            let (s, next) = unpack(hdr.claim.next.load(Ordering::SeqCst));
-            return s == seq && next as usize >= n && self.no_live_worker_in(seq);
+            return hdr.claim.claimed(seq, n) >= n && self.no_live_worker_in(seq);
         }
         false
     }
@@ -565,12 +548,7 @@ impl PoolShared {
     }
 
     fn cancel(&self) {
-        // ORDERING: SeqCst, see `claim_next`.
-        self.control
-            .header()
-            .claim
-            .cancelled
-            .store(1, Ordering::SeqCst);
+        self.control.header().claim.cancel();
     }
 
     /// Waits for the call to finish: spins for the pool's spin time, then sleeps on
@@ -659,7 +637,7 @@ impl PoolShared {
             && !waited.timed_out
             && !self.closing.load(Ordering::SeqCst)
             && self.config.call_timeout_setting().is_none()
-            && hdr.claim.cancelled.load(Ordering::SeqCst) == 0
+            && !hdr.claim.is_cancelled()
             && hdr.wake.shutdown.load(Ordering::SeqCst) == 0
     }
 
@@ -692,13 +670,8 @@ impl PoolShared {
             c.progress.store(0, Ordering::Relaxed);
         }
         early.seen.resize(n + added, false);
-        // ORDERING: SeqCst (a Release): the slots above and the stream's input before it; a
-        // claimer Acquire-loads `nchunks`. SeqCst also orders it before the epoch bump.
-        self.control
-            .header()
-            .claim
-            .nchunks
-            .store((n + added) as u64, Ordering::SeqCst);
+        // The slots above and the stream's input are published by the growth (see `claim`).
+        self.control.header().claim.grow(n + added);
         self.wake_workers();
         n + added
     }
@@ -723,9 +696,7 @@ impl PoolShared {
         if done == early.last_done {
             return;
         }
-        // ORDERING: SeqCst, like the other loads of the wait.
-        let (s, next) = unpack(hdr.claim.next.load(Ordering::SeqCst));
-        let claimed = if s == seq { (next as usize).min(n) } else { 0 };
+        let claimed = hdr.claim.claimed(seq, n);
         while early.low < n && early.seen[early.low] {
             early.low += 1;
         }
@@ -837,7 +808,7 @@ impl PoolShared {
     /// Makes a replacement for worker `i` write after everything its predecessor left in the
     /// arena during this call (finished chunks, and the partial chunk it died in).
     fn hand_over_arena(&self, i: usize) {
-        let n = self.control.header().claim.nchunks.load(Ordering::Relaxed) as usize;
+        let n = self.control.header().claim.nchunks();
         let slot = self.control.worker(i);
         // ORDERING: Acquire, paired with the dead worker's Release stores.
         let mut end = slot.arena_used.load(Ordering::Acquire);
@@ -930,9 +901,7 @@ impl PoolShared {
         calls: CallLock<'p>,
     ) -> Result<Finished<'p>> {
         let hdr = self.control.header();
-        // ORDERING: SeqCst, like the other loads of the wait.
-        let (s, next) = unpack(hdr.claim.next.load(Ordering::SeqCst));
-        let claimed = if s == seq { next as usize } else { 0 };
+        let claimed = hdr.claim.claimed(seq, n);
         let mut first: Option<Error> = None;
         let mut incomplete = false;
         let mut stopped = false;

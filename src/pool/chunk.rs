@@ -336,11 +336,10 @@ fn publish(
     // module docs of `control`, "The waiting parent sleeps").
     let done = hdr.done.done.fetch_add(1, Ordering::SeqCst) + 1;
     slot.state.store(state, Ordering::SeqCst);
-    let all_done = u64::from(done) >= hdr.claim.nchunks.load(Ordering::Relaxed);
+    let all_done = done as usize >= hdr.claim.nchunks();
     let cancels = state != OK && !keep_going;
     if cancels {
-        // ORDERING: SeqCst pairs with the claim loop's load; see `claim_next`.
-        hdr.claim.cancelled.store(1, Ordering::SeqCst);
+        hdr.claim.cancel();
     }
     if (all_done || cancels || stream) && who != CALLER {
         wake_parent(control);
@@ -361,37 +360,8 @@ pub(crate) fn wake_parent(control: &Control) {
     }
 }
 
-/// Claims the next chunk of call `seq`: `None` when none is left, the call is cancelled, or
-/// the pool has moved on to another call.
+/// Claims the next chunk of call `seq` (see [`ClaimLine::claim`](super::claim::ClaimLine::claim)).
 #[inline]
 pub(crate) fn claim_next(control: &Control, seq: u32) -> Option<usize> {
-    let claim = &control.header().claim;
-    loop {
-        // ORDERING: SeqCst, paired with the parent's SeqCst store of `cancelled` followed by
-        // its SeqCst loads of the workers' `current`: a claimer that stored CLAIMING (SeqCst)
-        // either sees the cancellation or is seen as busy.
-        if claim.cancelled.load(Ordering::SeqCst) != 0 {
-            return None;
-        }
-        // ORDERING: Acquire, paired with the parent's Release store of `next`, which makes the
-        // job description and `nchunks` of call `seq` visible.
-        let v = claim.next.load(Ordering::Acquire);
-        let (s, idx) = super::control::unpack(v);
-        // ORDERING: Acquire, paired with the caller's SeqCst store when it adds chunks to a
-        // running call (their input and slots were written before it); at the call's start
-        // the Acquire load of `next` above already published it. A stale value (an older call
-        // when `s != seq`) is harmless: the test below or the CAS then fails.
-        let n = claim.nchunks.load(Ordering::Acquire);
-        if s != seq || u64::from(idx) >= n {
-            return None;
-        }
-        // ORDERING: AcqRel so that claims are totally ordered and each index is taken once.
-        if claim
-            .next
-            .compare_exchange_weak(v, v + 1, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            return Some(idx as usize);
-        }
-    }
+    control.header().claim.claim(seq)
 }

@@ -49,7 +49,7 @@
 //! the call has happened and `done` may be reset for the next call.
 
 use std::cell::UnsafeCell;
-use std::mem::{align_of, size_of};
+use std::mem::size_of;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Arrays one call can read or write (a `zip` of six).
@@ -92,15 +92,7 @@ pub(crate) const KEEP_GOING: u64 = 1;
 /// chunk wakes it (not only the last).
 pub(crate) const STREAM: u64 = 2;
 
-#[inline]
-pub(crate) fn pack(seq: u32, low: u32) -> u64 {
-    (u64::from(seq) << 32) | u64::from(low)
-}
-
-#[inline]
-pub(crate) fn unpack(v: u64) -> (u32, u32) {
-    ((v >> 32) as u32, v as u32)
-}
+pub(crate) use super::claim::{ClaimLine, pack, unpack};
 
 /// One array of a call, as the parent sees it.
 #[repr(C)]
@@ -150,15 +142,6 @@ pub(crate) struct WakeLine {
     pub(crate) sleepers: AtomicU32,
     /// Set once when the pool is dropped.
     pub(crate) shutdown: AtomicU32,
-}
-
-#[repr(C, align(128))]
-pub(crate) struct ClaimLine {
-    /// `(seq << 32) | next chunk index`.
-    pub(crate) next: AtomicU64,
-    pub(crate) nchunks: AtomicU64,
-    /// Set when the call has failed: no new chunk is claimed.
-    pub(crate) cancelled: AtomicU32,
 }
 
 #[repr(C, align(128))]
@@ -212,16 +195,17 @@ pub(crate) struct ChunkSlot {
     pub(crate) progress: AtomicU32,
 }
 
+#[cfg(not(loom))] // loom's atomics are larger: the layout holds for the std build that runs.
 const _: () = {
     assert!(size_of::<ArrayDesc>() == 48 + 16 * MAX_DIMS);
     assert!(size_of::<JobDesc>() == 56 + MAX_ARRAYS * size_of::<ArrayDesc>());
-    assert!(size_of::<WakeLine>() == 128 && align_of::<WakeLine>() == 128);
-    assert!(size_of::<ClaimLine>() == 128 && align_of::<ClaimLine>() == 128);
-    assert!(size_of::<DoneLine>() == 128 && align_of::<DoneLine>() == 128);
-    assert!(size_of::<JobLine>() == 1152 && align_of::<JobLine>() == 128);
+    assert!(size_of::<WakeLine>() == 128 && std::mem::align_of::<WakeLine>() == 128);
+    assert!(size_of::<ClaimLine>() == 128 && std::mem::align_of::<ClaimLine>() == 128);
+    assert!(size_of::<DoneLine>() == 128 && std::mem::align_of::<DoneLine>() == 128);
+    assert!(size_of::<JobLine>() == 1152 && std::mem::align_of::<JobLine>() == 128);
     assert!(size_of::<Header>() == 1536);
-    assert!(size_of::<WorkerSlot>() == 128 && align_of::<WorkerSlot>() == 128);
-    assert!(size_of::<ChunkSlot>() == 128 && align_of::<ChunkSlot>() == 128);
+    assert!(size_of::<WorkerSlot>() == 128 && std::mem::align_of::<WorkerSlot>() == 128);
+    assert!(size_of::<ChunkSlot>() == 128 && std::mem::align_of::<ChunkSlot>() == 128);
 };
 
 /// Offsets of the parts of a control block for `workers` workers and `chunks` chunks.

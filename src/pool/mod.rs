@@ -3,6 +3,7 @@
 mod builder;
 mod call;
 pub(crate) mod chunk;
+pub(crate) mod claim;
 pub(crate) mod control;
 mod mail;
 mod worker;
@@ -872,13 +873,7 @@ impl Pool {
             .shutdown
             .store(1, Ordering::Relaxed);
         // A caller that helps with chunks claims no more of them.
-        // ORDERING: SeqCst, like every store of `cancelled` (see `chunk::claim_next`).
-        self.shared
-            .control
-            .header()
-            .claim
-            .cancelled
-            .store(1, Ordering::SeqCst);
+        self.shared.control.header().claim.cancel();
         for w in self.shared.workers.lock().iter().filter(|w| w.alive) {
             // A worker already gone is what we want anyway.
             let _ = w.child.kill();

@@ -234,13 +234,7 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
 /// epoch (SeqCst): either this sees the growth, or the epoch has moved and the wait returns
 /// at once to look again.
 fn more_to_claim(control: &Control, seq: u32) -> bool {
-    let claim = &control.header().claim;
-    // ORDERING: SeqCst, see above; a stale answer costs one empty pass of the claim loop
-    // (whose CAS decides), never a chunk taken twice.
-    let (s, next) = super::control::unpack(claim.next.load(Ordering::SeqCst));
-    s == seq
-        && u64::from(next) < claim.nchunks.load(Ordering::SeqCst)
-        && claim.cancelled.load(Ordering::SeqCst) == 0
+    control.header().claim.has_more(seq)
 }
 
 /// Runs the initializer; a panic in it is published (message in the arena, `INIT_FAILED`) and
@@ -343,7 +337,7 @@ unsafe fn work_on_call(
     // ORDERING: SeqCst, read by the parent's check that every live worker is idle.
     slot.current.store(pack(seq, IDLE), Ordering::SeqCst);
     // ORDERING: SeqCst, with the parent's store of `cancelled` (see above).
-    if control.header().claim.cancelled.load(Ordering::SeqCst) != 0 {
+    if control.header().claim.is_cancelled() {
         chunk::wake_parent(control);
     }
     runner.full
