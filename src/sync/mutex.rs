@@ -22,11 +22,11 @@ use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::value::ShmSafe;
 use crate::error::{Error, ErrorKind, Result};
+use crate::primitive::{AtomicU32, Ordering, futex_wait, futex_wake};
 use crate::sys;
 
 /// Set in the lock word when a waiter may be asleep on it.
@@ -44,8 +44,9 @@ const UNRECOVERABLE: u32 = 2;
 /// consistent (std's poisoning, which also persists).
 const POISONED: u32 = 3;
 
-/// Spins before the first sleep (a short critical section usually ends within them).
-const SPINS: u32 = 100;
+/// Spins before the first sleep (a short critical section usually ends within them; the loom
+/// model spins little, so that it reaches the sleeping path).
+const SPINS: u32 = if cfg!(loom) { 2 } else { 100 };
 /// First and longest sleep between two checks of the owner's life.
 const FIRST_CHECK: Duration = Duration::from_millis(1);
 const LAST_CHECK: Duration = Duration::from_millis(50);
@@ -58,6 +59,7 @@ thread_local! {
 /// This thread's id, cached once the fork handler exists: `gettid` is a system call, too slow
 /// for every lock, and a cached id must be dropped in a forked child (the handler bumps the
 /// generation there).
+#[cfg(not(loom))]
 #[inline]
 fn current_tid() -> u32 {
     let generation = crate::lifecycle::fork_generation();
@@ -72,6 +74,20 @@ fn current_tid() -> u32 {
         }
         tid
     })
+}
+
+/// Under loom every model thread runs on one OS thread: each gets an id of its own here.
+#[cfg(loom)]
+fn current_tid() -> u32 {
+    loom::thread_local! {
+        static ID: u32 = {
+            loom::lazy_static! {
+                static ref NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+            }
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        };
+    }
+    ID.with(|id| *id)
 }
 
 /// A mutex that works across processes and survives a holder that dies.
@@ -149,11 +165,23 @@ impl<T> ShmMutex<T> {
     /// m.lock().unwrap()[3] = 7;
     /// # Ok::<(), shmpar::Error>(())
     /// ```
+    #[cfg(not(loom))]
     pub const fn new(value: T) -> Self {
         ShmMutex {
             word: AtomicU32::new(0),
             state: AtomicU32::new(CONSISTENT),
             robust: true,
+            data: UnsafeCell::new(value),
+        }
+    }
+
+    /// Under loom: the model's threads have no kernel ids to watch, so it is not robust.
+    #[cfg(loom)]
+    pub fn new(value: T) -> Self {
+        ShmMutex {
+            word: AtomicU32::new(0),
+            state: AtomicU32::new(CONSISTENT),
+            robust: false,
             data: UnsafeCell::new(value),
         }
     }
@@ -310,7 +338,7 @@ impl<T> ShmMutex<T> {
                 left
             };
             let asleep = Instant::now();
-            sys::futex_wait(&self.word, v | WAITERS, nap);
+            futex_wait(&self.word, v | WAITERS, nap);
             // Slept a whole nap with the same owner: is the owner still alive?
             // ORDERING: Relaxed, as above.
             let now = self.word.load(Ordering::Relaxed);
@@ -394,7 +422,7 @@ impl<T> ShmMutex<T> {
         }
         // ORDERING: Release: our writes to the data are visible to the next owner.
         if self.word.swap(0, Ordering::Release) & WAITERS != 0 {
-            sys::futex_wake(&self.word, 1);
+            futex_wake(&self.word, 1);
         }
     }
 }
@@ -583,9 +611,76 @@ impl<T: fmt::Debug> fmt::Debug for ShmMutexGuard<'_, T> {
     }
 }
 
+#[cfg(not(loom))]
 const _: () = {
     // The layout every process relies on: the futex word first, then the state, then the data.
     assert!(std::mem::offset_of!(ShmMutex<u64>, word) == 0);
     assert!(std::mem::offset_of!(ShmMutex<u64>, state) == 4);
     assert!(std::mem::offset_of!(ShmMutex<u64>, data) == 16);
 };
+
+#[cfg(all(test, loom))]
+mod model {
+    //! `RUSTFLAGS="--cfg loom" cargo test --release --lib model::`: threads stand in for
+    //! processes; the futex is modelled (see `primitive`), so a lost wake-up is a deadlock.
+
+    use super::*;
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicU32 as LoomU32;
+
+    /// A counter whose increment is a load and a store (Relaxed): without mutual exclusion
+    /// two increments can interleave, and without the lock's Acquire/Release a locker can
+    /// read a stale value; either loses an increment.
+    struct Counter(LoomU32);
+
+    // SAFETY: an atomic; the models never put it in shared memory.
+    unsafe impl ShmSafe for Counter {}
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(f);
+    }
+
+    fn increment(m: &ShmMutex<Counter>) {
+        let g = m.lock().unwrap();
+        // ORDERING: Relaxed on purpose: only the lock may order these.
+        let v = g.0.load(Ordering::Relaxed);
+        g.0.store(v + 1, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn lockers_exclude_each_other_publish_their_writes_and_lose_no_wake_up() {
+        model(|| {
+            let m = Arc::new(ShmMutex::new(Counter(LoomU32::new(0))));
+            let other = {
+                let m = Arc::clone(&m);
+                loom::thread::spawn(move || increment(&m))
+            };
+            increment(&m);
+            other.join().unwrap();
+            let g = m.lock().unwrap();
+            assert_eq!(g.0.load(Ordering::Relaxed), 2);
+        });
+    }
+
+    #[test]
+    fn try_lock_never_enters_while_held() {
+        model(|| {
+            let m = Arc::new(ShmMutex::new(Counter(LoomU32::new(0))));
+            let other = {
+                let m = Arc::clone(&m);
+                loom::thread::spawn(move || {
+                    if let Ok(g) = m.try_lock() {
+                        let v = g.0.load(Ordering::Relaxed);
+                        g.0.store(v + 1, Ordering::Relaxed);
+                    }
+                })
+            };
+            increment(&m);
+            other.join().unwrap();
+            let n = m.lock().unwrap().0.load(Ordering::Relaxed);
+            assert!(n == 1 || n == 2, "{n}");
+        });
+    }
+}

@@ -470,6 +470,7 @@ pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
 }
 
 /// The calling thread's kernel id (what `/proc/<tid>` names).
+#[cfg_attr(loom, allow(dead_code))] // the loom model numbers its threads itself
 pub(crate) fn thread_id() -> u32 {
     // SAFETY: gettid has no arguments and cannot fail.
     unsafe { libc::syscall(libc::SYS_gettid) as u32 }
