@@ -148,3 +148,44 @@ fn workers_unmap_dropped_arrays() {
             .all(|&p| inodes.iter().all(|i| !maps_inode(p, i)))
     });
 }
+
+#[test]
+fn shutdown_never_kills_a_process_that_took_a_reaped_workers_pid() {
+    let _w = common::watchdog(60, "recycled worker pid");
+    let p = shmpar::Pool::builder()
+        .workers(1)
+        .start_method(shmpar::StartMethod::Fork)
+        .build()
+        .unwrap();
+    assert_eq!(p.map(0..2u8, |x| x).unwrap().len(), 2);
+    let pid = p.worker_pids()[0] as i32;
+    // A stray reaper in the program: the worker dies and is reaped behind the pool's back.
+    // SAFETY: plain syscalls on our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let mut status = 0;
+    // SAFETY: as above; `status` is a valid out pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    // The kernel hands its pid to a new child of ours (needs root: skipped otherwise).
+    if std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1)).is_err() {
+        eprintln!("skipped: /proc/sys/kernel/ns_last_pid is not writable here");
+        return;
+    }
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    if sleeper.id() as i32 != pid {
+        eprintln!("skipped: another process took pid {pid} first");
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        return;
+    }
+    drop(p);
+    let alive = sleeper.try_wait().map(|s| s.is_none());
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert!(
+        matches!(alive, Ok(true)),
+        "the pool's shutdown signalled or reaped the process that got its dead worker's pid: {alive:?}"
+    );
+}

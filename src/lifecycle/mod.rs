@@ -171,12 +171,17 @@ impl Role {
     }
 }
 
-/// A process this one started: forked directly (our child, reaped with `waitpid`) or by the
-/// fork server (its child: watched through a pidfd, its exit status asked of the server).
+/// A process this one started: forked directly (our child, reaped and signalled through a
+/// pidfd taken at the fork, so never another process that got its pid after someone else
+/// reaped it; by pid where pidfds are missing) or by the fork server (its child: watched
+/// through a pidfd, its exit status asked of the server).
 #[derive(Debug)]
 pub(crate) struct Child {
     pid: i32,
     served: Option<Served>,
+    /// A direct child's pidfd (`None` before Linux 5.4's `waitid(P_PIDFD)`, or if opening it
+    /// failed).
+    pidfd: Option<OwnedFd>,
 }
 
 #[derive(Debug)]
@@ -186,9 +191,14 @@ struct Served {
 }
 
 impl Child {
-    /// A child forked directly by this process.
+    /// A child forked directly by this process, called before anything can reap it (so the
+    /// pidfd opened here is the child's).
     pub(crate) fn direct(pid: i32) -> Child {
-        Child { pid, served: None }
+        Child {
+            pid,
+            served: None,
+            pidfd: sys::pidfd_open(pid).ok(),
+        }
     }
 
     pub(crate) fn pid(&self) -> i32 {
@@ -198,9 +208,10 @@ impl Child {
     /// How it ended, reaping it, or `None` while it runs. Call it until it gives `Some`, once:
     /// afterwards it is an error (the pid is gone).
     pub(crate) fn try_wait(&self) -> io::Result<Option<ExitStatus>> {
-        match &self.served {
-            None => sys::try_wait(self.pid),
-            Some(s) => {
+        match (&self.served, &self.pidfd) {
+            (None, Some(fd)) => sys::wait_pidfd(fd.as_fd(), false),
+            (None, None) => sys::try_wait(self.pid),
+            (Some(s), _) => {
                 if !sys::wait_readable(s.pidfd.as_fd(), Some(std::time::Duration::ZERO))? {
                     return Ok(None);
                 }
@@ -211,26 +222,29 @@ impl Child {
 
     /// Waits for it to end and reaps it.
     pub(crate) fn wait(&self) -> io::Result<ExitStatus> {
-        match &self.served {
-            None => sys::wait(self.pid),
-            Some(s) => {
+        match (&self.served, &self.pidfd) {
+            (None, Some(fd)) => sys::wait_pidfd(fd.as_fd(), true)?
+                .ok_or_else(|| io::Error::other("waitid returned no child")),
+            (None, None) => sys::wait(self.pid),
+            (Some(s), _) => {
                 sys::wait_readable(s.pidfd.as_fd(), None)?;
                 s.server.exit_status(self.pid)
             }
         }
     }
 
-    /// Sends SIGKILL (never to a recycled pid: a served child is signalled through its pidfd;
-    /// a direct child stays ours until we reap it).
+    /// Sends SIGKILL (never to a recycled pid: every child is signalled through its pidfd,
+    /// where the kernel has them).
     pub(crate) fn kill(&self) -> io::Result<()> {
         self.signal(sys::SIGKILL)
     }
 
     /// Sends `signal` (see [`kill`](Self::kill) for why it reaches this very process).
     pub(crate) fn signal(&self, signal: i32) -> io::Result<()> {
-        match &self.served {
-            None => sys::kill(self.pid, signal),
-            Some(s) => sys::pidfd_kill(s.pidfd.as_fd(), signal),
+        match (&self.served, &self.pidfd) {
+            (None, Some(fd)) => sys::pidfd_kill(fd.as_fd(), signal),
+            (None, None) => sys::kill(self.pid, signal),
+            (Some(s), _) => sys::pidfd_kill(s.pidfd.as_fd(), signal),
         }
     }
 }

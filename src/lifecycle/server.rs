@@ -336,6 +336,7 @@ impl Server {
                         pidfd,
                         server: Arc::clone(self),
                     }),
+                    pidfd: None,
                 })
             }
             FAILED => Err(Failure::Refused(std::io::Error::from_raw_os_error(

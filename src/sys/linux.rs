@@ -167,6 +167,43 @@ pub(crate) fn try_wait(pid: i32) -> io::Result<Option<ExitStatus>> {
     Ok((ret == pid).then(|| decode_status(status)))
 }
 
+/// Reaps the child a pidfd refers to if it has ended (`waitid(P_PIDFD)`, Linux 5.4+), or
+/// `None` while it runs. Never another process that got its pid: once someone else reaped
+/// it, this is ECHILD. `block`: wait for it to end.
+pub(crate) fn wait_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Option<ExitStatus>> {
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid value for waitid to fill.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
+        // SAFETY: `info` is a valid out pointer; the descriptor is a live pidfd.
+        let ret = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                flags,
+            )
+        };
+        if ret < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: waitid filled `info` for a child event (or left it zeroed: no child ended).
+        let (pid, code, status) = unsafe { (info.si_pid(), info.si_code, info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(if code == libc::CLD_EXITED {
+            ExitStatus::Exited(status)
+        } else {
+            ExitStatus::Signaled(status)
+        }));
+    }
+}
+
 /// Waits for `pid` to end and reaps it.
 pub(crate) fn wait(pid: i32) -> io::Result<ExitStatus> {
     loop {
