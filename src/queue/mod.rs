@@ -1,6 +1,7 @@
 //! `Queue<T>` and `Pipe<T>`: message passing between processes through shared memory.
 
 mod pipe;
+mod signal;
 
 pub use pipe::{Connection, Pipe, PipeReader, PipeWriter};
 
@@ -17,6 +18,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Region;
 use crate::sync::{ShmMutex, ShmMutexGuard};
 use crate::sys;
+use signal::Signal;
 
 /// Where the next message is read and written; only changed under the lock, and each change
 /// is the single store that commits a put or a get.
@@ -37,13 +39,11 @@ unsafe impl crate::ShmSafe for Cursor {}
 #[repr(C)]
 struct Header {
     cursor: ShmMutex<Cursor>,
-    /// Bumped after every put (futex word for waiting getters).
-    not_empty: AtomicU32,
-    /// Bumped after every get (futex word for waiting putters).
-    not_full: AtomicU32,
+    /// Bumped after every put (getters wait on it).
+    not_empty: Signal,
+    /// Bumped after every get (putters wait on it).
+    not_full: Signal,
     closed: AtomicU32,
-    getters: AtomicU32,
-    putters: AtomicU32,
     capacity: u32,
     slot_bytes: u32,
     /// The largest message accepted, as asked for at creation.
@@ -53,9 +53,8 @@ struct Header {
     /// (0 for a plain queue). A reader waiting on an empty queue whose writer has died gets
     /// end of file instead of waiting forever.
     writer: AtomicU32,
-    /// Bumped after every `task_done` (futex word for `join`).
-    done_seq: AtomicU32,
-    joiners: AtomicU32,
+    /// Bumped after every `task_done` (`join` waits on it).
+    done: Signal,
 }
 
 const HEADER: usize = size_of::<Header>().next_multiple_of(64);
@@ -163,18 +162,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         unsafe {
             region.as_ptr().cast::<Header>().write(Header {
                 cursor: ShmMutex::new(Cursor::default()),
-                not_empty: AtomicU32::new(0),
-                not_full: AtomicU32::new(0),
+                not_empty: Signal::new(),
+                not_full: Signal::new(),
                 closed: AtomicU32::new(0),
-                getters: AtomicU32::new(0),
-                putters: AtomicU32::new(0),
                 capacity: capacity as u32,
                 slot_bytes: slot as u32,
                 max_message: message_bytes as u32,
                 messages: AtomicU64::new(0),
                 writer: AtomicU32::new(0),
-                done_seq: AtomicU32::new(0),
-                joiners: AtomicU32::new(0),
+                done: Signal::new(),
             });
         }
         Ok(Queue {
@@ -302,10 +298,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // ORDERING: SeqCst, then bump both sequences (SeqCst) so that every waiter, which
         // re-checks `closed` under the lock after waking, sees it.
         h.closed.store(1, Ordering::SeqCst);
-        h.not_empty.fetch_add(1, Ordering::SeqCst);
-        h.not_full.fetch_add(1, Ordering::SeqCst);
-        sys::futex_wake(&h.not_empty, i32::MAX);
-        sys::futex_wake(&h.not_full, i32::MAX);
+        h.not_empty.wake_all();
+        h.not_full.wake_all();
     }
 
     /// True once [`close`](Self::close) was called.
@@ -393,16 +387,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 drop(g);
                 // ORDERING: relaxed statistics.
                 h.messages.fetch_add(1, Ordering::Relaxed);
-                bump_and_wake(&h.not_empty, &h.getters, 1);
+                h.not_empty.bump_and_wake(1);
                 buf.clear();
                 return Ok(());
             }
-            // ORDERING: SeqCst, see above; read under the lock, so a get after it bumps it.
-            let seen = h.not_full.load(Ordering::SeqCst);
+            // Read under the lock, so a get after it bumps it.
+            let seen = h.not_full.seen();
             drop(g);
-            wait_for_change(
-                &h.not_full,
-                &h.putters,
+            h.not_full.wait_for_change(
                 seen,
                 wait,
                 None,
@@ -470,7 +462,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
         g.done += 1; // the commit
         drop(g);
-        bump_and_wake(&h.done_seq, &h.joiners, i32::MAX);
+        h.done.bump_and_wake(i32::MAX);
         Ok(())
     }
 
@@ -526,12 +518,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             if g.done == g.tail {
                 return Ok(());
             }
-            // ORDERING: SeqCst; read under the lock, so a `task_done` after it bumps it.
-            let seen = h.done_seq.load(Ordering::SeqCst);
+            // Read under the lock, so a `task_done` after it bumps it.
+            let seen = h.done.seen();
             drop(g);
-            wait_for_change(
-                &h.done_seq,
-                &h.joiners,
+            h.done.wait_for_change(
                 seen,
                 Some(deadline),
                 None,
@@ -556,7 +546,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 }
                 g.head += 1; // the commit
                 drop(g);
-                bump_and_wake(&h.not_full, &h.putters, 1);
+                h.not_full.bump_and_wake(1);
                 return postcard::from_bytes(&buf).map_err(|e| {
                     Error::new(
                         ErrorKind::Decode,
@@ -579,14 +569,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     "the process at the other end of the pipe has ended",
                 ));
             }
-            // ORDERING: SeqCst; read under the lock, so a put after it bumps it.
-            let seen = h.not_empty.load(Ordering::SeqCst);
+            // Read under the lock, so a put after it bumps it.
+            let seen = h.not_empty.seen();
             drop(g);
             // A pipe's reader looks at its writer's life now and then while it waits.
             let poll = (h.writer.load(Ordering::Relaxed) != 0).then_some(WRITER_CHECK); // ORDERING: see `set_writer`.
-            wait_for_change(
-                &h.not_empty,
-                &h.getters,
+            h.not_empty.wait_for_change(
                 seen,
                 wait,
                 poll,
@@ -599,77 +587,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
 /// How often a pipe's waiting reader checks that its writer lives.
 const WRITER_CHECK: Duration = Duration::from_millis(100);
-
-/// How long a waiting put or get spins (yielding the CPU) for the other side before it sleeps:
-/// a busy peer answers within microseconds, far sooner than a futex wake-up arrives.
-const SPIN: Duration = Duration::from_micros(50);
-
-/// Waits until `word` moves on from `seen` (spinning first, then sleeping, counted in
-/// `waiters`). `wait`: `None` = do not wait (WouldBlock); `Some(None)` = as long as it takes;
-/// `Some(Some(t))` = until `t` (TimedOut). Returns Ok when the caller should look again.
-fn wait_for_change(
-    word: &AtomicU32,
-    waiters: &AtomicU32,
-    seen: u32,
-    wait: Option<Option<Instant>>,
-    poll: Option<Duration>,
-    busy: &str,
-    too_long: &str,
-) -> Result<()> {
-    let Some(deadline) = wait else {
-        return Err(Error::new(ErrorKind::WouldBlock, busy));
-    };
-    if spin_until_changed(word, seen, deadline) {
-        return Ok(());
-    }
-    let Some(left) = crate::sync::remaining(deadline) else {
-        return Err(Error::new(ErrorKind::TimedOut, too_long));
-    };
-    // `poll`: wake up that often anyway, for the caller to look at something else.
-    let sleep = match (left, poll) {
-        (Some(l), Some(p)) => Some(l.min(p)),
-        (l, p) => l.or(p),
-    };
-    // ORDERING: SeqCst: we announce ourselves, then the kernel re-reads `word` in futex_wait;
-    // the other side bumps `word`, then reads `waiters`. One of us sees the other.
-    waiters.fetch_add(1, Ordering::SeqCst);
-    sys::futex_wait(word, seen, sleep);
-    waiters.fetch_sub(1, Ordering::SeqCst);
-    Ok(())
-}
-
-/// The other side of [`wait_for_change`]: after a commit, moves `word` on and wakes up to
-/// `count` of the `waiters` asleep on it (the futex call is skipped when nobody sleeps).
-fn bump_and_wake(word: &AtomicU32, waiters: &AtomicU32, count: i32) {
-    // ORDERING: SeqCst: bump, then read the waiter count; a waiter announces itself, then
-    // sleeps on the old value (the futex re-checks it). One of us sees the other: no lost
-    // wake-up.
-    word.fetch_add(1, Ordering::SeqCst);
-    if waiters.load(Ordering::SeqCst) != 0 {
-        sys::futex_wake(word, count);
-    }
-}
-
-/// Spins until `word` changes from `seen` or `SPIN` passes; true if it changed.
-fn spin_until_changed(word: &AtomicU32, seen: u32, deadline: Option<Instant>) -> bool {
-    let start = Instant::now();
-    let mut i = 0u32;
-    // ORDERING: Acquire: the change was made after a commit under the lock; the caller then
-    // re-takes the lock anyway.
-    while word.load(Ordering::Acquire) == seen {
-        i += 1;
-        if i % 32 == 0 {
-            let now = Instant::now();
-            if now - start >= SPIN || deadline.is_some_and(|d| now >= d) {
-                return false;
-            }
-            std::thread::yield_now();
-        } else {
-            std::hint::spin_loop();
-        }
-    }
-    true
-}
 
 impl<T> std::fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
