@@ -210,6 +210,9 @@ fn a_forked_copy_of_a_pool_is_refused_and_leaves_the_pool_whole() {
     let _w = common::watchdog(120, "forked copy of a pool");
     let p = shmpar::Pool::new(2).unwrap();
     assert_eq!(p.map(0..10u32, |x| x * 2).unwrap().len(), 10);
+    // The dispatcher is alive at the fork (it idles a second after a task): the copy gets its
+    // `dispatching` flag but no thread.
+    assert_eq!(p.apply_async(5u32, |x| x).get().unwrap(), 5);
     let pids = p.worker_pids();
     let code = plain_fork(|| {
         // A call from the copy is refused at once: it would post on the owner's control block.
@@ -221,10 +224,10 @@ fn a_forked_copy_of_a_pool_is_refused_and_leaves_the_pool_whole() {
             p.apply_async(1u32, |x| x).get(),
             Err(e) if e.kind() == shmpar::ErrorKind::Unsupported
         );
-        // Dropping the copy must not shut down or kill the owner's workers.
-        // SAFETY: a bitwise copy of the pool in this process's own memory, dropped once; the
+        // Neither terminating nor dropping the copy may stop or kill the owner's workers.
+        // SAFETY: a bitwise copy of the pool in this process's own memory, consumed once; the
         // original is never used or dropped here (we leave with `_exit`).
-        drop(unsafe { std::ptr::read(&p) });
+        unsafe { std::ptr::read(&p) }.terminate();
         if refused && async_refused { 0 } else { 1 }
     });
     assert_eq!(code, 0, "the copy's calls were not refused");
@@ -312,4 +315,34 @@ fn a_chunk_that_forks_in_the_calling_thread_does_not_corrupt_the_call() {
         }
     }
     assert!(forks > 0, "the calling thread never ran a chunk");
+}
+
+#[test]
+fn a_task_that_forks_in_a_worker_does_not_corrupt_the_call() {
+    let _w = common::watchdog(120, "fork in a worker's task");
+    let p = shmpar::Pool::new(2).unwrap();
+    for _ in 0..5 {
+        // Task 37 forks inside its worker; the copy returns into the worker's loop with the
+        // rest of the chunk. It must publish nothing and claim nothing more.
+        let out = p
+            .map_with(
+                0..200u64,
+                |x| {
+                    if x == 37 {
+                        // SAFETY: the copy returns into shmpar's task loop, which stops it.
+                        unsafe { libc::fork() };
+                    }
+                    x * 7
+                },
+                &shmpar::MapOptions::new().chunksize(50),
+            )
+            .unwrap();
+        let wrong: Vec<_> = out
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| r.as_ref().ok() != Some(&(*i as u64 * 7)))
+            .collect();
+        assert!(wrong.is_empty(), "{wrong:?}");
+    }
+    assert_eq!(p.worker_pids().len(), 2);
 }

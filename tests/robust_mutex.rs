@@ -410,3 +410,27 @@ fn a_live_holder_keeps_its_lock_when_proc_cannot_be_read() {
         "the child took a live holder's lock (or failed: 2, 3)"
     );
 }
+
+/// Locks, updates and unlocks in its `Drop`, which may run while a panic unwinds.
+struct CountOnDrop(SharedValue<ShmMutex<u32>>);
+
+impl Drop for CountOnDrop {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap() += 1;
+    }
+}
+
+#[test]
+fn a_lock_taken_and_released_during_an_unwind_is_not_poisoned() {
+    let m = SharedValue::new(ShmMutex::new(0u32)).unwrap();
+    let m2 = m.clone();
+    let joined = std::thread::spawn(move || {
+        let _counts = CountOnDrop(m2);
+        panic!("unwinding runs the Drop, which locks, updates and unlocks");
+    })
+    .join();
+    assert!(joined.is_err());
+    // The update was whole: std's rule, only a panic that starts while the lock is held
+    // poisons it.
+    assert_eq!(*m.lock().unwrap(), 1);
+}

@@ -96,6 +96,7 @@ unsafe extern "C" fn forked_child() {
 /// fork handler is not registered yet (it registers it if nobody has; it never waits: a
 /// thread that finds another registering, or a child forked during it, gets `None`). A value
 /// cached together with the generation is valid while the generation stays the same.
+#[inline]
 pub(crate) fn fork_generation() -> Option<u32> {
     // ORDERING: Acquire/Release on the state, so that READY is seen only after registration.
     let ready = match AT_FORK.load(Ordering::Acquire) {
@@ -139,6 +140,37 @@ pub(crate) fn role() -> Role {
         MAIN => Role::Main,
         CHILD => Role::Child,
         i => Role::Worker(i),
+    }
+}
+
+/// A process, as a copy of its memory can tell it from itself: a value made here and read
+/// in a forked copy says "not here". Pools, and the code a worker runs, use it to stop a copy
+/// (the user's own fork) from touching what belongs to the original.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin {
+    pub(crate) pid: i32,
+    /// Its fork generation (see [`fork_generation`]), when the fork handler is in place: a
+    /// cheaper test than `getpid`.
+    pub(crate) generation: Option<u32>,
+}
+
+impl Origin {
+    pub(crate) fn here() -> Origin {
+        Origin {
+            pid: sys::pid(),
+            generation: fork_generation(),
+        }
+    }
+
+    /// True in the process that made this value, false in a forked copy of it.
+    #[inline]
+    pub(crate) fn is_here(&self) -> bool {
+        match (self.generation, fork_generation()) {
+            // A fork bumps the generation in the child only, and memory reaches other
+            // processes only by fork.
+            (Some(made), Some(now)) => made == now,
+            _ => sys::pid() == self.pid,
+        }
     }
 }
 
@@ -209,7 +241,11 @@ impl Child {
     /// afterwards it is an error (the pid is gone).
     pub(crate) fn try_wait(&self) -> io::Result<Option<ExitStatus>> {
         match (&self.served, &self.pidfd) {
-            (None, Some(fd)) => sys::wait_pidfd(fd.as_fd(), false),
+            (None, Some(fd)) => match sys::wait_pidfd(fd.as_fd(), false) {
+                // Linux 5.3 has pidfds but not waitid(P_PIDFD): by pid, then.
+                Err(e) if e.raw_os_error() == Some(sys::EINVAL) => sys::try_wait(self.pid),
+                other => other,
+            },
             (None, None) => sys::try_wait(self.pid),
             (Some(s), _) => {
                 if !sys::wait_readable(s.pidfd.as_fd(), Some(std::time::Duration::ZERO))? {
@@ -223,8 +259,12 @@ impl Child {
     /// Waits for it to end and reaps it.
     pub(crate) fn wait(&self) -> io::Result<ExitStatus> {
         match (&self.served, &self.pidfd) {
-            (None, Some(fd)) => sys::wait_pidfd(fd.as_fd(), true)?
-                .ok_or_else(|| io::Error::other("waitid returned no child")),
+            (None, Some(fd)) => match sys::wait_pidfd(fd.as_fd(), true) {
+                Ok(status) => status.ok_or_else(|| io::Error::other("waitid returned no child")),
+                // Linux 5.3 has pidfds but not waitid(P_PIDFD): by pid, then.
+                Err(e) if e.raw_os_error() == Some(sys::EINVAL) => sys::wait(self.pid),
+                Err(e) => Err(e),
+            },
             (None, None) => sys::wait(self.pid),
             (Some(s), _) => {
                 sys::wait_readable(s.pidfd.as_fd(), None)?;

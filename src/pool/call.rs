@@ -468,14 +468,13 @@ impl PoolShared {
         if calls.caller_arena.len() != len {
             calls.caller_arena = vec![0; len];
         }
-        let still_ours = || self.owned_here();
         let mut runner = chunk::Runner {
             who: CALLER,
             arena: &mut calls.caller_arena,
             used: 0,
             used_word: None,
             full: false,
-            owner: Some(&still_ours),
+            owner: Some(&self.creator),
         };
         let mut call = None;
         while let Some(i) = chunk::claim_next(&self.control, seq) {

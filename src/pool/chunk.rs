@@ -70,17 +70,24 @@ pub(crate) struct ChunkInput<'a> {
     /// The runner's whole result space (a result larger than this can never be returned).
     pub(crate) arena_len: usize,
     slot: &'a ChunkSlot,
+    /// The runner's [`Runner::owner`]: publishes nothing from a forked copy.
+    owner: Option<&'a crate::lifecycle::Origin>,
 }
 
 impl ChunkInput<'_> {
     /// Publishes that `tasks` tasks of this chunk are done and their results fill the first
-    /// `bytes` of the chunk's output: if the worker dies now, the parent keeps them.
+    /// `bytes` of the chunk's output: if the worker dies now, the parent keeps them. Returns
+    /// false, publishing nothing, in a copy forked by a task: the trampoline stops there.
     #[inline]
-    pub(crate) fn report(&self, tasks: usize, bytes: usize) {
+    pub(crate) fn report(&self, tasks: usize, bytes: usize) -> bool {
+        if self.owner.is_some_and(|o| !o.is_here()) {
+            return false;
+        }
         // ORDERING: `len` first, then `progress` with Release: a parent that Acquire-loads
         // `progress` sees at least that many tasks' bytes.
         self.slot.len.store(bytes as u64, Ordering::Relaxed);
         self.slot.progress.store(tasks as u32, Ordering::Release);
+        true
     }
 }
 
@@ -188,9 +195,10 @@ pub(crate) struct Runner<'a> {
     pub(crate) used_word: Option<&'a std::sync::atomic::AtomicU64>,
     /// The arena ran out of room for this call: later task chunks are handed back unrun.
     pub(crate) full: bool,
-    /// For the calling thread that helps: whether this is still the process that owns the
-    /// call. User code in a chunk may fork; the copy must not publish into the call.
-    pub(crate) owner: Option<&'a dyn Fn() -> bool>,
+    /// Whether this is still the process that runs the call (the calling thread that helps,
+    /// or a worker): user code in a chunk may fork, and the copy must not publish into the
+    /// call.
+    pub(crate) owner: Option<&'a crate::lifecycle::Origin>,
 }
 
 impl std::fmt::Debug for Runner<'_> {
@@ -206,7 +214,7 @@ impl std::fmt::Debug for Runner<'_> {
 impl Runner<'_> {
     /// True when a chunk run here forked and this is the copy (see `owner`).
     pub(crate) fn forked(&self) -> bool {
-        self.owner.is_some_and(|owns| !owns())
+        self.owner.is_some_and(|o| !o.is_here())
     }
 }
 
@@ -246,6 +254,7 @@ pub(crate) unsafe fn run_chunk(
         user_fn: crate::lifecycle::code::address(job.user_fn),
         arena_len: arena.len(),
         slot,
+        owner: runner.owner,
     };
     // SAFETY: the parent stored the offset of a `Trampoline` of this very executable.
     let trampoline: Trampoline =
@@ -300,7 +309,7 @@ pub(crate) unsafe fn run_chunk(
             (PANICKED, offset, n)
         }
     };
-    if runner.owner.is_some_and(|owns| !owns()) {
+    if runner.owner.is_some_and(|o| !o.is_here()) {
         // The user's code forked inside the chunk and this is the copy: the process that owns
         // the call publishes this chunk; a second publication would race with it.
         return true;

@@ -101,7 +101,9 @@ impl ClaimLine {
 
     /// Chunks in the current call.
     pub(crate) fn nchunks(&self) -> usize {
-        // ORDERING: Relaxed: read by the parent, which stores it.
+        // ORDERING: Relaxed: the parent reads what it stored; a runner (deciding whether its
+        // chunk was the last) may read a smaller value while the call grows, which costs an
+        // extra wake-up of the parent, never a lost one.
         self.nchunks.load(Ordering::Relaxed) as usize
     }
 

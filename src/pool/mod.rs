@@ -13,6 +13,8 @@ use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
+
+use crate::lifecycle::Origin;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -85,7 +87,7 @@ pub(crate) struct PoolShared {
     /// it sleeps inside a call (tasks may join the running call).
     pub(crate) submitted: std::sync::atomic::AtomicU64,
     /// The process that built the pool: the only one that may call it or shut it down.
-    creator: Creator,
+    pub(crate) creator: Origin,
     /// Set when the pool starts to shut down: a running call takes no more tasks, and a call
     /// that takes the call lock after it is refused (`Cancelled`), so that what is still
     /// queued is cancelled, not run.
@@ -220,6 +222,11 @@ impl Pool {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn worker_pids(&self) -> Vec<u32> {
+        if !self.shared.owned_here() {
+            // A forked copy: the workers are the owner's, and its lock may have been copied
+            // held.
+            return Vec::new();
+        }
         self.shared
             .workers
             .lock()
@@ -267,13 +274,15 @@ impl Pool {
         // stored before it is seen with it.
         let owner = OWNER_PID.load(Ordering::Acquire);
         if owner == 0 {
-            let me = Creator::here();
+            let me = Origin::here();
             // ORDERING: published by the Release CAS that follows. Two threads of this
-            // process that race here store the same values.
+            // process that race here may store different generations (`None` while another
+            // registers the fork handler, `Some` after): either tells this process from a
+            // copy (`Origin::is_here` falls back to the pid).
             OWNER_GENERATION.store(me.generation.unwrap_or(u32::MAX), Ordering::Relaxed);
             let _ = OWNER_PID.compare_exchange(0, me.pid, Ordering::Release, Ordering::Relaxed);
         } else {
-            let creator = Creator {
+            let creator = Origin {
                 pid: owner,
                 // ORDERING: see above.
                 generation: match OWNER_GENERATION.load(Ordering::Relaxed) {
@@ -324,7 +333,7 @@ impl Pool {
             control,
             arenas,
             calls_owner: std::sync::atomic::AtomicUsize::new(0),
-            creator: Creator::here(),
+            creator: Origin::here(),
             pending_async: Mutex::new(0),
             background: Mutex::new(Default::default()),
             background_ready: parking_lot::Condvar::new(),
@@ -838,6 +847,10 @@ impl Pool {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn join(self) {
+        if !self.shared.owned_here() {
+            // A forked copy waits for nothing: the tasks are the owner's.
+            return;
+        }
         let mut pending = self.shared.pending_async.lock();
         while *pending > 0 {
             self.shared.async_done.wait(&mut pending);
@@ -864,6 +877,10 @@ impl Pool {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn terminate(self) {
+        if !self.shared.owned_here() {
+            // A forked copy must not stop the owner's workers (dropping it leaves them too).
+            return;
+        }
         // No replacement for the workers killed below; the queued calls see it and cancel.
         // ORDERING: Relaxed: read under the call lock by later calls, and by `spawn`.
         self.shared
@@ -893,34 +910,6 @@ impl Drop for Pool {
             return;
         }
         self.shared.shutdown();
-    }
-}
-
-/// The process that built a pool.
-#[derive(Debug, Clone, Copy)]
-struct Creator {
-    pid: i32,
-    /// Its fork generation (see `lifecycle::fork_generation`), when the fork handler is in
-    /// place: a cheaper test than `getpid`.
-    generation: Option<u32>,
-}
-
-impl Creator {
-    fn here() -> Creator {
-        Creator {
-            pid: sys::pid(),
-            generation: crate::lifecycle::fork_generation(),
-        }
-    }
-
-    /// True in the process that built the pool, false in a forked copy of it.
-    fn is_here(&self) -> bool {
-        match (self.generation, crate::lifecycle::fork_generation()) {
-            // A fork bumps the generation in the child only, and a pool's memory reaches
-            // other processes only by fork.
-            (Some(built), Some(now)) => built == now,
-            _ => sys::pid() == self.pid,
-        }
     }
 }
 

@@ -173,6 +173,8 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
     // Mail sent before this worker existed was for its predecessor; its socket is new.
     let mut mail_seen = 0;
     let mut last_call = 0u32;
+    // This worker, as a copy forked by a task can tell it from itself.
+    let origin = crate::lifecycle::Origin::here();
     // The call in which this worker's result space ran out (0: none; calls start at 1).
     let mut full_in = 0u32;
     let mut tasks_run = 0u64;
@@ -208,15 +210,11 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
             let was_full = full_in == call;
             // SAFETY: the arena is ours; `regions` knows this worker's mappings.
             let full = unsafe {
-                work_on_call(
-                    &control,
-                    call,
-                    start.index,
-                    arena,
-                    &regions,
-                    budget,
-                    was_full,
-                )
+                let me = Me {
+                    index: start.index,
+                    origin: &origin,
+                };
+                work_on_call(&control, call, me, arena, &regions, budget, was_full)
             };
             if full {
                 full_in = call;
@@ -271,6 +269,13 @@ struct Budget<'a> {
     max: Option<u64>,
 }
 
+/// Which worker runs a call: its index, and the process it is (so that a copy forked by a
+/// task can tell it is not).
+struct Me<'a> {
+    index: u32,
+    origin: &'a crate::lifecycle::Origin,
+}
+
 /// Claims and runs chunks of call `seq` until none is left; `full`: the result space already
 /// ran out in this call. Returns whether it has run out.
 ///
@@ -279,12 +284,13 @@ struct Budget<'a> {
 unsafe fn work_on_call(
     control: &Control,
     seq: u32,
-    index: u32,
+    me: Me<'_>,
     arena: &mut [u8],
     regions: &Regions<'_>,
     budget: Budget<'_>,
     full: bool,
 ) -> bool {
+    let (index, origin) = (me.index, me.origin);
     let slot = control.worker(index as usize);
     // ORDERING: SeqCst: the parent that cancels a call stores `cancelled` then loads `current`
     // (SeqCst); we store `current` then load `cancelled` in `claim_next`. One sees the other.
@@ -299,7 +305,7 @@ unsafe fn work_on_call(
         used,
         used_word: Some(&slot.arena_used),
         full,
-        owner: None,
+        owner: Some(origin),
     };
     let mut call: Option<chunk::CallView<'_>> = None;
     while let Some(i) = chunk::claim_next(control, seq) {
@@ -323,6 +329,11 @@ unsafe fn work_on_call(
         // SAFETY: we claimed chunk `i`; the arrays are resolved in this process; the arena is
         // ours.
         unsafe { chunk::run_chunk(control, call, i, &mut runner) };
+        if runner.forked() {
+            // A task forked and this is the copy: it published nothing; it leaves now,
+            // claiming nothing more.
+            sys::exit_now(0);
+        }
         *budget.run += 1;
         if budget.max.is_some_and(|max| *budget.run >= max) {
             // Recycled: leave between chunks, idle, so the parent replaces us without failing

@@ -82,7 +82,10 @@ fn npy_header_end(prefix: &[u8]) -> std::result::Result<usize, String> {
         1 => Ok(10 + usize::from(u16::from_le_bytes([prefix[8], prefix[9]]))),
         2 | 3 if prefix.len() >= 12 => {
             let len = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
-            Ok(12 + len as usize)
+            usize::try_from(len)
+                .ok()
+                .and_then(|len| len.checked_add(12))
+                .ok_or_else(|| "its header length does not fit in memory".to_string())
         }
         v => Err(format!("format version {v} is not supported")),
     }

@@ -131,7 +131,7 @@ fn current_tid() -> u32 {
 /// # Limits
 /// Owners are recognised by kernel thread id. Processes that share the mutex must be in the
 /// same pid namespace, and a dead owner whose id the kernel has already given to a new thread
-/// (after the whole id space wrapped around, which takes millions of new threads) is taken for
+/// (after the whole id space wrapped around: 32,768 new threads where `pid_max` is 32768) is taken for
 /// alive until that thread ends.
 #[repr(C)]
 pub struct ShmMutex<T> {
@@ -385,6 +385,7 @@ impl<T> ShmMutex<T> {
             mutex: self,
             owner_died,
             poisoned: false,
+            panicking_at_lock: std::thread::panicking(),
             not_send: PhantomData,
         };
         // ORDERING: Relaxed: `state` is only written by the lock's holder, and we hold it.
@@ -537,6 +538,9 @@ pub struct ShmMutexGuard<'a, T> {
     owner_died: bool,
     /// From [`LockError::Poisoned`], not yet marked consistent.
     poisoned: bool,
+    /// The thread was already unwinding when it locked (a `Drop` that locks): only a panic
+    /// that starts while the lock is held poisons it (std's rule).
+    panicking_at_lock: bool,
     not_send: PhantomData<*const ()>,
 }
 
@@ -597,7 +601,8 @@ impl<T> DerefMut for ShmMutexGuard<'_, T> {
 impl<T> Drop for ShmMutexGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        self.mutex.unlock(self.owner_died, std::thread::panicking());
+        let panicked_while_held = !self.panicking_at_lock && std::thread::panicking();
+        self.mutex.unlock(self.owner_died, panicked_while_held);
     }
 }
 

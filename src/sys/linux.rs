@@ -543,7 +543,7 @@ const PF_EXITING: u64 = 0x4;
 enum Task {
     /// No task has this id.
     Gone,
-    /// It exists and we may signal it (so `hidepid` does not hide it from us).
+    /// It exists and we may signal it.
     Ours,
     /// It exists; we may not signal it.
     Foreign,
@@ -567,33 +567,13 @@ fn task(tid: u32) -> Task {
     }
 }
 
-/// Whether /proc is mounted and shows this process's pid namespace (its `self` is us), so
-/// that a task we may signal and /proc cannot find is one being torn down. Computed once, in
-/// atomics (a fork may copy it; the answer stays true in a child).
-fn proc_is_ours() -> bool {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    static ANSWER: AtomicU8 = AtomicU8::new(0);
-    // ORDERING: Relaxed: the answer is the same for every thread that computes it.
-    match ANSWER.load(Ordering::Relaxed) {
-        1 => return true,
-        2 => return false,
-        _ => {}
-    }
-    let ours = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| s.split(' ').next()?.parse::<i32>().ok())
-        == Some(pid());
-    // ORDERING: see above.
-    ANSWER.store(if ours { 1 } else { 2 }, Ordering::Relaxed);
-    ours
-}
-
 /// True only when the thread `tid` can never run again: the kernel knows no task by that id,
 /// or it is a zombie, or it is exiting (`PF_EXITING`: a joined thread whose teardown has not
-/// finished, which `pthread_join` does not wait for), or it is being torn down (we may signal
-/// it, and our own /proc no longer finds it). When nothing can be learned (a /proc that
-/// cannot be read: no descriptors left, not mounted, `hidepid`), the thread counts as alive:
-/// a live holder's lock is never taken. Reads /proc, so it is for slow paths only.
+/// finished, which `pthread_join` does not wait for), or its /proc entry, once opened, says
+/// the task is gone (ESRCH on the read: torn down between the open and the read). When
+/// nothing can be learned (a /proc that cannot be read: no descriptors left, not mounted,
+/// `hidepid`, which hides even some processes we may signal), the thread counts as alive: a
+/// live holder's lock is never taken. Reads /proc, so it is for slow paths only.
 pub(crate) fn thread_is_dead(tid: u32) -> bool {
     if task(tid) == Task::Gone {
         return true;
@@ -615,14 +595,11 @@ pub(crate) fn thread_is_dead(tid: u32) -> bool {
                 .and_then(|f| std::str::from_utf8(f).ok()?.parse::<u64>().ok());
             matches!(state, Some(b'Z' | b'X')) || flags.is_some_and(|f| f & PF_EXITING != 0)
         }
-        // Gone from /proc (or going: a read of a task being torn down fails with ESRCH).
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
-            match task(tid) {
-                Task::Gone => true,
-                Task::Ours => proc_is_ours(),
-                Task::Foreign | Task::Unknown => false,
-            }
-        }
+        // Opened, then gone: a read of a task being torn down fails with ESRCH. (A hidden
+        // task fails the open with ENOENT instead.)
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => true,
+        // Not found: gone since the first look (the kernel says so now), or hidden from us.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => task(tid) == Task::Gone,
         Err(_) => false,
     }
 }

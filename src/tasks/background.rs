@@ -189,6 +189,22 @@ pub(super) fn enqueue(shared: &Arc<PoolShared>, jobs: Vec<Job>) {
     if jobs.is_empty() {
         return;
     }
+    if !shared.owned_here() {
+        // A forked copy: the queue, its dispatcher and the control block are the owner's
+        // (its locks may even have been copied held). Answer without touching them.
+        let err = Error::new(
+            ErrorKind::Unsupported,
+            "this pool belongs to the process that built it; a forked copy cannot use it \
+             (build a pool in this process)",
+        );
+        for job in jobs {
+            let Job { reply, arg, .. } = job;
+            drop_quietly(arg);
+            let err = err.clone();
+            let _ = panic::catch_unwind(AssertUnwindSafe(move || reply(Err(err))));
+        }
+        return;
+    }
     *shared.pending_async.lock() += jobs.len();
     let mut queue = shared.background.lock();
     queue.jobs.extend(jobs);

@@ -744,7 +744,10 @@ unsafe fn map_chunk<T: DeserializeOwned, R: Serialize>(
             put_outcome(&failed, &mut out[written..], input.arena_len)
         });
         written += put?;
-        input.report(done + 1, written);
+        if !input.report(done + 1, written) {
+            // A task forked and this is the copy: it runs no more of the chunk's tasks.
+            break;
+        }
     }
     Ok(written)
 }
