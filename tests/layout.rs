@@ -20,9 +20,10 @@ fn shared_types_have_a_fixed_layout() {
         (128, 128)
     );
     assert_eq!(size_of::<[CachePadded<u8>; 3]>(), 384);
-    // The futex word, the state word, the robust flag, then the data, aligned.
+    // The futex word, the state word, the holder's start time, the robust flag, then the
+    // data, aligned.
     assert_eq!(size_of::<ShmMutex<u64>>(), 24);
-    assert_eq!(size_of::<ShmMutex<u8>>(), 12);
+    assert_eq!(size_of::<ShmMutex<u8>>(), 16);
     assert_eq!(align_of::<ShmMutex<u64>>(), 8);
     assert_eq!(size_of::<ShmMutex<CachePadded<u64>>>(), 256);
 }

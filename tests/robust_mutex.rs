@@ -434,3 +434,54 @@ fn a_lock_taken_and_released_during_an_unwind_is_not_poisoned() {
     // poisons it.
     assert_eq!(*m.lock().unwrap(), 1);
 }
+
+#[test]
+fn a_dead_holder_whose_thread_id_was_reused_is_still_found_dead() {
+    let _w = common::watchdog(60, "reused holder id");
+    // Other tests of this binary start threads too and may take the id first: a few tries.
+    for _ in 0..10 {
+        match reuse_a_dead_holders_id() {
+            Some(outcome) => {
+                // The live thread with the same id is not the holder: the holder is dead.
+                assert_eq!(outcome, Err(ErrorKind::OwnerDied));
+                return;
+            }
+            None if !std::path::Path::new("/proc/sys/kernel/ns_last_pid").exists() => break,
+            None => {}
+        }
+    }
+    eprintln!("skipped: the holder's id could not be handed to a new thread here");
+}
+
+/// A holder thread exits with the lock held; its id goes to a new live thread (through
+/// `ns_last_pid`, root only); then `try_lock`. `None` when the id went elsewhere or
+/// `ns_last_pid` is not writable.
+fn reuse_a_dead_holders_id() -> Option<Result<(), ErrorKind>> {
+    let m = SharedValue::new(ShmMutex::new(0u32)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let m2 = m.clone();
+    std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tx.send(unsafe { libc::gettid() }).unwrap();
+        std::mem::forget(m2.lock().unwrap());
+    })
+    .join()
+    .unwrap();
+    let dead = rx.recv().unwrap();
+    // Start times count clock ticks (10 ms): a real reuse comes after the whole id space
+    // wrapped, far later than that. Let a few ticks pass.
+    std::thread::sleep(Duration::from_millis(30));
+    std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", dead - 1)).ok()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let live = std::thread::spawn(move || {
+        // SAFETY: as above.
+        tx.send(unsafe { libc::gettid() }).unwrap();
+        let _ = stop_rx.recv();
+    });
+    let reused = rx.recv().unwrap();
+    let outcome = (reused == dead).then(|| m.try_lock().map(|_| ()).map_err(|e| e.kind()));
+    stop_tx.send(()).unwrap();
+    live.join().unwrap();
+    outcome
+}

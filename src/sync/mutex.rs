@@ -52,8 +52,8 @@ const FIRST_CHECK: Duration = Duration::from_millis(1);
 const LAST_CHECK: Duration = Duration::from_millis(50);
 
 thread_local! {
-    /// (thread id, fork generation it was read in), 0 for none.
-    static TID_CACHE: Cell<(u32, u32)> = const { Cell::new((0, u32::MAX)) };
+    /// (thread id, its start time, fork generation they were read in), 0 for none.
+    static TID_CACHE: Cell<(u32, u32, u32)> = const { Cell::new((0, 0, u32::MAX)) };
 }
 
 /// This thread's id, cached once the fork handler exists: `gettid` is a system call, too slow
@@ -62,18 +62,31 @@ thread_local! {
 #[cfg(not(loom))]
 #[inline]
 fn current_tid() -> u32 {
+    current_thread().0
+}
+
+/// This thread's id and start time ([`sys::thread_start`]), cached as [`current_tid`] is.
+#[cfg(not(loom))]
+#[inline]
+fn current_thread() -> (u32, u32) {
     let generation = crate::lifecycle::fork_generation();
     TID_CACHE.with(|c| {
-        let (tid, seen) = c.get();
+        let (tid, start, seen) = c.get();
         if Some(seen) == generation && tid != 0 {
-            return tid;
+            return (tid, start);
         }
-        let tid = sys::thread_id() & TID;
+        let (tid, start) = (sys::thread_id() & TID, sys::thread_start());
         if let Some(generation) = generation {
-            c.set((tid, generation));
+            c.set((tid, start, generation));
         }
-        tid
+        (tid, start)
     })
+}
+
+/// Under loom there is no start time to read.
+#[cfg(loom)]
+fn current_thread() -> (u32, u32) {
+    (current_tid(), 0)
 }
 
 /// Under loom every model thread runs on one OS thread: each gets an id of its own here.
@@ -129,14 +142,19 @@ fn current_tid() -> u32 {
 /// ```
 ///
 /// # Limits
-/// Owners are recognised by kernel thread id. Processes that share the mutex must be in the
-/// same pid namespace, and a dead owner whose id the kernel has already given to a new thread
-/// (after the whole id space wrapped around: 32,768 new threads where `pid_max` is 32768) is taken for
-/// alive until that thread ends.
+/// Owners are recognised by kernel thread id and start time (read once per thread from
+/// /proc). Processes that share the mutex must be in the same pid namespace. A dead owner
+/// whose id the kernel has already given to a new thread is told from it by the start time,
+/// except when both started within the same clock tick (10 ms; a reuse needs the whole id
+/// space to wrap first: 32,768 new threads where `pid_max` is 32768) or when /proc could
+/// not give the owner's start time; then it is taken for alive until that thread ends.
 #[repr(C)]
 pub struct ShmMutex<T> {
     word: AtomicU32,
     state: AtomicU32,
+    /// The holder thread's start time ([`sys::thread_start`]), 0 while free or unknown: a
+    /// live thread that got a dead holder's recycled id has another one.
+    owner_start: AtomicU32,
     robust: bool,
     data: UnsafeCell<T>,
 }
@@ -170,6 +188,7 @@ impl<T> ShmMutex<T> {
         ShmMutex {
             word: AtomicU32::new(0),
             state: AtomicU32::new(CONSISTENT),
+            owner_start: AtomicU32::new(0),
             robust: true,
             data: UnsafeCell::new(value),
         }
@@ -181,6 +200,7 @@ impl<T> ShmMutex<T> {
         ShmMutex {
             word: AtomicU32::new(0),
             state: AtomicU32::new(CONSISTENT),
+            owner_start: AtomicU32::new(0),
             robust: false,
             data: UnsafeCell::new(value),
         }
@@ -233,15 +253,17 @@ impl<T> ShmMutex<T> {
     /// ```
     pub fn try_lock(&self) -> LockResult<'_, T> {
         let me = current_tid();
-        // ORDERING: as in `lock`.
+        // ORDERING: as in `lock`; Acquire on failure too: seeing the holder's id, we also see
+        // at least the previous holder's clearing of `owner_start` (see `unlock`), so the start
+        // time read next is this holder's or 0, never its predecessor's.
         let v = match self
             .word
-            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Acquire)
         {
             Ok(_) => return self.acquired(false),
             Err(v) => v,
         };
-        if self.robust && v & TID != me && sys::thread_is_dead(v & TID) {
+        if self.robust && v & TID != me && self.holder_is_dead(v) {
             if let Some(r) = self.take_over(v, me) {
                 return r;
             }
@@ -340,13 +362,13 @@ impl<T> ShmMutex<T> {
             let asleep = Instant::now();
             futex_wait(&self.word, v | WAITERS, nap);
             // Slept a whole nap with the same owner: is the owner still alive?
-            // ORDERING: Relaxed, as above.
-            let now = self.word.load(Ordering::Relaxed);
+            // ORDERING: Acquire, see `try_lock`.
+            let now = self.word.load(Ordering::Acquire);
             if self.robust
                 && now != 0
                 && now & TID == v & TID
                 && asleep.elapsed() >= check_after
-                && sys::thread_is_dead(now & TID)
+                && self.holder_is_dead(now)
             {
                 if let Some(r) = self.take_over(now, me) {
                     return r;
@@ -356,6 +378,15 @@ impl<T> ShmMutex<T> {
                 check_after = (check_after * 2).min(LAST_CHECK);
             }
         }
+    }
+
+    /// Whether the holder recorded in `word` (loaded with Acquire) can never unlock: see
+    /// [`sys::thread_is_dead`]; its start time tells it from a newcomer with its id.
+    #[cold]
+    fn holder_is_dead(&self, word: u32) -> bool {
+        // ORDERING: Relaxed, after the Acquire load of `word` (see `try_lock`).
+        let started = self.owner_start.load(Ordering::Relaxed);
+        sys::thread_is_dead(word & TID, started)
     }
 
     /// Takes the word over from a dead owner (`seen` is the word we saw); `None` if it changed.
@@ -381,6 +412,11 @@ impl<T> ShmMutex<T> {
     /// We hold the word: hand out a guard, unless the mutex is unrecoverable.
     #[inline]
     fn acquired(&self, owner_died: bool) -> LockResult<'_, T> {
+        // ORDERING: Relaxed: read by waiters after an Acquire load of the word that shows us
+        // (or a later holder); until it lands they read 0 (unknown), which only means they
+        // fall back to the thread id alone.
+        self.owner_start
+            .store(current_thread().1, Ordering::Relaxed);
         let mut guard = ShmMutexGuard {
             mutex: self,
             owner_died,
@@ -412,6 +448,9 @@ impl<T> ShmMutex<T> {
     /// `panicking`: the holder is unwinding from a panic.
     #[inline]
     fn unlock(&self, owner_died: bool, panicking: bool) {
+        // ORDERING: Relaxed, published by the Release swap below: whoever sees the next
+        // holder's id sees 0 or that holder's start, never ours.
+        self.owner_start.store(0, Ordering::Relaxed);
         if owner_died {
             // Unlocked without mark_consistent: nobody may trust the data again.
             // ORDERING: published by the Release swap below.
@@ -621,6 +660,7 @@ const _: () = {
     // The layout every process relies on: the futex word first, then the state, then the data.
     assert!(std::mem::offset_of!(ShmMutex<u64>, word) == 0);
     assert!(std::mem::offset_of!(ShmMutex<u64>, state) == 4);
+    assert!(std::mem::offset_of!(ShmMutex<u64>, owner_start) == 8);
     assert!(std::mem::offset_of!(ShmMutex<u64>, data) == 16);
 };
 

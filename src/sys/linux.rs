@@ -574,26 +574,23 @@ fn task(tid: u32) -> Task {
 /// nothing can be learned (a /proc that cannot be read: no descriptors left, not mounted,
 /// `hidepid`, which hides even some processes we may signal), the thread counts as alive: a
 /// live holder's lock is never taken. Reads /proc, so it is for slow paths only.
-pub(crate) fn thread_is_dead(tid: u32) -> bool {
+///
+/// `started`: the holder's start time as [`thread_start`] gave it (0 when unknown). A live
+/// thread with the same id but another start time is a newcomer that got a dead holder's
+/// recycled id: the holder is dead.
+pub(crate) fn thread_is_dead(tid: u32, started: u32) -> bool {
     if task(tid) == Task::Gone {
         return true;
     }
     match std::fs::read(format!("/proc/{tid}/stat")) {
         Ok(stat) => {
-            // The state and the flags are the first and seventh fields after the command
-            // name's closing parenthesis.
-            let after = stat
-                .iter()
-                .rposition(|&b| b == b')')
-                .map_or(&stat[..], |i| &stat[i + 1..]);
-            let mut fields = after
-                .split(|b| b.is_ascii_whitespace())
-                .filter(|f| !f.is_empty());
-            let state = fields.next().and_then(|f| f.first().copied());
-            let flags = fields
-                .nth(5)
-                .and_then(|f| std::str::from_utf8(f).ok()?.parse::<u64>().ok());
-            matches!(state, Some(b'Z' | b'X')) || flags.is_some_and(|f| f & PF_EXITING != 0)
+            let fields = stat_fields(&stat);
+            let state = fields.first().and_then(|f| f.first().copied());
+            let flags = fields.get(6).and_then(|f| parse_u64(f));
+            let start = fields.get(19).and_then(|f| parse_u64(f)).map(|s| s as u32);
+            matches!(state, Some(b'Z' | b'X'))
+                || flags.is_some_and(|f| f & PF_EXITING != 0)
+                || (started != 0 && start.is_some_and(|s| s != started))
         }
         // Opened, then gone: a read of a task being torn down fails with ESRCH. (A hidden
         // task fails the open with ENOENT instead.)
@@ -602,6 +599,34 @@ pub(crate) fn thread_is_dead(tid: u32) -> bool {
         Err(e) if e.kind() == io::ErrorKind::NotFound => task(tid) == Task::Gone,
         Err(_) => false,
     }
+}
+
+/// The fields of a /proc/<tid>/stat line after the command name's closing parenthesis: the
+/// state is field 0, the flags field 6, the start time field 19.
+fn stat_fields(stat: &[u8]) -> Vec<&[u8]> {
+    let after = stat
+        .iter()
+        .rposition(|&b| b == b')')
+        .map_or(stat, |i| &stat[i + 1..]);
+    after
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty())
+        .collect()
+}
+
+fn parse_u64(field: &[u8]) -> Option<u64> {
+    std::str::from_utf8(field).ok()?.parse().ok()
+}
+
+/// The calling thread's start time (clock ticks after boot, low 32 bits), which tells it from
+/// a later thread that gets its id; 0 when /proc cannot say. Reads /proc: call once per
+/// thread and cache it.
+#[cfg_attr(loom, allow(dead_code))] // the loom model has no start times
+pub(crate) fn thread_start() -> u32 {
+    std::fs::read("/proc/thread-self/stat")
+        .ok()
+        .and_then(|stat| parse_u64(stat_fields(&stat).get(19)?))
+        .map_or(0, |s| (s as u32).max(1))
 }
 
 /// True when process `pid` is stopped by a signal (SIGSTOP and friends): it will not move
@@ -636,7 +661,7 @@ pub(crate) fn shm_unlink(name: &str) -> io::Result<()> {
 
 /// True while a process with this pid exists (a zombie counts as gone).
 pub(crate) fn process_alive(pid: i32) -> bool {
-    pid > 0 && !thread_is_dead(pid as u32)
+    pid > 0 && !thread_is_dead(pid as u32, 0)
 }
 
 /// 16 random bytes from the kernel.

@@ -115,7 +115,11 @@ pub(crate) fn on_fork_in_child(_child: unsafe extern "C" fn()) -> io::Result<()>
     unsupported()
 }
 
-pub(crate) fn thread_is_dead(_tid: u32) -> bool {
+pub(crate) fn thread_start() -> u32 {
+    0
+}
+
+pub(crate) fn thread_is_dead(_tid: u32, _started: u32) -> bool {
     false
 }
 
