@@ -6,20 +6,11 @@
 
 mod common;
 
+use common::{sleepy, warm_pool};
+
 use std::time::{Duration, Instant};
 
 use shmpar::{MapOptions, Pool, SharedValue};
-
-fn sleepy(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
-}
-
-fn warm_pool(workers: usize) -> Pool {
-    let p = Pool::new(workers).unwrap();
-    assert_eq!(p.apply_async(1u32, |x| x + 1).get().unwrap(), 2);
-    p
-}
 
 #[test]
 fn a_task_submitted_during_a_call_runs_on_the_idle_worker() {

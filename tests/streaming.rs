@@ -8,16 +8,12 @@
 
 mod common;
 
+use common::{sleepy, warm_pool};
+
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use shmpar::{ErrorKind, Event, Pool, SharedValue};
-
-/// Sleeps `ms` milliseconds and returns it.
-fn sleepy(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
-}
 
 /// Holds the pool's dispatcher in a call (one task that waits for the returned event), so
 /// that what is submitted next is queued together and lands in one call once the event is set.
@@ -33,13 +29,6 @@ fn hold_dispatcher(p: &Pool) -> (SharedValue<Event>, shmpar::AsyncResult<()>) {
     );
     assert!(started.wait_timeout(Duration::from_secs(30)));
     (release, gate)
-}
-
-fn warm_pool(workers: usize) -> Pool {
-    let p = Pool::new(workers).unwrap();
-    // Workers started and the dispatcher's first call made: the timings below are the engine's.
-    assert_eq!(p.apply_async(1u32, |x| x + 1).get().unwrap(), 2);
-    p
 }
 
 #[test]

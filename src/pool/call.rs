@@ -404,13 +404,8 @@ impl PoolShared {
             );
         }
         for i in 0..n {
-            let c = self.control.chunk(i);
-            // ORDERING: all published by the Release store of `next` below.
-            c.state.store(PENDING, Ordering::Relaxed);
-            c.worker.store(CALLER, Ordering::Relaxed);
-            c.offset.store(0, Ordering::Relaxed);
-            c.len.store(0, Ordering::Relaxed);
-            c.progress.store(0, Ordering::Relaxed);
+            // Published by `open` below.
+            self.control.chunk(i).reset();
         }
         for i in 0..self.workers_wanted {
             // ORDERING: published by the Release store of `next` below. Every worker's last
@@ -659,14 +654,9 @@ impl PoolShared {
             return n;
         }
         for i in n..n + added {
-            let c = self.control.chunk(i);
-            // ORDERING: published by the SeqCst store of `nchunks` below. No runner touches
-            // these slots: they lie past the claim limit until then.
-            c.state.store(PENDING, Ordering::Relaxed);
-            c.worker.store(CALLER, Ordering::Relaxed);
-            c.offset.store(0, Ordering::Relaxed);
-            c.len.store(0, Ordering::Relaxed);
-            c.progress.store(0, Ordering::Relaxed);
+            // Published by `grow` below; no runner touches these slots before: they lie past
+            // the claim limit.
+            self.control.chunk(i).reset();
         }
         early.seen.resize(n + added, false);
         // The slots above and the stream's input are published by the growth (see `claim`).

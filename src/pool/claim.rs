@@ -52,9 +52,10 @@ impl ClaimLine {
         // ORDERING: the store, then a Release fence: the fence orders the store before every
         // later store of the next call (the Relaxed resets of `cancelled`, `nchunks` and the
         // chunk slots); a claimer that Acquire-loads one of those synchronises with the fence,
-        // so its CAS of `next` finds this value or a later one. (A SeqCst store alone orders
-        // only what came before it.)
-        self.next.store(pack(old_seq, u32::MAX), Ordering::SeqCst);
+        // so its CAS of `next` finds this value or a later one. The store itself may be
+        // Relaxed: the fence is what orders it (on x86 both are plain instructions; a SeqCst
+        // store would cost an `xchg` on every call).
+        self.next.store(pack(old_seq, u32::MAX), Ordering::Relaxed);
         fence(Ordering::Release);
     }
 

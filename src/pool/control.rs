@@ -50,7 +50,7 @@
 
 use std::cell::UnsafeCell;
 use std::mem::size_of;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Arrays one call can read or write (a `zip` of six).
 pub(crate) const MAX_ARRAYS: usize = 6;
@@ -193,6 +193,19 @@ pub(crate) struct ChunkSlot {
     pub(crate) len: AtomicU64,
     /// Tasks of the chunk finished so far (task-style calls publish it after each task).
     pub(crate) progress: AtomicU32,
+}
+
+impl ChunkSlot {
+    /// Makes the slot a pending chunk that nobody ran yet, before its call opens or grows.
+    pub(crate) fn reset(&self) {
+        // ORDERING: Relaxed: published by the Release store that opens the call (`next`) or
+        // grows it (`nchunks`), which claimers Acquire-load before they touch the slot.
+        self.state.store(PENDING, Ordering::Relaxed);
+        self.worker.store(CALLER, Ordering::Relaxed);
+        self.offset.store(0, Ordering::Relaxed);
+        self.len.store(0, Ordering::Relaxed);
+        self.progress.store(0, Ordering::Relaxed);
+    }
 }
 
 #[cfg(not(loom))] // loom's atomics are larger: the layout holds for the std build that runs.

@@ -69,17 +69,18 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
         capacity: usize,
         message_bytes: usize,
     ) -> Result<(Connection<T>, Connection<T>)> {
-        let ab = Arc::new(Queue::with_message_bytes(capacity, message_bytes)?);
-        let ba = Arc::new(Queue::with_message_bytes(capacity, message_bytes)?);
-        // Both ends are ours for now; an end sent to another process records that process.
-        ab.set_writer();
-        ba.set_writer();
+        // Two one-way pipes, one each way.
+        let (a_reads, b_writes) = Pipe::one_way_with_capacity(capacity, message_bytes)?;
+        let (b_reads, a_writes) = Pipe::one_way_with_capacity(capacity, message_bytes)?;
         Ok((
             Connection {
-                send: Arc::clone(&ab),
-                recv: Arc::clone(&ba),
+                send: a_writes,
+                recv: a_reads,
             },
-            Connection { send: ba, recv: ab },
+            Connection {
+                send: b_writes,
+                recv: b_reads,
+            },
         ))
     }
 }
@@ -128,6 +129,7 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
         message_bytes: usize,
     ) -> Result<(PipeReader<T>, PipeWriter<T>)> {
         let queue = Arc::new(Queue::with_message_bytes(capacity, message_bytes)?);
+        // The writing end is ours for now; sent to another process, it records that process.
         queue.set_writer();
         Ok((
             PipeReader {
@@ -279,7 +281,8 @@ impl<'de, T: Serialize + DeserializeOwned + 'static> serde::Deserialize<'de> for
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
         let queue = Queue::deserialize(deserializer)?;
-        // As for a `Connection`: a started child holds this end now.
+        // A started child holds this end now: the reader gets end of file if it dies. (A
+        // pool task only borrows an end for a task; its worker is not the holder.)
         if crate::lifecycle::role() == crate::lifecycle::Role::Child {
             queue.set_writer();
         }
@@ -291,8 +294,8 @@ impl<'de, T: Serialize + DeserializeOwned + 'static> serde::Deserialize<'de> for
 
 /// One end of a [`Pipe`].
 pub struct Connection<T> {
-    send: Arc<Queue<T>>,
-    recv: Arc<Queue<T>>,
+    send: PipeWriter<T>,
+    recv: PipeReader<T>,
 }
 
 impl<T: Serialize + DeserializeOwned> Connection<T> {
@@ -305,7 +308,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn send(&self, message: &T) -> Result<()> {
-        self.send.put(message)
+        self.send.send(message)
     }
 
     /// Receives the next message from the other end, waiting for it.
@@ -317,7 +320,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn recv(&self) -> Result<T> {
-        self.recv.get()
+        self.recv.recv()
     }
 
     /// Receives, failing with [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut) if nothing
@@ -330,7 +333,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
-        self.recv.get_timeout(timeout)
+        self.recv.recv_timeout(timeout)
     }
 
     /// True if a message is waiting.
@@ -343,7 +346,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn poll(&self) -> bool {
-        !self.recv.is_empty()
+        self.recv.poll()
     }
 
     /// Closes this end: the other end's `recv` fails with
@@ -366,8 +369,28 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
 impl<T> Clone for Connection<T> {
     fn clone(&self) -> Self {
         Connection {
-            send: Arc::clone(&self.send),
-            recv: Arc::clone(&self.recv),
+            send: self.send.clone(),
+            recv: self.recv.clone(),
+        }
+    }
+}
+
+/// Another handle to the same end.
+impl<T> Clone for PipeReader<T> {
+    fn clone(&self) -> Self {
+        PipeReader {
+            queue: Arc::clone(&self.queue),
+        }
+    }
+}
+
+/// Another handle to the same end. Only one writer process is recorded (the last that
+/// received it in its arguments): its end gives the reader end of file, even if another
+/// process still holds a clone.
+impl<T> Clone for PipeWriter<T> {
+    fn clone(&self) -> Self {
+        PipeWriter {
+            queue: Arc::clone(&self.queue),
         }
     }
 }
@@ -385,7 +408,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Serialize for Connection<T> {
         &self,
         serializer: S,
     ) -> std::result::Result<S::Ok, S::Error> {
-        (&*self.send, &*self.recv).serialize(serializer)
+        (&self.send, &self.recv).serialize(serializer)
     }
 }
 
@@ -393,15 +416,8 @@ impl<'de, T: Serialize + DeserializeOwned + 'static> serde::Deserialize<'de> for
     fn deserialize<D: serde::Deserializer<'de>>(
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
-        let (send, recv) = <(Queue<T>, Queue<T>)>::deserialize(deserializer)?;
-        // A started child holds this end now: the other end's reader gets end of file if it
-        // dies. (A pool task only borrows an end for a task; its worker is not the holder.)
-        if crate::lifecycle::role() == crate::lifecycle::Role::Child {
-            send.set_writer();
-        }
-        Ok(Connection {
-            send: Arc::new(send),
-            recv: Arc::new(recv),
-        })
+        // The writer records a started child that receives it (see `PipeWriter`).
+        let (send, recv) = <(PipeWriter<T>, PipeReader<T>)>::deserialize(deserializer)?;
+        Ok(Connection { send, recv })
     }
 }

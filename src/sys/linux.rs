@@ -538,33 +538,16 @@ fn proc_state(tid: u32) -> Option<u8> {
 /// never run user code again.
 const PF_EXITING: u64 = 0x4;
 
-/// What `kill(tid, 0)` says of a task id (a thread's as well as a process's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Task {
-    /// No task has this id.
-    Gone,
-    /// It exists and we may signal it.
-    Ours,
-    /// It exists; we may not signal it.
-    Foreign,
-    /// Nothing could be learned.
-    Unknown,
-}
-
-fn task(tid: u32) -> Task {
+/// True when the kernel knows no task by this id (`kill(tid, 0)` fails with ESRCH; it takes a
+/// thread's id as well as a process's). A task we may not signal exists.
+fn task_gone(tid: u32) -> bool {
     // 0 and negative ids name process groups: never ask about those.
     let Some(tid) = i32::try_from(tid).ok().filter(|&t| t > 0) else {
-        return Task::Unknown;
+        return false;
     };
     // SAFETY: kill with signal 0 sends nothing; it takes plain integers.
-    if unsafe { libc::kill(tid, 0) } == 0 {
-        return Task::Ours;
-    }
-    match io::Error::last_os_error().raw_os_error() {
-        Some(libc::ESRCH) => Task::Gone,
-        Some(libc::EPERM) => Task::Foreign,
-        _ => Task::Unknown,
-    }
+    let failed = unsafe { libc::kill(tid, 0) } != 0;
+    failed && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// True only when the thread `tid` can never run again: the kernel knows no task by that id,
@@ -579,7 +562,7 @@ fn task(tid: u32) -> Task {
 /// thread with the same id but another start time is a newcomer that got a dead holder's
 /// recycled id: the holder is dead.
 pub(crate) fn thread_is_dead(tid: u32, started: u32) -> bool {
-    if task(tid) == Task::Gone {
+    if task_gone(tid) {
         return true;
     }
     match std::fs::read(format!("/proc/{tid}/stat")) {
@@ -596,7 +579,7 @@ pub(crate) fn thread_is_dead(tid: u32, started: u32) -> bool {
         // task fails the open with ENOENT instead.)
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => true,
         // Not found: gone since the first look (the kernel says so now), or hidden from us.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => task(tid) == Task::Gone,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => task_gone(tid),
         Err(_) => false,
     }
 }

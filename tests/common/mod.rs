@@ -141,3 +141,17 @@ pub fn open_named<A: shmpar::Element, D: ndarray::Dimension>(
     // SAFETY: see `open_npy` above.
     unsafe { shmpar::SharedArray::open_named(name) }
 }
+
+/// A task that sleeps `ms` milliseconds and returns it.
+pub fn sleepy(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// A pool whose workers have started and whose dispatcher has made its first call, so that
+/// the timings a test takes are the engine's.
+pub fn warm_pool(workers: usize) -> shmpar::Pool {
+    let p = shmpar::Pool::new(workers).unwrap();
+    assert_eq!(p.apply_async(1u32, |x| x + 1).get().unwrap(), 2);
+    p
+}
