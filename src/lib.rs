@@ -65,6 +65,7 @@ mod shm;
 mod sync;
 mod sys;
 mod tasks;
+mod wake;
 
 pub use error::{Error, ErrorKind, Result};
 pub use lifecycle::StartMethod;

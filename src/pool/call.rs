@@ -513,7 +513,7 @@ impl PoolShared {
     fn is_finished(&self, seq: u32, n: usize, waited: &Waited) -> bool {
         let hdr = self.control.header();
         // ORDERING: SeqCst loads pair with the workers' SeqCst `done` increment and state
-        // stores, and with our SeqCst store of `parent_sleeping` (no missed wake-up).
+        // stores, after our announcement on the bell (no missed wake-up).
         if hdr.done.done.load(Ordering::SeqCst) as usize >= n
             && (0..n).all(|i| self.control.chunk(i).state.load(Ordering::SeqCst) != PENDING)
         {
@@ -545,8 +545,8 @@ impl PoolShared {
         self.control.header().claim.cancel();
     }
 
-    /// Waits for the call to finish: spins for the pool's spin time, then sleeps on
-    /// `parent_sleeping` (see `chunk::wake_parent`), checking every `CHECK_EVERY` that every
+    /// Waits for the call to finish: spins for the pool's spin time, then sleeps on the
+    /// `parent` bell (see `chunk::wake_parent`), checking every `CHECK_EVERY` that every
     /// worker lives and replacing the dead.
     fn wait(
         self: &Arc<Self>,
@@ -598,23 +598,21 @@ impl PoolShared {
                 std::thread::yield_now();
                 continue;
             }
-            // ORDERING: SeqCst: we announce that we sleep, then re-check; a worker publishes
-            // its state, then reads `parent_sleeping` (see `chunk::publish`), and a submitter
-            // bumps what the stream's `has_more` loads, then reads it (`nudge_caller`). Either
-            // we see their store, or they see ours and clear it (`chunk::wake_parent`), which
-            // makes the futex wait below return at once or wakes it.
-            hdr.done.parent_sleeping.store(1, Ordering::SeqCst);
-            // A streaming caller also stays up for a chunk counted in `done` since its last
-            // hand-out: its runner may have looked at `parent_sleeping` before our store.
-            let more = early.as_deref().is_some_and(|e| {
-                (e.stream.has_more() && self.may_grow(*n, &out, e))
-                    || hdr.done.done.load(Ordering::SeqCst) != e.last_done
-            });
-            if !more && !self.is_finished(seq, *n, &out) {
-                sys::futex_wait(&hdr.done.parent_sleeping, 1, Some(CHECK_EVERY));
-            }
-            // ORDERING: SeqCst, as above.
-            hdr.done.parent_sleeping.store(0, Ordering::SeqCst);
+            // Sleep on the bell (`wake::Bell`): a runner publishes its chunk's state, then rings
+            // (see `chunk::publish`), and a submitter bumps what the stream's `has_more` loads,
+            // then rings (`nudge_caller`). The re-check runs after our announcement.
+            hdr.done.parent.sleep_unless(
+                || {
+                    // A streaming caller also stays up for a chunk counted in `done` since its
+                    // last hand-out: its runner may have rung before our announcement.
+                    let more = early.as_deref().is_some_and(|e| {
+                        (e.stream.has_more() && self.may_grow(*n, &out, e))
+                            || hdr.done.done.load(Ordering::SeqCst) != e.last_done
+                    });
+                    more || self.is_finished(seq, *n, &out)
+                },
+                Some(CHECK_EVERY),
+            );
         }
     }
 

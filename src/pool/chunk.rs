@@ -340,9 +340,8 @@ fn publish(
     let hdr = control.header();
     // ORDERING: `done` is incremented before the state is published, so a parent that has
     // seen every state final has also seen every increment of this call (it resets `done` for
-    // the next call). SeqCst on both, and on the parent's `parent_sleeping` store and state
-    // loads, make a missed wake-up impossible (each side sees the other's store; see the
-    // module docs of `control`, "The waiting parent sleeps").
+    // the next call). SeqCst on both, then the bell (`wake::Bell`): the parent re-checks the
+    // states with SeqCst loads after it announced itself, so no wake-up is lost.
     let done = hdr.done.done.fetch_add(1, Ordering::SeqCst) + 1;
     slot.state.store(state, Ordering::SeqCst);
     let all_done = done as usize >= hdr.claim.nchunks();
@@ -355,18 +354,9 @@ fn publish(
     }
 }
 
-/// Wakes the parent if it sleeps (on `parent_sleeping`, which this clears: a wake-up that
-/// lands before the parent's futex wait makes that wait return at once).
+/// Wakes the parent if it sleeps (see `wake::Bell`).
 pub(crate) fn wake_parent(control: &Control) {
-    let hdr = control.header();
-    // ORDERING: SeqCst, paired with the parent's SeqCst store of `parent_sleeping` before it
-    // re-checks the chunk states (see the module docs of `control`). The load first keeps the
-    // usual case (the parent is not asleep) free of writes to its line.
-    if hdr.done.parent_sleeping.load(Ordering::SeqCst) != 0
-        && hdr.done.parent_sleeping.swap(0, Ordering::SeqCst) != 0
-    {
-        crate::sys::futex_wake(&hdr.done.parent_sleeping, 1);
-    }
+    control.header().done.parent.ring();
 }
 
 /// Claims the next chunk of call `seq` (see [`ClaimLine::claim`](super::claim::ClaimLine::claim)).

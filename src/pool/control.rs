@@ -21,11 +21,11 @@
 //! (which may already read the new `nchunks`) then fails its CAS instead of taking a chunk of
 //! the new call under the old sequence.
 //!
-//! The waiting parent sleeps on `parent_sleeping`: it stores 1 (SeqCst), re-checks the chunk
-//! states (and, streaming, `done` and the submitted work), then futex-waits while the word is
-//! still 1. A runner publishes a chunk's state (SeqCst), then loads `parent_sleeping` and, if
-//! set, swaps it to 0 and wakes the futex: either the parent's re-check sees the state, or the
-//! runner sees the 1, and a swap before the wait makes the wait return at once.
+//! Idle workers wait on the `epoch` signal and the waiting parent on the `parent` bell (see
+//! `wake`, where the loom models check both). The parent rings nothing: it publishes, then
+//! bumps `epoch`. A runner publishes a chunk's state (SeqCst), then rings the bell; the parent
+//! announces itself on the bell, then re-checks the chunk states (and, streaming, `done` and
+//! the submitted work) before it sleeps.
 //!
 //! A streaming task-style call may grow while it runs: the waiting parent writes the new
 //! chunks' input, resets their slots, stores the larger `nchunks` (SeqCst; claimers
@@ -51,6 +51,8 @@
 use std::cell::UnsafeCell;
 use std::mem::size_of;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::wake::{Bell, Signal};
 
 /// Arrays one call can read or write (a `zip` of six).
 pub(crate) const MAX_ARRAYS: usize = 6;
@@ -136,10 +138,8 @@ pub(crate) struct JobDesc {
 
 #[repr(C, align(128))]
 pub(crate) struct WakeLine {
-    /// Bumped for every call and every batch of mail; workers sleep on it (futex word).
-    pub(crate) epoch: AtomicU32,
-    /// Workers asleep (or about to sleep) on `epoch`.
-    pub(crate) sleepers: AtomicU32,
+    /// Bumped for every call and every batch of mail; idle workers wait on it.
+    pub(crate) epoch: Signal,
     /// Set once when the pool is dropped.
     pub(crate) shutdown: AtomicU32,
 }
@@ -148,9 +148,8 @@ pub(crate) struct WakeLine {
 pub(crate) struct DoneLine {
     /// Chunks finished in this call.
     pub(crate) done: AtomicU32,
-    /// The parent is asleep (or about to sleep) on this word (futex): 1, cleared by whoever
-    /// wakes it.
-    pub(crate) parent_sleeping: AtomicU32,
+    /// The waiting parent sleeps on it; runners ring it.
+    pub(crate) parent: Bell,
 }
 
 #[repr(C, align(128))]

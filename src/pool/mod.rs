@@ -746,13 +746,7 @@ impl PoolShared {
 
     /// Bumps the epoch and wakes sleeping workers.
     fn wake_workers(&self) {
-        let wake = &self.control.header().wake;
-        // ORDERING: SeqCst: we bump then read `sleepers`; a worker announces itself then
-        // re-reads `epoch`. One of us sees the other, so no wake-up is lost.
-        wake.epoch.fetch_add(1, Ordering::SeqCst);
-        if wake.sleepers.load(Ordering::SeqCst) != 0 {
-            sys::futex_wake(&wake.epoch, i32::MAX);
-        }
+        self.control.header().wake.epoch.bump_and_wake(i32::MAX);
     }
 
     fn shutdown(&self) {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::chunk::{self, ArrayPtr};
 use serde::{Deserialize, Serialize};
@@ -179,8 +179,8 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
     let mut full_in = 0u32;
     let mut tasks_run = 0u64;
     loop {
-        // ORDERING: SeqCst, the first half of the sleep protocol in `wait_for_change`.
-        let epoch = hdr.wake.epoch.load(Ordering::SeqCst);
+        // Read before looking for work, then waited on (`wait_for_change`).
+        let epoch = hdr.wake.epoch.seen();
         // ORDERING: Relaxed: shutdown is final, and the epoch bump that follows it wakes us.
         if hdr.wake.shutdown.load(Ordering::Relaxed) != 0 {
             sys::exit_now(0);
@@ -451,37 +451,16 @@ fn read_mail(sock: RawFd, mapped: &mut HashMap<u64, (usize, usize)>) {
     }
 }
 
-/// Waits until `epoch` changes: spins for `spin` (yielding the CPU often, so that spinning
-/// never starves a process with real work), then sleeps on the futex, checking every
+/// Waits until `epoch` changes (`wake::Signal`): spins for `spin`, then sleeps, checking every
 /// `PARENT_CHECK` that the parent still lives.
 fn wait_for_change(control: &Control, epoch: u32, spin: Duration, parent: i32) {
-    let wake = &control.header().wake;
-    let start = Instant::now();
-    let mut spins = 0u32;
-    // ORDERING (all loads in this loop): Acquire, paired with the parent's bump after it
-    // published a call or mail.
-    while wake.epoch.load(Ordering::Acquire) == epoch {
-        spins += 1;
-        if spins % 64 == 0 {
-            if start.elapsed() >= spin {
-                break;
-            }
-            std::thread::yield_now();
-        } else {
-            std::hint::spin_loop();
-        }
+    let wake = &control.header().wake.epoch;
+    if wake.spin_until_changed(epoch, spin, None) {
+        return;
     }
     loop {
-        // ORDERING: SeqCst: we announce ourselves then re-check `epoch`; the parent bumps
-        // `epoch` then reads `sleepers`. One of us sees the other, so no wake-up is lost.
-        wake.sleepers.fetch_add(1, Ordering::SeqCst);
-        if wake.epoch.load(Ordering::SeqCst) == epoch {
-            sys::futex_wait(&wake.epoch, epoch, Some(PARENT_CHECK));
-        }
-        // ORDERING: SeqCst, as above.
-        wake.sleepers.fetch_sub(1, Ordering::SeqCst);
-        // ORDERING: Acquire, as in the spin loop.
-        if wake.epoch.load(Ordering::Acquire) != epoch {
+        wake.sleep(epoch, Some(PARENT_CHECK));
+        if wake.changed(epoch) {
             return;
         }
         if sys::parent_pid() != parent {

@@ -1,7 +1,6 @@
 //! `Queue<T>` and `Pipe<T>`: message passing between processes through shared memory.
 
 mod pipe;
-mod signal;
 
 pub use pipe::{Connection, Pipe, PipeReader, PipeWriter};
 
@@ -18,7 +17,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Region;
 use crate::sync::{ShmMutex, ShmMutexGuard};
 use crate::sys;
-use signal::Signal;
+use crate::wake::Signal;
 
 /// Where the next message is read and written; only changed under the lock, and each change
 /// is the single store that commits a put or a get.
@@ -613,5 +612,91 @@ impl<'de, T: Serialize + DeserializeOwned + 'static> serde::Deserialize<'de> for
     ) -> std::result::Result<Self, D::Error> {
         let region = crate::shm::handle::deserialize::<Self, D>(deserializer)?;
         Queue::attach(region).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(all(test, loom))]
+mod model {
+    //! A queue of capacity 1 as the queue runs it: its cursor under the real `ShmMutex`, its
+    //! two real `Signal`s (`wake`), and the put and get steps of `Queue::put_until`/`get_until` (lock,
+    //! look, commit or read the signal under the lock, unlock, wait or bump). The futex is
+    //! modelled (see `primitive`): a lost wake-up is a deadlock loom reports.
+
+    use super::*;
+    use loom::sync::Arc;
+
+    #[derive(Default, Clone, Copy)]
+    struct Cursor {
+        head: u64,
+        tail: u64,
+        slot: u64,
+    }
+
+    // SAFETY: plain integers.
+    unsafe impl crate::ShmSafe for Cursor {}
+
+    struct Lane {
+        cursor: ShmMutex<Cursor>,
+        not_empty: Signal,
+        not_full: Signal,
+    }
+
+    fn put(q: &Lane, message: u64) {
+        loop {
+            let mut g = q.cursor.lock().unwrap();
+            if g.tail - g.head < 1 {
+                g.slot = message;
+                g.tail += 1; // the commit
+                drop(g);
+                q.not_empty.bump_and_wake(1);
+                return;
+            }
+            let seen = q.not_full.seen();
+            drop(g);
+            q.not_full
+                .wait_for_change(seen, Some(None), None, "full", "full")
+                .unwrap();
+        }
+    }
+
+    fn get(q: &Lane) -> u64 {
+        loop {
+            let mut g = q.cursor.lock().unwrap();
+            if g.head != g.tail {
+                let message = g.slot;
+                g.head += 1; // the commit
+                drop(g);
+                q.not_full.bump_and_wake(1);
+                return message;
+            }
+            let seen = q.not_empty.seen();
+            drop(g);
+            q.not_empty
+                .wait_for_change(seen, Some(None), None, "empty", "empty")
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_full_queue_and_an_empty_one_wake_their_waiters_and_keep_the_order() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let q = Arc::new(Lane {
+                cursor: ShmMutex::new(Cursor::default()),
+                not_empty: Signal::new(),
+                not_full: Signal::new(),
+            });
+            let producer = {
+                let q = Arc::clone(&q);
+                loom::thread::spawn(move || {
+                    put(&q, 1);
+                    put(&q, 2);
+                })
+            };
+            assert_eq!(get(&q), 1);
+            assert_eq!(get(&q), 2);
+            producer.join().unwrap();
+        });
     }
 }

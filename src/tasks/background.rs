@@ -414,8 +414,8 @@ const TASK_OVERHEAD: usize = 30;
 
 impl Feed<AnyTask> for QueueFeed<'_> {
     fn has_more(&self) -> bool {
-        // ORDERING: SeqCst: the waiting caller stores `parent_sleeping` then calls this; a
-        // submitter bumps `submitted` then reads `parent_sleeping` (`enqueue`). One of the two
+        // ORDERING: SeqCst: the waiting caller announces itself on its bell then calls this; a
+        // submitter bumps `submitted` then rings the bell (`enqueue`). One of the two
         // sees the other, so a task submitted as the dispatcher goes to sleep wakes it.
         self.shared.submitted.load(Ordering::SeqCst) != self.seen
             && self.book.try_borrow().is_ok_and(|b| b.late.is_empty())
