@@ -44,7 +44,6 @@ pub(crate) struct Signal {
 
 impl Signal {
     /// A signal that was never bumped (shared ones start as zeroed memory, the same value).
-    #[cfg_attr(not(any(loom, test)), allow(dead_code))]
     pub(crate) fn new() -> Signal {
         Signal {
             word: AtomicU32::new(0),
@@ -171,6 +170,10 @@ impl Signal {
 
 /// A word one sleeper sets before it re-checks its condition and sleeps, and that whoever makes
 /// the condition true clears, waking it.
+///
+/// Both sides must use SeqCst: a ringer's store that makes the condition true, and every load
+/// in the sleeper's `ready`. (The loom models fence both sides, as the x86 instructions of
+/// SeqCst stores already do, so they cannot tell a weaker ordering there from a correct one.)
 #[repr(C)]
 pub(crate) struct Bell {
     /// 1 while the sleeper is asleep (or about to sleep) on it (the futex word).
@@ -219,6 +222,26 @@ impl Bell {
             futex_wake(&self.sleeping, 1);
         }
     }
+}
+
+/// A runner's end of one part of a sleeper's work: counts the part in `done`, runs `publish`
+/// (a SeqCst store of the part's result), then returns the count as read *after* the publish.
+/// The runner whose publish comes last in the SeqCst order reads every count, so ringing when
+/// the returned count reaches the total never loses the last wake-up. A count taken from the
+/// increment itself could: two runners both count before either publishes, and the one that
+/// sees the total publishes first, rings, and the sleeper still finds the other's part
+/// unpublished and sleeps; the other runner then sees a count short of the total.
+pub(crate) fn count_then_publish(done: &AtomicU32, publish: impl FnOnce()) -> u32 {
+    // ORDERING: SeqCst on the count, the publish and the read-back: the last publish in the
+    // single total order is followed by a read that sees every increment. (loom models the
+    // SeqCst store and load as Release and Acquire, too weak for this store-then-load
+    // pattern; its model gets the fence that the SeqCst store, an `xchg`, is on x86.)
+    done.fetch_add(1, Ordering::SeqCst);
+    publish();
+    if cfg!(loom) {
+        fence(Ordering::SeqCst);
+    }
+    done.load(Ordering::SeqCst)
 }
 
 #[cfg(all(test, loom))]
@@ -270,63 +293,76 @@ mod model {
         });
     }
 
-    /// The waiting caller's bell: a runner publishes its chunk's final state (SeqCst), then
-    /// rings; the caller checks the state inside `sleep_unless`. `stale` replays the defect
-    /// the issue measured: the caller's look at the state made *before* it announced itself.
-    fn caller_waits_for_a_runner(stale: bool) {
+    /// The waiting caller's bell with the pool's two-runner case: each runner counts its chunk
+    /// in `done`, publishes the chunk's final state (SeqCst) and rings when it saw both chunks
+    /// counted; the caller sleeps until both states are final. `count_from_increment` replays
+    /// the code before the fix, which took the count from the increment itself.
+    fn caller_waits_for_two_runners(count_from_increment: bool) {
         model(move || {
             let bell = Arc::new(Bell::new());
-            let state = Arc::new(AtomicU32::new(0));
-            let runner = {
-                let (bell, state) = (Arc::clone(&bell), Arc::clone(&state));
-                thread::spawn(move || {
-                    state.store(1, Ordering::SeqCst);
-                    bell.ring();
-                })
-            };
-            while state.load(Ordering::SeqCst) == 0 {
-                let early = state.load(Ordering::SeqCst) != 0;
-                bell.sleep_unless(
-                    || {
-                        if stale {
-                            early
+            let done = Arc::new(AtomicU32::new(0));
+            let states = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+            let runners: Vec<_> = (0..2)
+                .map(|i| {
+                    let (bell, done, states) =
+                        (Arc::clone(&bell), Arc::clone(&done), Arc::clone(&states));
+                    thread::spawn(move || {
+                        let publish = || states[i].store(1, Ordering::SeqCst);
+                        let seen = if count_from_increment {
+                            let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+                            publish();
+                            n
                         } else {
-                            state.load(Ordering::SeqCst) != 0
+                            count_then_publish(&done, publish)
+                        };
+                        if seen >= 2 {
+                            bell.ring();
                         }
-                    },
-                    None,
-                );
+                    })
+                })
+                .collect();
+            let finished = || states.iter().all(|s| s.load(Ordering::SeqCst) != 0);
+            while !finished() {
+                bell.sleep_unless(finished, None);
             }
-            runner.join().unwrap();
+            for r in runners {
+                r.join().unwrap();
+            }
         });
     }
 
     #[test]
-    fn the_waiting_caller_always_wakes_for_a_finished_chunk() {
-        caller_waits_for_a_runner(false);
+    fn the_waiting_caller_always_wakes_when_the_last_chunk_is_published() {
+        caller_waits_for_two_runners(false);
     }
 
     /// The defect's replay, run by the test below in a child process: loom reports the
     /// deadlock and then aborts while it unwinds (a loom limitation), which `should_panic`
-    /// cannot catch.
+    /// cannot catch. Without the child's variable it returns, so that `--include-ignored`
+    /// does not abort the whole test binary.
     #[test]
-    #[ignore = "run by a_look_before_the_announcement_loses_the_wake_up, in a child process"]
-    fn replay_a_look_before_the_announcement() {
-        caller_waits_for_a_runner(true);
+    #[ignore = "run by counting_from_the_increment_loses_the_last_wake_up, in a child process"]
+    fn replay_counting_from_the_increment() {
+        if std::env::var_os(REPLAY).is_some() {
+            caller_waits_for_two_runners(true);
+        }
     }
 
-    /// The model finds the lost wake-up of a look made before the announcement (the real
-    /// pool's wait has a timeout, so there it cost a 2 ms sleep, not a hang).
+    const REPLAY: &str = "SHMPAR_LOOM_REPLAY";
+
+    /// The model finds the lost wake-up of the code before the fix (there it cost the caller a
+    /// 2 ms sleep, the wait's timeout, not a hang).
     #[test]
-    fn a_look_before_the_announcement_loses_the_wake_up() {
+    fn counting_from_the_increment_loses_the_last_wake_up() {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--ignored",
                 "--exact",
-                "wake::model::replay_a_look_before_the_announcement",
+                "wake::model::replay_counting_from_the_increment",
                 "--test-threads=1",
                 "--nocapture",
             ])
+            .env(REPLAY, "1")
             .env("RUST_BACKTRACE", "0")
             .output()
             .unwrap();

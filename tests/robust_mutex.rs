@@ -373,11 +373,13 @@ fn a_joined_holder_thread_is_taken_over_on_the_first_try_lock_every_time() {
     assert_eq!(*m.lock().unwrap(), rounds);
 }
 
-/// The issue's harder form of the case above: the holder thread has its own table of 1,000
-/// open files (`unshare(CLONE_FILES)`), which the kernel closes *after* it woke the joiner, so
-/// the thread lingers for a while after `join` returns (before: WouldBlock in 4-17 of 20).
+/// The issue's harder form of the case above: the holder thread has its own table of 900
+/// more open files (`unshare(CLONE_FILES)` copies the process's table; 900 keeps it under the
+/// common soft limit of 1,024), which the kernel closes *after* it woke the joiner, so the
+/// thread lingers for a while after `join` returns. Without the `PF_EXITING` check: WouldBlock
+/// in 20 of 20 rounds here (the issue measured 4-17 of 20).
 #[test]
-fn a_joined_holder_with_a_thousand_open_files_is_taken_over_at_once() {
+fn a_joined_holder_with_many_open_files_is_taken_over_at_once() {
     let _w = common::watchdog(120, "joined holder with open files");
     let m = SharedValue::new(ShmMutex::new(0u64)).unwrap();
     let rounds = 20;
@@ -388,7 +390,7 @@ fn a_joined_holder_with_a_thousand_open_files_is_taken_over_at_once() {
             // SAFETY: unshare(CLONE_FILES) gives this thread a private copy of the fd table;
             // the fds opened below are closed by the kernel when the thread exits.
             assert_eq!(unsafe { libc::unshare(libc::CLONE_FILES) }, 0);
-            let files: Vec<_> = (0..1_000)
+            let files: Vec<_> = (0..900)
                 .map(|_| std::fs::File::open("/dev/null").unwrap())
                 .collect();
             let mut g = m2.lock().unwrap();
@@ -402,9 +404,10 @@ fn a_joined_holder_with_a_thousand_open_files_is_taken_over_at_once() {
             Err(LockError::OwnerDied(mut g)) => g.mark_consistent().unwrap(),
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 held += 1;
-                std::thread::sleep(Duration::from_millis(50));
-                if let Err(LockError::OwnerDied(mut g)) = m.try_lock() {
-                    g.mark_consistent().unwrap();
+                // Let the teardown finish, then take it over, so the next round starts free.
+                match m.lock_timeout(Duration::from_secs(5)) {
+                    Err(LockError::OwnerDied(mut g)) => g.mark_consistent().unwrap(),
+                    other => panic!("the dead holder was never taken over: {other:?}"),
                 }
             }
             other => panic!("{other:?}"),

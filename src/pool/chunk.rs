@@ -338,12 +338,14 @@ fn publish(
     slot.offset.store(offset as u64, Ordering::Relaxed);
     slot.len.store(len as u64, Ordering::Relaxed);
     let hdr = control.header();
-    // ORDERING: `done` is incremented before the state is published, so a parent that has
-    // seen every state final has also seen every increment of this call (it resets `done` for
-    // the next call). SeqCst on both, then the bell (`wake::Bell`): the parent re-checks the
-    // states with SeqCst loads after it announced itself, so no wake-up is lost.
-    let done = hdr.done.done.fetch_add(1, Ordering::SeqCst) + 1;
-    slot.state.store(state, Ordering::SeqCst);
+    // `done` is counted before the state is published, so a parent that has seen every state
+    // final has also seen every increment of this call (it resets `done` for the next call);
+    // the count is read back after the state store, so the runner whose store comes last sees
+    // every count and rings (see `wake::count_then_publish`).
+    let done = crate::wake::count_then_publish(&hdr.done.done, || {
+        // ORDERING: SeqCst, as `count_then_publish` and the parent's bell require.
+        slot.state.store(state, Ordering::SeqCst);
+    });
     let all_done = done as usize >= hdr.claim.nchunks();
     let cancels = state != OK && !keep_going;
     if cancels {

@@ -22,10 +22,11 @@
 //! the new call under the old sequence.
 //!
 //! Idle workers wait on the `epoch` signal and the waiting parent on the `parent` bell (see
-//! `wake`, where the loom models check both). The parent rings nothing: it publishes, then
-//! bumps `epoch`. A runner publishes a chunk's state (SeqCst), then rings the bell; the parent
-//! announces itself on the bell, then re-checks the chunk states (and, streaming, `done` and
-//! the submitted work) before it sleeps.
+//! `wake`, where the loom models check both). Publishing a call rings nothing: the parent
+//! bumps `epoch`. A runner counts its chunk in `done`, publishes the chunk's state (SeqCst),
+//! reads `done` back, and rings the bell when every chunk is done (or its chunk failed the
+//! call, or the call streams); the parent announces itself on the bell, then re-checks the
+//! chunk states (and, streaming, `done` and the submitted work) before it sleeps.
 //!
 //! A streaming task-style call may grow while it runs: the waiting parent writes the new
 //! chunks' input, resets their slots, stores the larger `nchunks` (SeqCst; claimers
@@ -146,8 +147,9 @@ pub(crate) struct WakeLine {
 
 #[repr(C, align(128))]
 pub(crate) struct DoneLine {
-    /// Chunks finished in this call.
-    pub(crate) done: AtomicU32,
+    /// Chunks finished in this call (the models' atomic under loom: `wake::count_then_publish`
+    /// counts on it).
+    pub(crate) done: crate::primitive::AtomicU32,
     /// The waiting parent sleeps on it; runners ring it.
     pub(crate) parent: Bell,
 }

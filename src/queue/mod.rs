@@ -618,9 +618,10 @@ impl<'de, T: Serialize + DeserializeOwned + 'static> serde::Deserialize<'de> for
 #[cfg(all(test, loom))]
 mod model {
     //! A queue of capacity 1 as the queue runs it: its cursor under the real `ShmMutex`, its
-    //! two real `Signal`s (`wake`), and the put and get steps of `Queue::put_until`/`get_until` (lock,
-    //! look, commit or read the signal under the lock, unlock, wait or bump). The futex is
-    //! modelled (see `primitive`): a lost wake-up is a deadlock loom reports.
+    //! two real `Signal`s (`wake`), and the put and get steps of `Queue::put_until` and
+    //! `get_until` (lock, look, commit or read the signal under the lock, unlock, wait or
+    //! bump). The futex is modelled (see `primitive`): a lost wake-up is a deadlock loom
+    //! reports.
 
     use super::*;
     use loom::sync::Arc;
