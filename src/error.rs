@@ -333,6 +333,21 @@ impl Clone for Error {
     }
 }
 
+/// An OS error from your own code (an [`ShmSafe::init_in_place`](crate::ShmSafe::init_in_place)
+/// that calls the C library, say): [`ErrorKind::Io`] (or [`ErrorKind::Unsupported`]), with the
+/// `io::Error` as its [`source`](std::error::Error::source).
+///
+/// ```
+/// let e = shmpar::Error::from(std::io::Error::from_raw_os_error(22));
+/// assert_eq!(e.kind(), shmpar::ErrorKind::Io);
+/// assert!(std::error::Error::source(&e).is_some());
+/// ```
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Error {
+        Error::io(err.to_string(), err)
+    }
+}
+
 impl From<Error> for io::Error {
     fn from(err: Error) -> io::Error {
         io::Error::other(err)

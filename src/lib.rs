@@ -50,7 +50,6 @@
 mod error;
 mod lifecycle;
 pub mod logging;
-pub mod montecarlo;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 mod pool;
@@ -70,7 +69,7 @@ mod wake;
 pub use error::{Error, ErrorKind, Result};
 pub use lifecycle::StartMethod;
 pub use pool::{Pool, PoolBuilder};
-pub use process::{Exit, Process, pin_to_cpu};
+pub use process::{Exit, Process};
 pub use queue::{Connection, Pipe, PipeReader, PipeWriter, Queue};
 pub use reduce::{Found, Zip, ZipArrays, ZipPart, par_reduce};
 pub use shared_map::SharedMap;
@@ -78,8 +77,8 @@ pub use shm::{
     ArrayHandle, Element, NAMED_OFFSET, SharedArray, SharedView, SharedViewMut, cleanup_stale,
 };
 pub use sync::{
-    Barrier, CachePadded, Condvar, Event, LockError, LockResult, PthreadMutex, PthreadMutexGuard,
-    Semaphore, SharedValue, ShmMutex, ShmMutexGuard, ShmSafe,
+    Barrier, CachePadded, Condvar, Event, LockError, LockResult, Semaphore, SharedValue, ShmMutex,
+    ShmMutexGuard, ShmSafe,
 };
 pub use tasks::{AsyncResult, Imap, MapOptions, TaskError};
 

@@ -47,7 +47,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::montecarlo::{PiEstimate, count_inside};
 use crate::{Element, Pool, SharedArray};
 
 /// One rank's block of a distributed 1-D or n-D array split along axis 0.
@@ -266,36 +265,6 @@ where
         }
     }
     acc.ok_or_else(|| Error::invalid("the distributed array is empty"))
-}
-
-/// Monte Carlo pi across ranks: each rank counts a contiguous share of the samples with its
-/// pool (the counter-based stream of [`crate::montecarlo`]), and the counts are summed. The
-/// estimate is identical for any number of ranks and workers.
-///
-/// ```no_run
-/// # let pool = shmpar::Pool::new(2).unwrap();
-/// # let universe = shmpar::mpi::rsmpi::initialize().unwrap();
-/// let est = shmpar::mpi::estimate_pi(&universe.world(), &pool, 1_000_000_000, 42)?;
-/// # Ok::<(), shmpar::Error>(())
-/// ```
-pub fn estimate_pi(
-    world: &impl Communicator,
-    pool: &Pool,
-    samples: u64,
-    seed: u64,
-) -> Result<PiEstimate> {
-    let (size, rank) = (world.size() as u64, world.rank() as u64);
-    let start = samples * rank / size;
-    let end = samples * (rank + 1) / size;
-    let inside = pool.par_reduce_range_with(
-        end - start,
-        &(seed, start),
-        |&(seed, start), r, _| count_inside(seed, start + r.start..start + r.end),
-        |a, b| a + b,
-    )?;
-    let mut all = vec![0u64; size as usize];
-    world.all_gather_into(&inside, &mut all[..]);
-    Ok(PiEstimate::from_counts(samples, all.iter().sum()))
 }
 
 /// Makes a panic on this rank end the whole job: the message is printed with the rank, then

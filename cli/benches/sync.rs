@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use raw_sync::locks::{LockImpl, LockInit, Mutex as RawSyncMutex};
-use shmpar::{CachePadded, Process, PthreadMutex, SharedValue, ShmMutex, ShmSafe};
+use shmpar::{CachePadded, Process, SharedValue, ShmMutex, ShmSafe};
+use shmpar_cli::PthreadMutex;
 
 #[repr(C)]
 struct RawSyncCell {
@@ -81,7 +82,7 @@ fn race(body: impl Fn() + Copy) -> Duration {
             // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
             unsafe {
                 Process::fork(move || {
-                    let _ = shmpar::pin_to_cpu(i % cpus);
+                    let _ = shmpar_cli::pin_to_cpu(i % cpus);
                     while go.load(Ordering::SeqCst) == 0 {
                         std::hint::spin_loop();
                     }

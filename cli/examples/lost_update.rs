@@ -19,7 +19,7 @@ fn race(body: impl Fn() + Copy) -> shmpar::Result<f64> {
             // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
             unsafe {
                 Process::fork(move || {
-                    let _ = shmpar::pin_to_cpu(
+                    let _ = shmpar_cli::pin_to_cpu(
                         i % std::thread::available_parallelism().map_or(1, |n| n.get()),
                     );
                     while go.load(Ordering::SeqCst) == 0 {

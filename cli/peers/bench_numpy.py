@@ -3,7 +3,7 @@ multiprocessing.Pool over shared_memory (the attachment kept by each worker) and
 chunks. Prints one JSON object per line:
 {"workload": ..., "bytes": ..., "variant": ..., "median_s": ..., "gbps": ...}
 
-    python3 benches/peers/bench_numpy.py --sizes 1024,4096,... [--workloads sum,dot] [--procs 2] [--rounds 5]
+    python3 cli/peers/bench_numpy.py --sizes 1024,4096,... [--workloads sum,dot] [--procs 2] [--rounds 5]
 """
 
 import argparse

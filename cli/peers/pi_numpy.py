@@ -1,7 +1,7 @@
 """Monte Carlo pi with numpy, serially and with multiprocessing.Pool, for `shmpar pi`.
 
 Prints one JSON object per line: {"peer": "numpy", "variant": ..., "samples_per_s": ..., "pi": ...}.
-    python3 benches/peers/pi_numpy.py [--samples 100000000] [--procs 2]
+    python3 cli/peers/pi_numpy.py [--samples 100000000] [--procs 2]
 """
 
 import argparse

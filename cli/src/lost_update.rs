@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use raw_sync::Timeout;
 use raw_sync::locks::{LockImpl, LockInit, Mutex as RawSyncMutex};
-use shmpar::{CachePadded, Event, LockError, Process, PthreadMutex, SharedValue, ShmMutex};
+use shmpar::{CachePadded, Event, LockError, Process, SharedValue, ShmMutex};
+use shmpar_cli::PthreadMutex;
 
 use crate::CliResult;
 
@@ -101,7 +102,7 @@ pub(crate) fn count(way: Way, procs: usize, increments: u64) -> Fallible<Count> 
         .map(|i| {
             let count = move || {
                 // One CPU each (round robin), so that they really run at the same time.
-                let _ = shmpar::pin_to_cpu(i % cpus);
+                let _ = shmpar_cli::pin_to_cpu(i % cpus);
                 // ORDERING: SeqCst for both flags of the start line; nothing else is published.
                 ready.fetch_add(1, Ordering::SeqCst);
                 let waiting = Instant::now();

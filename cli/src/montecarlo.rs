@@ -10,7 +10,7 @@
 //! ```
 //! # fn main() -> shmpar::Result<()> {
 //! let pool = shmpar::Pool::new(2)?;
-//! let est = shmpar::montecarlo::estimate_pi(&pool, 10_000_000, 42)?;
+//! let est = shmpar_cli::montecarlo::estimate_pi(&pool, 10_000_000, 42)?;
 //! assert!((est.pi - std::f64::consts::PI).abs() < 5.0 * est.std_error);
 //! # Ok(())
 //! # }
@@ -20,8 +20,7 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Pool;
-use crate::error::Result;
+use shmpar::{Pool, Result};
 
 /// A pi estimate and its statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -40,7 +39,7 @@ impl PiEstimate {
     /// The estimate from a count.
     ///
     /// ```
-    /// let e = shmpar::montecarlo::PiEstimate::from_counts(100, 79);
+    /// let e = shmpar_cli::montecarlo::PiEstimate::from_counts(100, 79);
     /// assert_eq!(e.pi, 3.16);
     /// ```
     pub fn from_counts(samples: u64, inside: u64) -> PiEstimate {
@@ -60,8 +59,8 @@ impl PiEstimate {
 /// ```
 /// # fn main() -> shmpar::Result<()> {
 /// let pool = shmpar::Pool::new(1)?;
-/// let a = shmpar::montecarlo::estimate_pi(&pool, 1_000_000, 7)?;
-/// let b = shmpar::montecarlo::estimate_pi(&shmpar::Pool::new(3)?, 1_000_000, 7)?;
+/// let a = shmpar_cli::montecarlo::estimate_pi(&pool, 1_000_000, 7)?;
+/// let b = shmpar_cli::montecarlo::estimate_pi(&shmpar::Pool::new(3)?, 1_000_000, 7)?;
 /// assert_eq!(a, b); // bitwise, whatever the number of workers
 /// # Ok(())
 /// # }
@@ -76,11 +75,43 @@ pub fn estimate_pi(pool: &Pool, samples: u64, seed: u64) -> Result<PiEstimate> {
     Ok(PiEstimate::from_counts(samples, inside))
 }
 
+#[cfg(feature = "mpi")]
+/// Monte Carlo pi across ranks: each rank counts a contiguous share of the samples with its
+/// pool (the counter-based stream of this module), and the counts are summed. The
+/// estimate is identical for any number of ranks and workers.
+///
+/// ```no_run
+/// # let pool = shmpar::Pool::new(2).unwrap();
+/// # let universe = shmpar::mpi::rsmpi::initialize().unwrap();
+/// let est = shmpar_cli::montecarlo::estimate_pi_mpi(&universe.world(), &pool, 1_000_000_000, 42)?;
+/// # Ok::<(), shmpar::Error>(())
+/// ```
+pub fn estimate_pi_mpi(
+    world: &impl shmpar::mpi::rsmpi::traits::Communicator,
+    pool: &Pool,
+    samples: u64,
+    seed: u64,
+) -> Result<PiEstimate> {
+    use shmpar::mpi::rsmpi::traits::CommunicatorCollectives;
+    let (size, rank) = (world.size() as u64, world.rank() as u64);
+    let start = samples * rank / size;
+    let end = samples * (rank + 1) / size;
+    let inside = pool.par_reduce_range_with(
+        end - start,
+        &(seed, start),
+        |&(seed, start), r, _| count_inside(seed, start + r.start..start + r.end),
+        |a, b| a + b,
+    )?;
+    let mut all = vec![0u64; size as usize];
+    world.all_gather_into(&inside, &mut all[..]);
+    Ok(PiEstimate::from_counts(samples, all.iter().sum()))
+}
+
 /// The kernel: how many of the samples `range` (of the stream `seed`) land inside the quarter
 /// circle. Any split of a range into parts gives the same total.
 ///
 /// ```
-/// use shmpar::montecarlo::count_inside;
+/// use shmpar_cli::montecarlo::count_inside;
 /// let whole = count_inside(1, 0..100_000);
 /// assert_eq!(whole, count_inside(1, 0..31_337) + count_inside(1, 31_337..100_000));
 /// ```

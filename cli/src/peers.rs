@@ -1,11 +1,11 @@
-//! The Python peer scripts in benches/peers/, and reading their JSON lines.
+//! The Python peer scripts in cli/peers/, and reading their JSON lines.
 
 use std::path::PathBuf;
 
 /// The path of a peer script (next to the crate's manifest, as built).
 pub(crate) fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("benches/peers")
+        .join("peers")
         .join(name)
 }
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use shmpar::Pool;
-use shmpar::montecarlo::{PiEstimate, count_inside, estimate_pi};
+use shmpar_cli::montecarlo::{PiEstimate, count_inside, estimate_pi};
 
 use crate::CliResult;
 use crate::peers;

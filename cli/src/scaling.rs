@@ -45,7 +45,7 @@ fn time_once(
     match w {
         ScalingWorkload::Pi => {
             let t = Instant::now();
-            shmpar::montecarlo::estimate_pi(pool, amount, 1)?;
+            shmpar_cli::montecarlo::estimate_pi(pool, amount, 1)?;
             Ok(t.elapsed().as_secs_f64())
         }
         ScalingWorkload::Sum => {

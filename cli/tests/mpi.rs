@@ -4,6 +4,7 @@
 //! reports WorkerDied and the job ends.
 #![cfg(feature = "mpi")]
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::{Command, Stdio};

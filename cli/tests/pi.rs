@@ -1,10 +1,11 @@
 //! Monte Carlo pi: the estimate is bitwise identical for 1, 2 and 4 workers, and within four
 //! standard errors of pi (fixed seed).
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use shmpar::Pool;
-use shmpar::montecarlo::estimate_pi;
+use shmpar_cli::montecarlo::estimate_pi;
 
 #[test]
 fn the_estimate_does_not_depend_on_the_number_of_workers() {
@@ -42,7 +43,6 @@ fn the_error_is_within_four_standard_errors() {
 }
 
 /// `rand`'s ChaCha8 positioned by rows: the same count for any workers and chunk grid.
-#[cfg(feature = "rand")]
 fn chacha_inside(seed: &u64, rows: std::ops::Range<u64>, _chunk: u64) -> u64 {
     use rand::Rng;
     let mut rng = shmpar::random::rows_rng(*seed, rows.start, 4);
@@ -53,7 +53,6 @@ fn chacha_inside(seed: &u64, rows: std::ops::Range<u64>, _chunk: u64) -> u64 {
     .count() as u64
 }
 
-#[cfg(feature = "rand")]
 #[test]
 fn a_rand_stream_positioned_by_rows_gives_the_same_estimate_for_any_split() {
     let _w = common::watchdog(120, "rand pi");

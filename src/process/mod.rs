@@ -474,25 +474,6 @@ impl<R> Process<R> {
     }
 }
 
-/// Restricts the calling process (or thread) to CPU number `cpu`, e.g. one CPU per child so
-/// that they really run at the same time. Fails with
-/// [`ErrorKind::InvalidInput`] or [`ErrorKind::Io`] for a CPU this process may not use.
-///
-/// ```
-/// let child = shmpar::Process::start(|_: ()| shmpar::pin_to_cpu(0).unwrap(), ())?;
-/// child.join()?.into_result()?;
-/// # Ok::<(), shmpar::Error>(())
-/// ```
-pub fn pin_to_cpu(cpu: usize) -> Result<()> {
-    sys::pin_to_cpu(cpu).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::InvalidInput {
-            Error::invalid(format!("CPU {cpu} is out of range"))
-        } else {
-            Error::io(format!("could not pin to CPU {cpu}"), e)
-        }
-    })
-}
-
 impl<R> Drop for Process<R> {
     fn drop(&mut self) {
         if self.exit.is_none() {

@@ -3,7 +3,7 @@
 //!
 //! Everything here lives in a [`SharedValue`] (or inside a type that does) and works between
 //! any processes that map it: the parent, its [`Process`](crate::Process) children, pool
-//! workers. All waits are futexes or pthread calls on shared (not process-private) memory.
+//! workers. All waits are futexes on shared (not process-private) memory.
 //!
 //! # Counters and memory orderings
 //! An atomic in a `SharedValue` behaves across processes exactly as across threads (the
@@ -22,7 +22,6 @@ mod condvar;
 mod event;
 mod mutex;
 mod padded;
-mod pthread;
 mod semaphore;
 mod value;
 
@@ -31,7 +30,6 @@ pub use condvar::Condvar;
 pub use event::Event;
 pub use mutex::{LockError, LockResult, ShmMutex, ShmMutexGuard};
 pub use padded::CachePadded;
-pub use pthread::{PthreadMutex, PthreadMutexGuard};
 pub use semaphore::Semaphore;
 pub use value::{SharedValue, ShmSafe};
 

@@ -128,45 +128,6 @@ pub(crate) fn process_stopped(_pid: i32) -> bool {
     false
 }
 
-pub(crate) type RawMutex = [u64; 5];
-pub(crate) const RAW_MUTEX_ZERO: RawMutex = [0; 5];
-
-#[derive(Debug)]
-pub(crate) enum Locked {
-    Yes,
-    Busy,
-    TimedOut,
-    Failed(io::Error),
-}
-
-/// # Safety
-/// Always fails; nothing to uphold.
-pub(crate) unsafe fn mutex_init_not_robust(_m: *mut RawMutex) -> io::Result<()> {
-    unsupported()
-}
-
-/// # Safety
-/// Never reached: no mutex can be initialised here.
-pub(crate) unsafe fn mutex_lock(_m: *mut RawMutex) -> Locked {
-    Locked::Failed(io::Error::from(io::ErrorKind::Unsupported))
-}
-
-/// # Safety
-/// Never reached.
-pub(crate) unsafe fn mutex_try_lock(_m: *mut RawMutex) -> Locked {
-    Locked::Failed(io::Error::from(io::ErrorKind::Unsupported))
-}
-
-/// # Safety
-/// Never reached.
-pub(crate) unsafe fn mutex_lock_timeout(_m: *mut RawMutex, _timeout: Duration) -> Locked {
-    Locked::Failed(io::Error::from(io::ErrorKind::Unsupported))
-}
-
-/// # Safety
-/// Never reached.
-pub(crate) unsafe fn mutex_unlock(_m: *mut RawMutex) {}
-
 pub(crate) fn shm_open(_name: &str, _create: bool) -> io::Result<OwnedFd> {
     unsupported()
 }

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use shmpar::Pool;
 use shmpar::mpi::rsmpi::traits::*;
-use shmpar::mpi::{DistArray, abort_on_panic, estimate_pi, par_reduce};
+use shmpar::mpi::{DistArray, abort_on_panic, par_reduce};
+use shmpar_cli::montecarlo::estimate_pi_mpi as estimate_pi;
 
 fn flag<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
     args.iter()

@@ -1,0 +1,28 @@
+//! The demos' own code, apart from the library: what the `shmpar` command's tour, course
+//! demos and bench report use that a program built on shmpar does not need.
+//!
+//! - [`montecarlo`]: Monte Carlo pi, the course's example, on a pool and across MPI ranks.
+//! - [`PthreadMutex`]: the textbook process-shared pthread mutex (not robust), the baseline
+//!   that shmpar's [`ShmMutex`](shmpar::ShmMutex) is measured and demonstrated against.
+//! - [`pin_to_cpu`]: one CPU per process, to make a race visible.
+//!
+//! Linux only, like the demos.
+
+pub mod montecarlo;
+mod pthread;
+mod sys;
+
+pub use pthread::{PthreadMutex, PthreadMutexGuard};
+
+/// Restricts the calling process (or thread) to CPU number `cpu`, e.g. one CPU per child so
+/// that they really run at the same time. Fails with `InvalidInput` for a CPU number past
+/// what the kernel's CPU set holds, or the OS error for a CPU this process may not use.
+///
+/// ```
+/// let child = shmpar::Process::start(|_: ()| shmpar_cli::pin_to_cpu(0).is_ok(), ())?;
+/// assert!(child.join_value()?);
+/// # Ok::<(), shmpar::Error>(())
+/// ```
+pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
+    sys::pin_to_cpu(cpu)
+}
