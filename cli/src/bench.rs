@@ -1,24 +1,32 @@
 //! The bench report: sum, dot product, min/max and a 64-bin histogram of f64 arrays, serial vs
 //! rayon vs shmpar, with the same kernel per chunk, beside numpy and Python's multiprocessing.
 
-use std::collections::HashMap;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use ndarray::{ArrayView1, ArrayViewMut1, Ix1, azip};
+use plotters::prelude::*;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use shmpar::{Pool, SharedArray, StartMethod};
 
 use crate::measure::{self, Variant};
-use crate::{CliResult, peers};
+use crate::{CliResult, output, peers};
 
 /// The workloads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub(crate) enum Workload {
+    /// The sum of an f64 array.
     Sum,
+    /// The dot product of two f64 arrays.
     Dot,
+    /// The min and the max of an f64 array.
+    #[value(name = "minmax")]
     MinMax,
+    /// A 64-bin histogram of f64 in [0, 1).
     Hist64,
     /// `b = 2a + 1`: one array read, another written.
     Affine,
@@ -368,40 +376,52 @@ fn python_cells(
             )
         });
     }
-    Ok(String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| {
-            let workload = Workload::ALL
-                .into_iter()
-                .find(|w| Some(w.key()) == peers::field(l, "workload").as_deref())?;
-            Some(Cell {
-                workload,
-                bytes: peers::field(l, "bytes")?.parse().ok()?,
-                variant: peers::field(l, "variant")?,
-                median: Duration::from_secs_f64(peers::field(l, "median_s")?.parse().ok()?),
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let r: Record = serde_json::from_str(l).map_err(|e| {
+                format!("the Python peer wrote a line that is not a record ({e}): {l}")
+            })?;
+            Ok(Cell {
+                workload: r.workload,
+                bytes: r.bytes,
+                variant: r.variant,
+                median: Duration::from_secs_f64(r.median_s),
             })
         })
-        .collect())
+        .collect()
+}
+
+/// One cell as a JSON line: what `--json` prints, and what the Python peer writes (it leaves
+/// out `gbps`).
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    workload: Workload,
+    bytes: usize,
+    variant: String,
+    median_s: f64,
+    #[serde(default, skip_deserializing)]
+    gbps: f64,
 }
 
 /// Prints the tables (or JSON lines).
-pub(crate) fn report(cells: &[Cell], python: &Result<Vec<Cell>, String>, json: bool) {
+pub(crate) fn report(cells: &[Cell], python: &Result<Vec<Cell>, String>, json: bool) -> CliResult {
     let all: Vec<&Cell> = cells
         .iter()
         .chain(python.as_ref().map(|p| p.iter()).into_iter().flatten())
         .collect();
     if json {
         for c in &all {
-            println!(
-                "{{\"workload\":\"{}\",\"bytes\":{},\"variant\":\"{}\",\"median_s\":{:.9},\"gbps\":{:.4}}}",
-                c.workload.key(),
-                c.bytes,
-                c.variant,
-                c.median.as_secs_f64(),
-                c.gbps()
-            );
+            output::json_line(&Record {
+                workload: c.workload,
+                bytes: c.bytes,
+                variant: c.variant.clone(),
+                median_s: c.median.as_secs_f64(),
+                gbps: c.gbps(),
+            })?;
         }
-        return;
+        return Ok(());
     }
     let get = |w: Workload, b: usize, v: &str| {
         all.iter()
@@ -436,24 +456,22 @@ pub(crate) fn report(cells: &[Cell], python: &Result<Vec<Cell>, String>, json: b
                 Workload::Affine => "b = 2a + 1 over f64 (one array read, one written)",
             }
         );
-        println!(
-            "{:>8} | {:>9} {:>9} {:>9} | {:>6} {:>6} {:>6} | {:>6} {:>6} | {:>9} {:>9} {:>9} | {:>7} {:>7}",
+        let mut table = output::table(&[
             "size",
             "serial",
             "rayon",
             "shmpar",
-            "GB/s",
-            "",
-            "",
-            "/rayon",
-            "/serial",
+            "serial GB/s",
+            "rayon GB/s",
+            "shmpar GB/s",
+            "shmpar vs rayon",
+            "vs serial",
             "numpy",
             "Pool shm",
-            "pickled",
-            "/Pool",
-            "/pickle"
-        );
-        println!("{}", "-".repeat(140));
+            "Pool pickled",
+            "vs Pool shm",
+            "vs pickled",
+        ]);
         for &b in &sizes {
             let t = |v: &str| get(w, b, v);
             let (s, r, m) = (t("serial"), t("rayon"), t("shmpar"));
@@ -469,24 +487,24 @@ pub(crate) fn report(cells: &[Cell], python: &Result<Vec<Cell>, String>, json: b
                     format!("{:.1}x", c.median.as_secs_f64() / m.median.as_secs_f64())
                 })
             };
-            println!(
-                "{:>8} | {:>9} {:>9} {:>9} | {:>6.1} {:>6.1} {:>6.1} | {:>5.2}x {:>6.2}x | {:>9} {:>9} {:>9} | {:>7} {:>7}",
+            table.add_row(vec![
                 measure::human_bytes(b),
                 measure::human_time(s.median),
                 measure::human_time(r.median),
                 measure::human_time(m.median),
-                s.gbps(),
-                r.gbps(),
-                m.gbps(),
-                r.median.as_secs_f64() / m.median.as_secs_f64(),
-                s.median.as_secs_f64() / m.median.as_secs_f64(),
+                format!("{:.1}", s.gbps()),
+                format!("{:.1}", r.gbps()),
+                format!("{:.1}", m.gbps()),
+                format!("{:.2}x", r.median.as_secs_f64() / m.median.as_secs_f64()),
+                format!("{:.2}x", s.median.as_secs_f64() / m.median.as_secs_f64()),
                 time(np),
                 time(ps),
                 time(pp),
                 ratio(ps),
                 ratio(pp),
-            );
+            ]);
         }
+        println!("{table}");
     }
     // Memory bandwidth: the best read rate seen anywhere (sum, 64 MiB and up), and the share
     // of it each variant reaches on the largest array.
@@ -511,6 +529,7 @@ pub(crate) fn report(cells: &[Cell], python: &Result<Vec<Cell>, String>, json: b
     if let Err(why) = python {
         println!("\n(Python columns skipped: {why})");
     }
+    Ok(())
 }
 
 /// `bench [--quick] [--json]`.
@@ -521,6 +540,7 @@ pub(crate) fn run(
     sizes: Option<Vec<usize>>,
     rounds: usize,
     method: StartMethod,
+    svg: Option<&Path>,
 ) -> CliResult {
     let sizes = sizes.unwrap_or_else(|| {
         let mut s = vec![1 << 10, 4 << 10, 64 << 10, 1 << 20, 64 << 20, 512 << 20];
@@ -537,12 +557,8 @@ pub(crate) fn run(
     let progress = if json {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new((workloads.len() * sizes.len() + 1) as u64)
+        output::progress((workloads.len() * sizes.len() + 1) as u64)
     };
-    progress.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
     if !json {
         println!(
             "{} x f64 workloads: serial (one thread, best kernel), rayon ({} threads, same chunks and kernel), \
@@ -555,19 +571,144 @@ pub(crate) fn run(
     let cells = measure(&pool, &rayon_pool, workloads, &sizes, rounds, &progress)?;
     let python = python_cells(workloads, &sizes, pool.workers(), &progress);
     progress.finish_and_clear();
-    report(&cells, &python, json);
+    report(&cells, &python, json)?;
+    if let Some(path) = svg {
+        let all: Vec<&Cell> = cells
+            .iter()
+            .chain(python.as_ref().map(|p| p.iter()).into_iter().flatten())
+            .collect();
+        std::fs::write(path, render_svg(&all)?)?;
+        if !json {
+            println!("wrote {}", path.display());
+        }
+    }
     Ok(())
 }
 
-/// Workload names from the command line.
-pub(crate) fn parse_workloads(list: &str) -> Result<Vec<Workload>, String> {
-    let by_key: HashMap<&str, Workload> = Workload::ALL.iter().map(|w| (w.key(), *w)).collect();
-    list.split(',')
-        .map(|k| {
-            by_key
-                .get(k.trim())
-                .copied()
-                .ok_or_else(|| format!("unknown workload '{k}'"))
-        })
-        .collect()
+/// Throughput against array size, one line per variant, one panel per workload (log-log).
+pub(crate) fn render_svg(cells: &[&Cell]) -> Result<String, String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    let workloads: Vec<Workload> = Workload::ALL
+        .into_iter()
+        .filter(|w| cells.iter().any(|c| c.workload == *w))
+        .collect();
+    let mut svg = String::new();
+    {
+        let height = 360 * workloads.len().max(1) as u32;
+        let root = SVGBackend::with_string(&mut svg, (900, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let panels = root.split_evenly((workloads.len().max(1), 1));
+        for (panel, w) in panels.iter().zip(&workloads) {
+            let mine: Vec<&&Cell> = cells.iter().filter(|c| c.workload == *w).collect();
+            let (lo, hi) = mine.iter().fold((f64::MAX, 0f64), |(lo, hi), c| {
+                (lo.min(c.bytes as f64), hi.max(c.bytes as f64))
+            });
+            let top = mine.iter().map(|c| c.gbps()).fold(0.0, f64::max) * 1.5;
+            let bottom = mine
+                .iter()
+                .map(|c| c.gbps())
+                .fold(f64::MAX, f64::min)
+                .max(1e-4)
+                / 1.5;
+            let mut chart = ChartBuilder::on(panel)
+                .caption(
+                    format!("{}: throughput against array size", w.key()),
+                    ("sans-serif", 18),
+                )
+                .margin(10)
+                .x_label_area_size(35)
+                .y_label_area_size(55)
+                .build_cartesian_2d(
+                    (lo / 1.5..hi * 1.5).log_scale(),
+                    (bottom..top.max(bottom * 2.0)).log_scale(),
+                )
+                .map_err(|x| e(&x))?;
+            chart
+                .configure_mesh()
+                .x_desc("bytes per array")
+                .y_desc("GB/s")
+                .x_label_formatter(&|b| measure::human_bytes(*b as usize))
+                .draw()
+                .map_err(|x| e(&x))?;
+            let mut variants: Vec<&str> = mine.iter().map(|c| c.variant.as_str()).collect();
+            variants.sort_unstable();
+            variants.dedup();
+            for (i, v) in variants.iter().enumerate() {
+                let color = Palette99::pick(i).to_rgba();
+                let mut pts: Vec<(f64, f64)> = mine
+                    .iter()
+                    .filter(|c| c.variant == *v)
+                    .map(|c| (c.bytes as f64, c.gbps()))
+                    .collect();
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                    .map_err(|x| e(&x))?
+                    .label(v.to_string())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                    });
+                chart
+                    .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                    .map_err(|x| e(&x))?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|x| e(&x))?;
+        }
+        root.present().map_err(|x| e(&x))?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_throughput_plot_has_a_panel_per_workload_and_a_line_per_variant() {
+        let mut cells = Vec::new();
+        for w in [Workload::Sum, Workload::Dot] {
+            for v in ["serial", "rayon", "shmpar"] {
+                for (i, bytes) in [1usize << 10, 1 << 20, 64 << 20].into_iter().enumerate() {
+                    cells.push(Cell {
+                        workload: w,
+                        bytes,
+                        variant: v.to_string(),
+                        median: Duration::from_micros(10 * (i as u64 + 1)),
+                    });
+                }
+            }
+        }
+        let refs: Vec<&Cell> = cells.iter().collect();
+        let svg = render_svg(&refs).unwrap();
+        let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
+        let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).collect();
+        assert!(
+            texts.iter().any(|t| t.contains("sum: throughput")),
+            "{texts:?}"
+        );
+        assert!(texts.iter().any(|t| t.contains("dot: throughput")));
+        assert!(texts.iter().any(|t| t.contains("shmpar")));
+        let lines = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("polyline"))
+            .count();
+        assert!(lines >= 6, "{lines} polylines: 2 workloads x 3 variants");
+    }
+
+    #[test]
+    fn a_python_record_reads_back_and_a_bad_line_is_an_error() {
+        let r: Record = serde_json::from_str(
+            r#"{"workload": "minmax", "bytes": 1024, "variant": "numpy serial", "median_s": 1e-6}"#,
+        )
+        .unwrap();
+        assert_eq!(r.workload, Workload::MinMax);
+        assert_eq!(r.bytes, 1024);
+        assert!(serde_json::from_str::<Record>(r#"{"workload": "sum"}"#).is_err());
+    }
 }

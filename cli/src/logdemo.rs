@@ -6,19 +6,26 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
 use shmpar::Process;
 use shmpar::logging::Mode;
 
-use crate::CliResult;
+use crate::{CliResult, LogMode, output};
+
+/// One mode's figures, as the child run prints them (one JSON line) for the parent's table.
+#[derive(Debug, Serialize, Deserialize)]
+struct Row {
+    mode: String,
+    records: usize,
+    records_per_s: f64,
+    whole_lines: usize,
+    lost: usize,
+}
 
 /// Runs both modes (each in a child run of this binary) and prints a table.
 pub(crate) fn run(procs: usize, lines: usize) -> CliResult {
     println!("{procs} processes x {lines} records into one file:\n");
-    println!(
-        "{:<8} | {:>10} {:>12} {:>13} {:>8}",
-        "mode", "records", "records/s", "whole lines", "lost"
-    );
-    println!("{}", "-".repeat(60));
+    let mut table = output::table(&["mode", "records", "records/s", "whole lines", "lost"]);
     for mode in ["funnel", "append"] {
         let out = Command::new(std::env::current_exe()?)
             .args(["log-demo-one", mode, &procs.to_string(), &lines.to_string()])
@@ -31,8 +38,17 @@ pub(crate) fn run(procs: usize, lines: usize) -> CliResult {
             )
             .into());
         }
-        print!("{text}");
+        let row: Row = serde_json::from_str(text.trim())
+            .map_err(|e| format!("the {mode} run printed no record ({e}): {text}"))?;
+        table.add_row(vec![
+            row.mode,
+            row.records.to_string(),
+            format!("{:.0}", row.records_per_s),
+            row.whole_lines.to_string(),
+            row.lost.to_string(),
+        ]);
     }
+    println!("{table}");
     println!(
         "\nfunnel: records go through a shared-memory queue to one writer thread (whole lines even\n\
          when a writer is SIGKILLed); append: one write(2) per record on an O_APPEND file."
@@ -40,12 +56,11 @@ pub(crate) fn run(procs: usize, lines: usize) -> CliResult {
     Ok(())
 }
 
-/// One mode, in this process: writes, checks, prints one table row.
-pub(crate) fn run_one(mode: &str, procs: usize, lines: usize) -> CliResult {
+/// One mode, in this process: writes, checks, prints its row as one JSON line.
+pub(crate) fn run_one(mode: LogMode, procs: usize, lines: usize) -> CliResult {
     let mode = match mode {
-        "funnel" => Mode::Funnel,
-        "append" => Mode::Append,
-        other => return Err(format!("unknown mode '{other}'").into()),
+        LogMode::Funnel => Mode::Funnel,
+        LogMode::Append => Mode::Append,
     };
     let path = std::env::temp_dir().join(format!("shmpar-log-demo-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&path);
@@ -88,13 +103,11 @@ pub(crate) fn run_one(mode: &str, procs: usize, lines: usize) -> CliResult {
         }
     }
     let total = procs * lines;
-    println!(
-        "{:<8} | {:>10} {:>12.0} {:>13} {:>8}",
-        format!("{mode:?}").to_lowercase(),
-        total,
-        total as f64 / secs,
-        whole,
-        total - whole
-    );
-    Ok(())
+    output::json_line(&Row {
+        mode: format!("{mode:?}").to_lowercase(),
+        records: total,
+        records_per_s: total as f64 / secs,
+        whole_lines: whole,
+        lost: total - whole,
+    })
 }

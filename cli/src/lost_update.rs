@@ -2,15 +2,18 @@
 //! Also what happens to each kind of lock when its holder is killed.
 
 use std::hint::black_box;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use plotters::prelude::*;
 use raw_sync::Timeout;
 use raw_sync::locks::{LockImpl, LockInit, Mutex as RawSyncMutex};
+use serde::Serialize;
 use shmpar::{CachePadded, Event, LockError, Process, SharedValue, ShmMutex};
 use shmpar_cli::PthreadMutex;
 
-use crate::CliResult;
+use crate::{CliResult, output};
 
 type Fallible<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -181,7 +184,24 @@ pub(crate) fn count(way: Way, procs: usize, increments: u64) -> Fallible<Count> 
 }
 
 /// Runs the five ways and prints a table (or JSON lines).
-pub(crate) fn run(procs: usize, increments: u64, json: bool) -> CliResult {
+/// A row as `--json` prints it.
+#[derive(Debug, Serialize)]
+struct Record {
+    demo: &'static str,
+    way: &'static str,
+    procs: usize,
+    increments: u64,
+    expected: u64,
+    #[serde(rename = "final")]
+    counted: u64,
+    lost: u64,
+    lost_pct: f64,
+    seconds: f64,
+    ns_per_increment: f64,
+    speed_vs_shm_mutex: f64,
+}
+
+pub(crate) fn run(procs: usize, increments: u64, json: bool, svg: Option<&Path>) -> CliResult {
     let counts = Way::ALL
         .iter()
         .map(|&w| count(w, procs, increments))
@@ -192,45 +212,61 @@ pub(crate) fn run(procs: usize, increments: u64, json: bool) -> CliResult {
         .map_or(1.0, |c| c.elapsed.as_secs_f64());
     if !json {
         println!("{procs} processes x {increments} increments of one shared counter:\n");
-        println!(
-            "{:<22} | {:>10} {:>10} {:>10} {:>7} | {:>9} {:>9} {:>11}",
-            "way", "expected", "final", "lost", "lost %", "time", "ns/incr", "vs ShmMutex"
-        );
-        println!("{}", "-".repeat(101));
     }
+    let mut table = output::table(&[
+        "way",
+        "expected",
+        "final",
+        "lost",
+        "lost %",
+        "time",
+        "ns/incr",
+        "vs ShmMutex",
+    ]);
     for c in &counts {
         let lost = c.expected.saturating_sub(c.counted);
         let secs = c.elapsed.as_secs_f64();
         let ns = secs * 1e9 / c.expected as f64;
         if json {
-            println!(
-                "{{\"demo\":\"lost_update\",\"way\":\"{}\",\"procs\":{procs},\"increments\":{increments},\"expected\":{},\"final\":{},\"lost\":{lost},\"lost_pct\":{:.3},\"seconds\":{secs:.6},\"ns_per_increment\":{ns:.3},\"speed_vs_shm_mutex\":{:.3}}}",
-                c.way.key(),
-                c.expected,
-                c.counted,
-                100.0 * lost as f64 / c.expected as f64,
-                locked / secs
-            );
-        } else {
-            println!(
-                "{:<22} | {:>10} {:>10} {:>10} {:>6.1}% | {:>7.1}ms {:>9.2} {:>10.1}x",
-                c.way.name(),
-                c.expected,
-                c.counted,
+            output::json_line(&Record {
+                demo: "lost_update",
+                way: c.way.key(),
+                procs,
+                increments,
+                expected: c.expected,
+                counted: c.counted,
                 lost,
-                100.0 * lost as f64 / c.expected as f64,
-                secs * 1e3,
-                ns,
-                locked / secs
-            );
+                lost_pct: 100.0 * lost as f64 / c.expected as f64,
+                seconds: secs,
+                ns_per_increment: ns,
+                speed_vs_shm_mutex: locked / secs,
+            })?;
+        } else {
+            table.add_row(vec![
+                c.way.name().to_string(),
+                c.expected.to_string(),
+                c.counted.to_string(),
+                lost.to_string(),
+                format!("{:.1}%", 100.0 * lost as f64 / c.expected as f64),
+                format!("{:.1}ms", secs * 1e3),
+                format!("{ns:.2}"),
+                format!("{:.1}x", locked / secs),
+            ]);
         }
     }
     if !json {
+        println!("{table}");
         println!(
             "\nA lost update: two processes read the same value, both add one, and the second\n\
              write erases the first. A lock or an atomic add makes read-modify-write one step;\n\
              counting locally and adding once shares nothing, so it is fastest of all."
         );
+    }
+    if let Some(path) = svg {
+        std::fs::write(path, render_svg(&counts, procs, increments)?)?;
+        if !json {
+            println!("wrote {}", path.display());
+        }
     }
     Ok(())
 }
@@ -333,29 +369,112 @@ pub(crate) fn holder_dies(json: bool) -> CliResult {
 
     if json {
         for o in &outcomes {
-            println!(
-                "{{\"demo\":\"lock_holder_dies\",\"lock\":\"{}\",\"outcome\":\"{}\",\"seconds\":{:.6}}}",
-                o.lock,
-                o.what.replace('"', "'"),
-                o.took.as_secs_f64()
-            );
+            output::json_line(&HolderRecord {
+                demo: "lock_holder_dies",
+                lock: o.lock,
+                outcome: &o.what,
+                seconds: o.took.as_secs_f64(),
+            })?;
         }
     } else {
         println!(
             "A child takes the lock and is SIGKILLed while holding it. Then we try to lock:\n"
         );
-        println!("{:<20} | {:>10} | what happened", "lock", "time");
-        println!("{}", "-".repeat(100));
+        let mut table = output::table(&["lock", "time", "what happened"]);
+        output::left(&mut table, 2);
         for o in &outcomes {
-            println!(
-                "{:<20} | {:>8.1}ms | {}",
-                o.lock,
-                o.took.as_secs_f64() * 1e3,
-                o.what
-            );
+            table.add_row(vec![
+                o.lock.to_string(),
+                format!("{:.1}ms", o.took.as_secs_f64() * 1e3),
+                o.what.clone(),
+            ]);
         }
+        println!("{table}");
     }
     Ok(())
+}
+
+/// An outcome as `--json` prints it.
+#[derive(Debug, Serialize)]
+struct HolderRecord<'a> {
+    demo: &'static str,
+    lock: &'static str,
+    outcome: &'a str,
+    seconds: f64,
+}
+
+/// The lost updates (bars, % of the increments) and the time per increment (bars, ns) of each
+/// way, side by side.
+fn render_svg(counts: &[Count], procs: usize, increments: u64) -> Result<String, String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let root = root
+            .titled(
+                &format!("{procs} processes x {increments} increments of one shared counter"),
+                ("sans-serif", 20),
+            )
+            .map_err(|x| e(&x))?;
+        let (left, right) = root.split_horizontally(500);
+        let n = counts.len();
+        let lost_pct: Vec<f64> = counts
+            .iter()
+            .map(|c| 100.0 * c.expected.saturating_sub(c.counted) as f64 / c.expected as f64)
+            .collect();
+        let ns: Vec<f64> = counts
+            .iter()
+            .map(|c| c.elapsed.as_secs_f64() * 1e9 / c.expected as f64)
+            .collect();
+        for (area, values, title, unit) in [
+            (&left, &lost_pct, "updates lost", "% of the increments"),
+            (&right, &ns, "time per increment", "ns"),
+        ] {
+            let top = values.iter().copied().fold(0.0, f64::max).max(1e-9) * 1.15;
+            // One bar per way, top to bottom in the table's order. (A segmented range of
+            // 0..k has k + 1 segments.)
+            let last = n.saturating_sub(1);
+            let mut chart = ChartBuilder::on(area)
+                .caption(title, ("sans-serif", 16))
+                .margin(10)
+                .x_label_area_size(40)
+                .y_label_area_size(150)
+                .build_cartesian_2d(0.0..top, (0..last).into_segmented())
+                .map_err(|x| e(&x))?;
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .x_desc(unit)
+                .y_labels(n)
+                .y_label_formatter(&|v| match v {
+                    SegmentValue::CenterOf(i) => counts
+                        .get(last - (*i).min(last))
+                        .map_or("", |c| c.way.name())
+                        .into(),
+                    _ => String::new(),
+                })
+                .draw()
+                .map_err(|x| e(&x))?;
+            chart
+                .draw_series(values.iter().enumerate().map(|(i, v)| {
+                    let color = Palette99::pick(i).to_rgba();
+                    let row = last - i;
+                    let mut bar = Rectangle::new(
+                        [
+                            (0.0, SegmentValue::Exact(row)),
+                            (*v, SegmentValue::Exact(row + 1)),
+                        ],
+                        color.filled(),
+                    );
+                    bar.set_margin(6, 6, 0, 0);
+                    bar
+                }))
+                .map_err(|x| e(&x))?;
+        }
+        root.present().map_err(|x| e(&x))?;
+    }
+    Ok(svg)
 }
 
 /// Forks a child that runs `hold` (taking a lock and keeping it), kills it, then times `try`.
@@ -377,4 +496,32 @@ fn kill_holder(hold: impl FnOnce(), attempt: impl FnOnce() -> bool) -> Fallible<
     let t = Instant::now();
     let ok = attempt();
     Ok((t.elapsed(), ok))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_chart_is_well_formed_and_names_every_way() {
+        let counts: Vec<Count> = Way::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &way)| Count {
+                way,
+                expected: 1000,
+                counted: if i == 0 { 600 } else { 1000 },
+                elapsed: Duration::from_micros(100 * (i as u64 + 1)),
+            })
+            .collect();
+        let svg = render_svg(&counts, 2, 500).unwrap();
+        let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
+        let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).collect();
+        for way in Way::ALL {
+            assert!(texts.iter().any(|t| t.contains(way.name())), "{texts:?}");
+        }
+        // Two panels of one bar per way (the backgrounds are rects too).
+        let rects = doc.descendants().filter(|n| n.has_tag_name("rect")).count();
+        assert!(rects >= 2 * Way::ALL.len(), "{rects} rects");
+    }
 }

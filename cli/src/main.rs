@@ -1,6 +1,5 @@
 //! `cargo run --release`: a short tour of shmpar, printing tables a person can read.
-//!
-//! Subcommands: `tour` (the default) and `sum [--sizes 1K,64K,...] [--rounds N]`.
+//! `shmpar help` lists the other commands; `shmpar help COMMAND` (or `--help`) explains one.
 
 mod bench;
 mod laws;
@@ -8,52 +7,238 @@ mod logdemo;
 mod lost_update;
 mod measure;
 mod npy;
+mod output;
 mod peers;
 mod pi;
 mod scaling;
 
-use shmpar::StartMethod;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use shmpar::StartMethod;
+
+/// shmpar's tour, the parallel-programming course's demos, and the bench report.
+///
+/// With no command: the tour (the main demos with short sizes, about a minute).
+#[derive(Debug, Parser)]
+#[command(name = "shmpar", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The main demos, with short sizes (the default command).
+    Tour,
+    /// The bench report: serial vs rayon vs shmpar on f64 workloads from 1 KiB to 512 MiB,
+    /// beside numpy and Python's multiprocessing.
+    Bench(BenchArgs),
+    /// The sum alone: serial vs rayon vs shmpar.
+    Sum(SumArgs),
+    /// N processes x M increments of one shared counter, five ways: lost updates and the fixes.
+    LostUpdate(LostUpdateArgs),
+    /// Monte Carlo pi: serial, std threads, rayon, shmpar processes, numpy.
+    Pi(PiArgs),
+    /// Strong (Amdahl) and weak (Gustafson) scaling from 1 to N processes, Karp-Flatt, and an
+    /// SVG plot.
+    Scaling(ScalingArgs),
+    /// N processes x M log records into one file, both logging modes: checks every line and
+    /// prints records/s.
+    LogDemo(LogDemoArgs),
+    /// Writes a 1-D f64 .npy filled with 1.0 (by the pool's workers).
+    NpyMake(NpyMakeArgs),
+    /// Sums an f64 .npy (any size, even larger than RAM) with the pool. Do not write the file
+    /// meanwhile.
+    NpySum(NpySumArgs),
+    /// A lock's holder is SIGKILLed: raw_sync and a plain pthread mutex time out, ShmMutex
+    /// reports the dead owner at once.
+    LockHolderDies(JsonArg),
+    /// One mode of log-demo in this process (log-demo runs it in a fresh process per mode).
+    #[command(hide = true)]
+    LogDemoOne {
+        mode: LogMode,
+        procs: usize,
+        lines: usize,
+    },
+}
+
+/// `--json`: one JSON object per line instead of the tables.
+#[derive(Debug, Args)]
+struct JsonArg {
+    /// Print one JSON object per line instead of the tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Stop at 64 MiB (about 15 s).
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    json: JsonArg,
+    /// Write the throughput against size, a line per variant and a panel per workload, as SVG.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// The workloads to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    workloads: Vec<bench::Workload>,
+    /// Array sizes, e.g. 1K,64K,1M,64M,512M (default: 1K,4K,64K,1M,64M,512M).
+    #[arg(long, value_delimiter = ',', value_parser = parse_size, value_name = "LIST")]
+    sizes: Vec<usize>,
+    /// Interleaved rounds per cell (the median is reported).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// How the pool starts its workers.
+    #[arg(long, value_enum, default_value_t = StartArg::ForkServer)]
+    start_method: StartArg,
+}
+
+#[derive(Debug, Args)]
+struct SumArgs {
+    #[command(flatten)]
+    json: JsonArg,
+    /// Array sizes, e.g. 1K,64K,1M (default: 1K,64K,1M,64M,512M).
+    #[arg(long, value_delimiter = ',', value_parser = parse_size, value_name = "LIST")]
+    sizes: Vec<usize>,
+    /// Interleaved rounds per cell (the median is reported).
+    #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+}
+
+#[derive(Debug, Args)]
+struct LostUpdateArgs {
+    /// Processes (default: the number of CPUs).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    procs: Option<u32>,
+    /// Increments per process.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    increments: u64,
+    #[command(flatten)]
+    json: JsonArg,
+    /// Write the lost updates and the time per increment of each way as an SVG bar chart.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct PiArgs {
+    /// Samples to throw.
+    #[arg(long, default_value_t = 400_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    samples: u64,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+struct ScalingArgs {
+    /// The largest number of processes (default: twice the CPUs).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_procs: Option<u32>,
+    /// What is scaled.
+    #[arg(long, value_enum, default_value_t = scaling::ScalingWorkload::Pi)]
+    workload: scaling::ScalingWorkload,
+    /// Write the plot here.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+struct LogDemoArgs {
+    /// Writing processes (default: the number of CPUs).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    procs: Option<u32>,
+    /// Records per process.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    lines: u32,
+}
+
+#[derive(Debug, Args)]
+struct NpyMakeArgs {
+    /// The file to write.
+    path: PathBuf,
+    /// Its size in GiB.
+    #[arg(long, default_value_t = 8.0, value_parser = parse_gib)]
+    gib: f64,
+}
+
+#[derive(Debug, Args)]
+struct NpySumArgs {
+    /// The file to sum (f64, any shape).
+    path: PathBuf,
+}
+
+/// `--start-method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StartArg {
+    /// Workers forked by a fork server, a clean copy of the program (the default).
+    ForkServer,
+    /// Workers forked from this process.
+    Fork,
+}
+
+/// The logging modes of `log-demo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogMode {
+    /// Through a shared-memory queue to one writer thread.
+    Funnel,
+    /// One write(2) per record on an O_APPEND file.
+    Append,
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        None | Some("tour") => tour(),
-        Some("sum") => sum_command(&args[1..]),
-        Some("bench") => bench_command(&args[1..]),
-        Some("scaling") => scaling_command(&args[1..]),
-        Some("log-demo") => log_demo_command(&args[1..]),
-        Some("npy-sum") if args.len() == 2 => npy::sum(&args[1]),
-        Some("npy-make") if args.len() >= 2 => {
-            match flag(&args[2..], "--gib").map(str::parse::<f64>).transpose() {
-                Ok(gib) => npy::make(&args[1], gib.unwrap_or(8.0)),
-                Err(e) => Err(format!("--gib: {e}").into()),
-            }
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Tour) {
+        Command::Tour => tour(),
+        Command::Bench(a) => bench::run(
+            a.quick,
+            a.json.json,
+            &or_all(a.workloads),
+            (!a.sizes.is_empty()).then_some(a.sizes),
+            a.rounds as usize,
+            match a.start_method {
+                StartArg::ForkServer => StartMethod::ForkServer,
+                StartArg::Fork => StartMethod::Fork,
+            },
+            a.svg.as_deref(),
+        ),
+        Command::Sum(a) => bench::run(
+            false,
+            a.json.json,
+            &[bench::Workload::Sum],
+            Some(if a.sizes.is_empty() {
+                vec![1 << 10, 64 << 10, 1 << 20, 64 << 20, 512 << 20]
+            } else {
+                a.sizes
+            }),
+            a.rounds as usize,
+            StartMethod::default(),
+            None,
+        ),
+        Command::LostUpdate(a) => lost_update::run(
+            a.procs.map_or_else(cpus, |p| p as usize),
+            a.increments,
+            a.json.json,
+            a.svg.as_deref(),
+        ),
+        Command::Pi(a) => pi::run(a.samples, a.json.json),
+        Command::Scaling(a) => scaling::run(
+            a.workload,
+            a.max_procs.map(|p| p as usize),
+            a.svg.as_deref(),
+            a.json.json,
+        ),
+        Command::LogDemo(a) => {
+            logdemo::run(a.procs.map_or_else(cpus, |p| p as usize), a.lines as usize)
         }
-        Some("log-demo-one") if args.len() == 4 => match (args[2].parse(), args[3].parse()) {
-            (Ok(procs), Ok(lines)) => logdemo::run_one(&args[1], procs, lines),
-            _ => Err("log-demo-one MODE PROCS LINES".into()),
-        },
-        Some("lost-update") => lost_update_command(&args[1..]),
-        Some("pi") => {
-            let samples: u64 = match flag(&args[1..], "--samples").map(str::parse).transpose() {
-                Ok(s) => s.unwrap_or(400_000_000),
-                Err(e) => {
-                    eprintln!("error: --samples: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            pi::run(samples, args.iter().any(|a| a == "--json"))
-        }
-        Some("lock-holder-dies") => lost_update::holder_dies(args.iter().any(|a| a == "--json")),
-        Some("-h" | "--help" | "help") => {
-            println!("{}", USAGE);
-            Ok(())
-        }
-        Some(other) => {
-            eprintln!("unknown command '{other}'\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Command::NpyMake(a) => npy::make(&a.path, a.gib),
+        Command::NpySum(a) => npy::sum(&a.path),
+        Command::LockHolderDies(a) => lost_update::holder_dies(a.json),
+        Command::LogDemoOne { mode, procs, lines } => logdemo::run_one(mode, procs, lines),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -64,78 +249,50 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: shmpar [COMMAND]
-
-commands:
-  tour                 the main demos, with short sizes (default)
-  bench [--quick] [--json] [--workloads sum,dot,minmax,hist64] [--sizes 1K,...] [--rounds N]
-        [--start-method fork-server|fork]
-                       the bench report: four workloads at 1 KiB .. 512 MiB (--quick: up to
-                       64 MiB), serial vs rayon vs shmpar, beside numpy and multiprocessing
-  sum [--rounds N] [--sizes 1K,64K,1M,64M,512M]
-                       the sum alone: serial vs rayon vs shmpar
-  lost-update [--procs N] [--increments M] [--json]
-                       N processes x M increments of one shared counter, five ways
-                       (default: N = number of CPUs, M = 1000000)
-  pi [--samples N] [--json]
-                       Monte Carlo pi: serial, std threads, rayon, shmpar processes, numpy
-                       (default N = 400000000)
-  scaling [--max-procs N] [--workload pi|sum] [--svg FILE] [--json]
-                       strong (Amdahl) and weak (Gustafson) scaling from 1 to N processes
-                       (default: twice the CPUs), Karp-Flatt, and an SVG plot
-  log-demo [--procs N] [--lines M]
-                       N processes x M log records into one file, both logging modes:
-                       checks every line and prints records/s (default: CPUs x 100000)
-  npy-make PATH [--gib N]
-                       writes a 1-D f64 .npy of N GiB (default 8) filled with 1.0
-  npy-sum PATH         sums an f64 .npy (any size, even larger than RAM) with the pool
-                       (do not write the file meanwhile)
-  lock-holder-dies [--json]
-                       a lock's holder is SIGKILLed: raw_sync and a plain pthread mutex
-                       time out, ShmMutex reports the dead owner at once";
-
-/// Parses "1K", "64M", "2G", or plain bytes.
-fn parse_size(s: &str) -> Option<usize> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last()? {
-        'K' | 'k' => (&s[..s.len() - 1], 1usize << 10),
-        'M' | 'm' => (&s[..s.len() - 1], 1 << 20),
-        'G' | 'g' => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<usize>().ok()?.checked_mul(mult)
+fn or_all(workloads: Vec<bench::Workload>) -> Vec<bench::Workload> {
+    if workloads.is_empty() {
+        bench::Workload::ALL.to_vec()
+    } else {
+        workloads
+    }
 }
 
-fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
+/// Parses "1K", "64M", "2G", or plain bytes (at least 8: one f64).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1usize << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let bytes = num
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("'{s}' is not a size (e.g. 4096, 1K, 64M, 2G)"))?;
+    if bytes < 8 {
+        return Err(format!("'{s}' is smaller than one f64 (8 bytes)"));
+    }
+    Ok(bytes)
+}
+
+/// Parses a positive, finite number of GiB.
+fn parse_gib(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(g) if g.is_finite() && g > 0.0 => Ok(g),
+        _ => Err(format!("'{s}' is not a positive number of GiB")),
+    }
 }
 
 pub(crate) type CliResult = Result<(), Box<dyn std::error::Error>>;
-
-fn lost_update_command(args: &[String]) -> CliResult {
-    let procs: usize = flag(args, "--procs")
-        .map(str::parse)
-        .transpose()?
-        .unwrap_or_else(cpus);
-    let increments: u64 = flag(args, "--increments")
-        .map(str::parse)
-        .transpose()?
-        .unwrap_or(1_000_000);
-    if procs == 0 || increments == 0 {
-        return Err("--procs and --increments must be at least 1".into());
-    }
-    lost_update::run(procs, increments, args.iter().any(|a| a == "--json"))
-}
 
 /// `imap` over 0..10 where task 0 divides by zero and task 7 kills its own worker: the other
 /// results arrive, in order (Python's Pool.map would raise, or hang).
 fn pool_map_demo() -> CliResult {
     let pool = shmpar::Pool::new(2)?;
-    println!("{:>5} | result", "task");
-    println!("{}", "-".repeat(72));
+    let mut table = output::table(&["task", "result"]);
+    output::left(&mut table, 1);
     for (task, result) in pool
         .imap(0..10i64, |x| {
             if x == 7 {
@@ -145,91 +302,20 @@ fn pool_map_demo() -> CliResult {
         })
         .enumerate()
     {
-        match result {
-            Ok(v) => println!("{task:>5} | 100 / {task} = {v}"),
-            Err(e) => println!("{task:>5} | {e}"),
-        }
+        table.add_row(vec![
+            task.to_string(),
+            match result {
+                Ok(v) => format!("100 / {task} = {v}"),
+                Err(e) => e.to_string(),
+            },
+        ]);
     }
+    println!("{table}");
     Ok(())
 }
 
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn sizes_flag(args: &[String]) -> Result<Option<Vec<usize>>, Box<dyn std::error::Error>> {
-    flag(args, "--sizes")
-        .map(|list| {
-            list.split(',')
-                .map(|s| parse_size(s).ok_or_else(|| format!("bad size '{s}'").into()))
-                .collect()
-        })
-        .transpose()
-}
-
-fn sum_command(args: &[String]) -> CliResult {
-    let sizes =
-        sizes_flag(args)?.unwrap_or_else(|| vec![1 << 10, 64 << 10, 1 << 20, 64 << 20, 512 << 20]);
-    let rounds: usize = flag(args, "--rounds")
-        .map(str::parse)
-        .transpose()?
-        .unwrap_or(11);
-    let json = args.iter().any(|a| a == "--json");
-    bench::run(
-        false,
-        json,
-        &[bench::Workload::Sum],
-        Some(sizes),
-        rounds,
-        StartMethod::default(),
-    )
-}
-
-fn log_demo_command(args: &[String]) -> CliResult {
-    let procs: usize = flag(args, "--procs")
-        .map(str::parse)
-        .transpose()?
-        .unwrap_or_else(cpus);
-    let lines: usize = flag(args, "--lines")
-        .map(str::parse)
-        .transpose()?
-        .unwrap_or(100_000);
-    if procs == 0 || lines == 0 {
-        return Err("--procs and --lines must be at least 1".into());
-    }
-    logdemo::run(procs, lines)
-}
-
-fn scaling_command(args: &[String]) -> CliResult {
-    let workload = match flag(args, "--workload").unwrap_or("pi") {
-        "pi" => scaling::ScalingWorkload::Pi,
-        "sum" => scaling::ScalingWorkload::Sum,
-        other => return Err(format!("unknown workload '{other}' (pi or sum)").into()),
-    };
-    let max_procs: Option<usize> = flag(args, "--max-procs").map(str::parse).transpose()?;
-    let json = args.iter().any(|a| a == "--json");
-    scaling::run(workload, max_procs, flag(args, "--svg"), json)
-}
-
-fn bench_command(args: &[String]) -> CliResult {
-    let workloads = match flag(args, "--workloads") {
-        Some(list) => bench::parse_workloads(list)?,
-        None => bench::Workload::ALL.to_vec(),
-    };
-    let rounds: usize = flag(args, "--rounds")
-        .map(str::parse)
-        .transpose()?
-        .unwrap_or(7);
-    let quick = args.iter().any(|a| a == "--quick");
-    let json = args.iter().any(|a| a == "--json");
-    let method = match flag(args, "--start-method") {
-        None | Some("fork-server") => StartMethod::ForkServer,
-        Some("fork") => StartMethod::Fork,
-        Some(other) => {
-            return Err(format!("--start-method takes fork-server or fork, not {other}").into());
-        }
-    };
-    bench::run(quick, json, &workloads, sizes_flag(args)?, rounds, method)
 }
 
 fn tour() -> CliResult {
@@ -245,9 +331,10 @@ fn tour() -> CliResult {
         Some(vec![512 << 20]),
         7,
         StartMethod::default(),
+        None,
     )?;
     println!("\n== 2. Lost updates on a shared counter ==");
-    lost_update::run(cpus().max(2), 200_000, false)?;
+    lost_update::run(cpus().max(2), 200_000, false, None)?;
     println!("\n== 3. A lock's holder dies ==");
     lost_update::holder_dies(false)?;
     println!("\n== 4. Pool.map where one task fails ==");
@@ -263,6 +350,7 @@ fn tour() -> CliResult {
         Some(sizes),
         3,
         StartMethod::default(),
+        None,
     )?;
     Ok(())
 }

@@ -4,11 +4,11 @@ use std::process::Command;
 use std::time::Instant;
 
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use shmpar::Pool;
 use shmpar_cli::montecarlo::{PiEstimate, count_inside, estimate_pi};
 
-use crate::CliResult;
-use crate::peers;
+use crate::{CliResult, output, peers};
 
 const SEED: u64 = 42;
 
@@ -138,18 +138,43 @@ fn numpy_rows(samples: u64, procs: usize) -> Result<Vec<PiRow>, String> {
     if !out.status.success() {
         return Err("python3 has no numpy (pip install numpy)".into());
     }
-    Ok(String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| {
-            Some(PiRow {
-                variant: peers::field(l, "variant")?,
-                workers: peers::field(l, "workers")?.parse().ok()?,
-                samples_per_s: peers::field(l, "samples_per_s")?.parse().ok()?,
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let r: PeerRow = serde_json::from_str(l).map_err(|e| {
+                format!("the numpy peer wrote a line that is not a record ({e}): {l}")
+            })?;
+            Ok(PiRow {
+                variant: r.variant,
+                workers: r.workers,
+                samples_per_s: r.samples_per_s,
                 estimate: None,
-                pi: peers::field(l, "pi")?.parse().ok()?,
+                pi: r.pi,
             })
         })
-        .collect())
+        .collect()
+}
+
+/// A line of the numpy peer.
+#[derive(Debug, Deserialize)]
+struct PeerRow {
+    variant: String,
+    workers: usize,
+    samples_per_s: f64,
+    pi: f64,
+}
+
+/// A row as `--json` prints it.
+#[derive(Debug, Serialize)]
+struct Record<'a> {
+    demo: &'static str,
+    variant: &'a str,
+    workers: usize,
+    samples: u64,
+    samples_per_s: f64,
+    pi: f64,
+    error: f64,
 }
 
 pub(crate) fn run(samples: u64, json: bool) -> CliResult {
@@ -172,39 +197,44 @@ pub(crate) fn run(samples: u64, json: bool) -> CliResult {
         .map(|r| r.samples_per_s);
     if json {
         for r in &rows {
-            println!(
-                "{{\"demo\":\"pi\",\"variant\":\"{}\",\"workers\":{},\"samples\":{samples},\"samples_per_s\":{:.0},\"pi\":{:.10},\"error\":{:.3e}}}",
-                r.variant,
-                r.workers,
-                r.samples_per_s,
-                r.pi,
-                r.pi - std::f64::consts::PI
-            );
+            output::json_line(&Record {
+                demo: "pi",
+                variant: &r.variant,
+                workers: r.workers,
+                samples,
+                samples_per_s: r.samples_per_s,
+                pi: r.pi,
+                error: r.pi - std::f64::consts::PI,
+            })?;
         }
         return Ok(());
     }
     println!("Monte Carlo pi, {samples} samples (counter-based stream, seed {SEED}; best of 3):\n");
-    println!(
-        "{:<18} {:>7} | {:>12} {:>10} | {:>14} {:>12} {:>9}",
-        "variant", "workers", "samples/s", "vs serial", "estimate", "error", "in sigmas"
-    );
-    println!("{}", "-".repeat(92));
+    let mut table = output::table(&[
+        "variant",
+        "workers",
+        "samples/s",
+        "vs serial",
+        "estimate",
+        "error",
+        "in sigmas",
+    ]);
     for r in &rows {
         let err = r.pi - std::f64::consts::PI;
         let sigmas = r.estimate.map_or("-".to_string(), |e| {
             format!("{:.2}", err.abs() / e.std_error)
         });
-        println!(
-            "{:<18} {:>7} | {:>12.3e} {:>9.2}x | {:>14.10} {:>12.2e} {:>9}",
-            r.variant,
-            r.workers,
-            r.samples_per_s,
-            r.samples_per_s / serial,
-            r.pi,
-            err,
-            sigmas
-        );
+        table.add_row(vec![
+            r.variant.clone(),
+            r.workers.to_string(),
+            format!("{:.3e}", r.samples_per_s),
+            format!("{:.2}x", r.samples_per_s / serial),
+            format!("{:.10}", r.pi),
+            format!("{err:.2e}"),
+            sigmas,
+        ]);
     }
+    println!("{table}");
     match (&numpy, numpy_pool) {
         (Ok(_), Some(np)) => {
             let ours = rows

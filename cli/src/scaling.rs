@@ -1,22 +1,41 @@
 //! Strong scaling (fixed work: Amdahl), weak scaling (work grows with the processes:
 //! Gustafson), and what happens past the number of cores; a table and an SVG plot.
 
+use std::path::Path;
 use std::time::Instant;
 
 use ndarray::Ix1;
 use plotters::prelude::*;
+use serde::Serialize;
 use shmpar::{Pool, SharedArray};
 
-use crate::CliResult;
 use crate::laws::{
     amdahl_ceiling, amdahl_speedup, fit_serial_fraction, gustafson_speedup, karp_flatt,
 };
+use crate::{CliResult, output};
 
 /// What is scaled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum ScalingWorkload {
+    /// Monte Carlo pi (compute-bound).
     Pi,
+    /// The sum of an f64 array (memory-bound).
     Sum,
+}
+
+/// A row as `--json` prints it.
+#[derive(Debug, Serialize)]
+struct Record {
+    demo: &'static str,
+    workload: &'static str,
+    procs: usize,
+    cores: usize,
+    strong_s: f64,
+    weak_s: f64,
+    speedup: f64,
+    scaled_speedup: f64,
+    efficiency: f64,
+    karp_flatt: Option<f64>,
 }
 
 /// One row: `p` processes.
@@ -224,7 +243,7 @@ pub(crate) fn render_svg(
 pub(crate) fn run(
     w: ScalingWorkload,
     max_procs: Option<usize>,
-    svg_path: Option<&str>,
+    svg_path: Option<&Path>,
     json: bool,
 ) -> CliResult {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -255,20 +274,18 @@ pub(crate) fn run(
     };
     if json {
         for (pt, t) in points.iter().zip(&times) {
-            println!(
-                "{{\"demo\":\"scaling\",\"workload\":\"{name}\",\"procs\":{},\"cores\":{cores},\"strong_s\":{:.6},\"weak_s\":{:.6},\"speedup\":{:.4},\"scaled_speedup\":{:.4},\"efficiency\":{:.4},\"karp_flatt\":{}}}",
-                pt.procs,
-                t.1,
-                t.2,
-                pt.strong_s,
-                pt.weak_s,
-                pt.strong_s / pt.procs as f64,
-                if pt.procs > 1 {
-                    format!("{:.4}", karp_flatt(pt.strong_s, pt.procs as f64))
-                } else {
-                    "null".into()
-                }
-            );
+            output::json_line(&Record {
+                demo: "scaling",
+                workload: name,
+                procs: pt.procs,
+                cores,
+                strong_s: t.1,
+                weak_s: t.2,
+                speedup: pt.strong_s,
+                scaled_speedup: pt.weak_s,
+                efficiency: pt.strong_s / pt.procs as f64,
+                karp_flatt: (pt.procs > 1).then(|| karp_flatt(pt.strong_s, pt.procs as f64)),
+            })?;
         }
     } else {
         let work = match w {
@@ -283,8 +300,7 @@ pub(crate) fn run(
                 ScalingWorkload::Sum => format!("{} MiB", (unit(w) * 8) >> 20),
             }
         );
-        println!(
-            "{:>5} | {:>10} {:>8} {:>10} {:>11} {:>10} | {:>10} {:>9} {:>10} | note",
+        let mut table = output::table(&[
             "procs",
             "time",
             "speed-up",
@@ -293,33 +309,34 @@ pub(crate) fn run(
             "Amdahl",
             "weak time",
             "scaled",
-            "Gustafson"
-        );
-        println!("{}", "-".repeat(118));
+            "Gustafson",
+            "note",
+        ]);
+        output::left(&mut table, 9);
         for (pt, t) in points.iter().zip(&times) {
             let p = pt.procs as f64;
-            println!(
-                "{:>5} | {:>9.1}ms {:>7.2}x {:>9.0}% {:>11} {:>9.2}x | {:>8.1}ms {:>8.2}x {:>9.2}x | {}",
-                pt.procs,
-                t.1 * 1e3,
-                pt.strong_s,
-                100.0 * pt.strong_s / p,
+            table.add_row(vec![
+                pt.procs.to_string(),
+                format!("{:.1}ms", t.1 * 1e3),
+                format!("{:.2}x", pt.strong_s),
+                format!("{:.0}%", 100.0 * pt.strong_s / p),
                 if pt.procs > 1 {
                     format!("{:.3}", karp_flatt(pt.strong_s, p))
                 } else {
                     "-".into()
                 },
-                amdahl_speedup(f, p),
-                t.2 * 1e3,
-                pt.weak_s,
-                gustafson_speedup(fg, p),
+                format!("{:.2}x", amdahl_speedup(f, p)),
+                format!("{:.1}ms", t.2 * 1e3),
+                format!("{:.2}x", pt.weak_s),
+                format!("{:.2}x", gustafson_speedup(fg, p)),
                 if pt.procs > cores {
-                    "oversubscribed"
+                    "oversubscribed".into()
                 } else {
-                    ""
-                }
-            );
+                    String::new()
+                },
+            ]);
         }
+        println!("{table}");
         let ceiling = amdahl_ceiling(f);
         let ceiling = if ceiling.is_finite() && ceiling < 1000.0 {
             format!("no number of processes can go past {ceiling:.1}x")
@@ -343,7 +360,7 @@ pub(crate) fn run(
         )?;
         std::fs::write(path, svg)?;
         if !json {
-            println!("wrote {path}");
+            println!("wrote {}", path.display());
         }
     }
     Ok(())
