@@ -6,6 +6,8 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use ndarray::{Dimension, IntoDimension, IxDyn};
+use ndarray_npy::npy::header::{Header, Layout};
+use py_literal::Value as PyValue;
 
 use super::array::SharedArray;
 use super::element::Element;
@@ -91,66 +93,75 @@ fn npy_header_end(prefix: &[u8]) -> std::result::Result<usize, String> {
     }
 }
 
-/// Parses a whole `.npy` header (`head` holds at least [`npy_header_end`] bytes): any bytes
-/// give a header or a reason, never a panic.
+/// Parses a whole `.npy` header (`head` holds at least [`npy_header_end`] bytes) with
+/// ndarray-npy, which reads the dictionary as the Python literal it is (any spacing, key order,
+/// quoting or trailing comma numpy writes): any bytes give a header or a reason, never a panic.
 fn parse_npy_header(head: &[u8]) -> std::result::Result<NpyHeader, String> {
     let end = npy_header_end(head)?;
-    let start = if head[6] == 1 { 10 } else { 12 };
-    let text = head
-        .get(start..end)
+    let head = head
+        .get(..end)
         .ok_or("the file is shorter than its header")?;
-    let text = String::from_utf8_lossy(text);
-    let field = |key: &str| -> Option<&str> {
-        let at = text.find(&format!("'{key}'"))? + key.len() + 2;
-        Some(text[at..].trim_start().strip_prefix(':')?.trim_start())
+    let header = match Header::from_reader(&mut &head[..]) {
+        Ok(h) => h,
+        // Python 2's numpy wrote long integers in the shape (`(3L, 4L)`); numpy filters the
+        // `L`s out before it parses such a header, and so do we.
+        Err(first) => without_python2_longs(head)
+            .and_then(|h| Header::from_reader(&mut &h[..]).ok())
+            // ndarray-npy 0.10 names a missing shape "shaper".
+            .ok_or_else(|| first.to_string().replace("key: shaper", "key: shape"))?,
     };
-    let descr = field("descr")
-        .and_then(|v| v.strip_prefix('\'')?.split('\'').next())
-        .ok_or("no 'descr' in the header")?
-        .to_string();
-    let fortran_order = field("fortran_order")
-        .map(|v| v.starts_with("True"))
-        .ok_or("no 'fortran_order' in the header")?;
-    let shape_text = field("shape")
-        .and_then(|v| v.strip_prefix('(')?.split(')').next())
-        .ok_or("no 'shape' in the header")?;
-    let shape = shape_text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.trim_end_matches('L').parse::<usize>())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|_| format!("bad shape ({shape_text})"))?;
+    let descr = header
+        .type_descriptor
+        .as_string()
+        .ok_or_else(|| {
+            format!(
+                "its dtype {} is a structured or nested dtype, which shmpar cannot map",
+                header.type_descriptor
+            )
+        })?
+        .clone();
     Ok(NpyHeader {
         descr,
-        fortran_order,
-        shape,
+        fortran_order: header.layout.is_fortran(),
+        shape: header.shape,
         data_offset: end,
     })
 }
 
-/// The version-1 header numpy writes for `shape`, padded so that the data starts at a
-/// multiple of 64 bytes.
-fn npy_header_bytes<A: Element>(shape: &[usize]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-    let tuple = match dims.len() {
-        1 => format!("({},)", dims[0]),
-        _ => format!("({})", dims.join(", ")),
-    };
-    let mut dict = format!(
-        "{{'descr': '{}', 'fortran_order': False, 'shape': {tuple}, }}",
-        A::DTYPE
-    );
-    let total = (10 + dict.len() + 1).next_multiple_of(64);
-    while 10 + dict.len() + 1 < total {
-        dict.push(' ');
+/// The header with each `L` that ends a number dropped (the dictionary re-measured), or
+/// `None` when it has none.
+fn without_python2_longs(head: &[u8]) -> Option<Vec<u8>> {
+    let start = if head[6] == 1 { 10 } else { 12 };
+    let text = &head[start..];
+    let keep: Vec<u8> = text
+        .iter()
+        .enumerate()
+        .filter(|&(i, &c)| !(c == b'L' && i > 0 && text[i - 1].is_ascii_digit()))
+        .map(|(_, &c)| c)
+        .collect();
+    if keep.len() == text.len() {
+        return None;
     }
-    dict.push('\n');
-    let mut out = NPY_MAGIC.to_vec();
-    out.extend_from_slice(&[1, 0]);
-    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
-    out.extend_from_slice(dict.as_bytes());
-    out
+    let mut out = head[..8].to_vec();
+    if head[6] == 1 {
+        out.extend(u16::try_from(keep.len()).ok()?.to_le_bytes());
+    } else {
+        out.extend(u32::try_from(keep.len()).ok()?.to_le_bytes());
+    }
+    out.extend(keep);
+    Some(out)
+}
+
+/// The header numpy would write for `shape` (written by ndarray-npy: version 1.0 unless the
+/// dictionary needs more, padded so that the data starts at a multiple of 64 bytes).
+fn npy_header_bytes<A: Element>(shape: &[usize]) -> Result<Vec<u8>> {
+    Header {
+        type_descriptor: PyValue::String(A::DTYPE.to_string()),
+        layout: Layout::Standard,
+        shape: shape.to_vec(),
+    }
+    .to_bytes()
+    .map_err(|e| Error::invalid(format!("no .npy header holds this shape: {e}")))
 }
 
 impl<A: Element, D: Dimension> SharedArray<A, D> {
@@ -260,7 +271,7 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
     ) -> Result<Self> {
         let path = path.as_ref();
         let dim = shape.into_dimension();
-        let header = npy_header_bytes::<A>(dim.slice());
+        let header = npy_header_bytes::<A>(dim.slice())?;
         // Every check before the file is opened: a refused shape leaves an existing file alone.
         let total = super::array::byte_len::<A>(dim.slice())?
             .checked_add(header.len())
@@ -515,7 +526,7 @@ mod tests {
             cut in 0usize..120,
             junk in "[ -~]{0,12}",
         ) {
-            let good = npy_header_bytes::<f64>(&shape);
+            let good = npy_header_bytes::<f64>(&shape).unwrap();
             let mut bytes = good.clone();
             let at = 10 + cut.min(bytes.len() - 10);
             bytes.splice(at..at, junk.bytes());
@@ -579,12 +590,62 @@ mod tests {
 
     #[test]
     fn our_npy_header_is_what_numpy_writes() {
-        let h = npy_header_bytes::<f64>(&[3, 4]);
+        let h = npy_header_bytes::<f64>(&[3, 4]).unwrap();
         assert_eq!(h.len() % 64, 0);
+        assert_eq!(&h[..8], b"\x93NUMPY\x01\x00");
         let text = String::from_utf8_lossy(&h[10..]);
-        assert!(text.starts_with("{'descr': '<f8', 'fortran_order': False, 'shape': (3, 4), }"));
+        assert!(text.starts_with("{'descr': '<f8', 'fortran_order': False, 'shape': (3, 4)"));
         assert!(text.ends_with('\n'));
-        let one = npy_header_bytes::<u8>(&[5]);
+        let one = npy_header_bytes::<u8>(&[5]).unwrap();
         assert!(String::from_utf8_lossy(&one).contains("'shape': (5,)"));
+        let back = parse_npy_header(&h).unwrap();
+        assert_eq!(
+            (back.descr.as_str(), back.shape.as_slice()),
+            ("<f8", &[3, 4][..])
+        );
+    }
+
+    #[test]
+    fn bad_headers_give_reasons() {
+        let header = |text: &str| {
+            let mut bytes = NPY_MAGIC.to_vec();
+            bytes.extend([1, 0]);
+            bytes.extend((text.len() as u16 + 1).to_le_bytes());
+            bytes.extend(text.bytes());
+            bytes.push(b'\n');
+            parse_npy_header(&bytes).unwrap_err()
+        };
+        for (text, says) in [
+            ("{'fortran_order': False, 'shape': (3,)}", "descr"),
+            ("{'descr': '<f8', 'shape': (3,)}", "fortran_order"),
+            (
+                "{'descr': '<f8', 'fortran_order': 1, 'shape': (3,)}",
+                "fortran_order",
+            ),
+            (
+                "{'descr': '<f8', 'fortran_order': False, 'shape': (-3,)}",
+                "shape",
+            ),
+            (
+                "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), 'x': 1}",
+                "x",
+            ),
+            ("[1, 2]", "dict"),
+            (
+                "{'descr': '<f8', 'fortran_order': False, 'shape': (3,)",
+                "syntax",
+            ),
+            (
+                "{'descr': '<f8', 'fortran_order': False}",
+                "missing key: shape",
+            ),
+            (
+                "{'descr': [('a', '<f8')], 'fortran_order': False, 'shape': (3,)}",
+                "structured",
+            ),
+        ] {
+            let why = header(text);
+            assert!(why.contains(says), "{text}: {why}");
+        }
     }
 }
