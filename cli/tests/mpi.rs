@@ -23,16 +23,37 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The launcher: `$SHMPAR_MPIEXEC` (CI runs these tests once with MPICH's `mpiexec` and once
+/// with Open MPI's `mpiexec.openmpi`), or `mpiexec`. The transport is chosen by the MPI's own
+/// environment (`MPIR_CVAR_NOLOCAL=1` for MPICH, `OMPI_MCA_btl=tcp,self` for Open MPI), which
+/// the launcher passes to the ranks.
+fn launcher() -> String {
+    std::env::var("SHMPAR_MPIEXEC").unwrap_or_else(|_| "mpiexec".into())
+}
+
+/// The rank counts to try: `$SHMPAR_MPI_RANKS` (comma-separated), or 1, 2 and 3 (fewer for a
+/// launcher or transport that cannot run three ranks on this host).
+fn rank_counts() -> Vec<usize> {
+    std::env::var("SHMPAR_MPI_RANKS")
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .map(|r| r.trim().parse().expect("SHMPAR_MPI_RANKS: numbers"))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![1, 2, 3])
+}
+
 /// Runs `mpiexec -n ranks shmpar-mpi args...`, killed after 60 s; (success, stdout+stderr, secs).
 fn mpiexec(ranks: usize, args: &[&str]) -> (bool, String, f64) {
     let t = Instant::now();
-    let mut child = Command::new("mpiexec")
+    let mut child = Command::new(launcher())
         .args(["-n", &ranks.to_string(), BIN])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("mpiexec runs (apt-get install mpich)");
+        .unwrap_or_else(|e| panic!("{} does not run ({e}): apt-get install mpich", launcher()));
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -84,7 +105,7 @@ fn sum_is_bitwise_the_one_machine_result() {
         .par_reduce(&a, |c| c.sum(), |x, y| x + y)
         .unwrap();
     let expected = format!("{:016x}", one_machine.to_bits());
-    for ranks in [1, 2, 3] {
+    for ranks in rank_counts() {
         for workers in ["1", "2"] {
             let (ok, text, _) = mpiexec(
                 ranks,
@@ -104,15 +125,66 @@ fn sum_is_bitwise_the_one_machine_result() {
 fn pi_is_identical_for_any_rank_count() {
     let _one_at_a_time = serial();
     let _w = common::watchdog(300, "mpi pi");
-    let bits: Vec<String> = [1, 2, 3]
-        .iter()
-        .map(|&r| {
+    let bits: Vec<String> = rank_counts()
+        .into_iter()
+        .map(|r| {
             let (ok, text, _) = mpiexec(r, &["pi", "--samples", "20000000", "--workers", "1"]);
             assert!(ok, "{text}");
             result_bits(&text)
         })
         .collect();
     assert!(bits.windows(2).all(|w| w[0] == w[1]), "{bits:?}");
+}
+
+/// `DistArray::from_npy` under mpiexec: a 2-D f64 array split by rows into one `.npy` per
+/// rank, blocks of unequal length; the distributed sum is the whole array's (integer values,
+/// so exact in any order) and every rank reports the global shape.
+#[test]
+fn from_npy_sums_per_rank_files() {
+    let _one_at_a_time = serial();
+    let _w = common::watchdog(300, "mpi from_npy");
+    let dir = std::env::temp_dir().join(format!("shmpar-mpi-npy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (rows, cols) = (100_003usize, 3usize);
+    let expected = (0..(rows * cols) as u64).sum::<u64>() as f64;
+    for ranks in rank_counts() {
+        let prefix = dir.join(format!("part{ranks}"));
+        // Rank r holds rows [cut(r), cut(r + 1)), uneven on purpose.
+        let cut = |r: usize| rows * r * r / (ranks * ranks);
+        for r in 0..ranks {
+            let (lo, hi) = (cut(r), cut(r + 1));
+            let mut block = common::create_npy::<f64, ndarray::Ix2, _>(
+                format!("{}.{r}.npy", prefix.display()),
+                (hi - lo, cols),
+            )
+            .unwrap();
+            for (i, x) in block.as_slice_mut().iter_mut().enumerate() {
+                *x = (lo * cols + i) as f64;
+            }
+        }
+        let (ok, text, _) = mpiexec(
+            ranks,
+            &[
+                "npy-sum",
+                "--prefix",
+                prefix.to_str().unwrap(),
+                "--workers",
+                "1",
+            ],
+        );
+        assert!(ok, "{ranks} ranks:\n{text}");
+        assert_eq!(
+            result_bits(&text),
+            format!("{:016x}", expected.to_bits()),
+            "{ranks} ranks:\n{text}"
+        );
+        assert_eq!(
+            text.matches(&format!("of shape [{rows}, {cols}]")).count(),
+            ranks,
+            "{text}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Processes of the binary still running (zombies excluded).

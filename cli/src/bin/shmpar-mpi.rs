@@ -7,6 +7,9 @@
 //! mpiexec -n 2 target/release/shmpar-mpi pi --samples 1000000000
 //! ```
 //!
+//! `npy-sum --prefix P` sums a distributed f64 array whose rank-`r` block is the file
+//! `P.r.npy` (`DistArray::from_npy`: any number of axes, blocks of any number of rows).
+//!
 //! Prints per-rank and global throughput, and on rank 0 a `RESULT` line with the value and its
 //! bits. `--panic-rank R` makes rank R panic (the job then ends through MPI_Abort);
 //! `--kill-worker-rank R` SIGKILLs one of rank R's workers during its reduce (that rank reports
@@ -59,7 +62,8 @@ fn main() -> ExitCode {
     let result = match mode.as_str() {
         "sum" => run_sum(&world, &pool, &args),
         "pi" => run_pi(&world, &pool, &args),
-        other => Err(format!("unknown mode '{other}' (sum or pi)")),
+        "npy-sum" => run_npy_sum(&world, &pool, &args),
+        other => Err(format!("unknown mode '{other}' (sum, pi or npy-sum)")),
     };
     if let Err(e) = result {
         eprintln!("rank {rank}/{size}: error: {e}");
@@ -135,6 +139,29 @@ fn run_sum(world: &impl Communicator, pool: &Pool, args: &[String]) -> Result<()
             (secs - slowest).max(0.0) * 1e6
         );
         println!("RESULT sum {sum} bits {:016x}", sum.to_bits());
+    }
+    Ok(())
+}
+
+fn run_npy_sum(world: &impl Communicator, pool: &Pool, args: &[String]) -> Result<(), String> {
+    let prefix: String = flag(args, "--prefix").ok_or("npy-sum needs --prefix P")?;
+    let path = format!("{prefix}.{}.npy", world.rank());
+    // SAFETY: the test writes each rank's file before the job starts and nothing writes it
+    // while the job runs.
+    let a = unsafe { DistArray::<f64>::from_npy(world, pool, &path) }
+        .map_err(|e| format!("{path}: {e}"))?;
+    let sum = par_reduce(world, pool, &a, |c| c.sum(), |x, y| x + y)
+        .map_err(|e| format!("{e} [{:?}]", e.kind()))?;
+    println!(
+        "rank {}/{}: {path}: rows {}..{} of shape {:?}",
+        world.rank(),
+        world.size(),
+        a.row_offset(),
+        a.row_offset() + a.block().shape()[0],
+        a.global_shape()
+    );
+    if world.rank() == 0 {
+        println!("RESULT npy-sum {sum} bits {:016x}", sum.to_bits());
     }
     Ok(())
 }
