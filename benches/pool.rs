@@ -263,16 +263,11 @@ fn compare_with_python(pool: &Pool) {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
             .lines()
             .filter_map(|l| {
-                let field = |name: &str| -> Option<String> {
-                    let at = l.find(&format!("\"{name}\": "))? + name.len() + 4;
-                    let rest = &l[at..];
-                    let end = rest.find([',', '}']).unwrap_or(rest.len());
-                    Some(rest[..end].trim().trim_matches('"').to_string())
-                };
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
                 Some((
-                    field("metric")?,
-                    field("chunksize").unwrap_or_default(),
-                    field("value")?.parse().ok()?,
+                    v["metric"].as_str()?.to_string(),
+                    v["chunksize"].as_str().unwrap_or_default().to_string(),
+                    v["value"].as_f64()?,
                 ))
             })
             .collect(),
@@ -304,5 +299,21 @@ fn compare_with_python(pool: &Pool) {
             py.map_or("-".into(), |p| format!("{p:.3}")),
             gain.map_or("-".into(), |g| format!("{g:.1}x")),
         );
+    }
+    let joblib = python
+        .iter()
+        .find(|(m, v, _)| m == "map_per_task" && v == "joblib");
+    let default = ours
+        .iter()
+        .find(|(m, v, _)| *m == "map_per_task" && *v == "default chunksize");
+    match (joblib, default) {
+        (Some(j), Some(d)) => println!(
+            "joblib (loky, its automatic batches) map per task: {:.3} us; shmpar's default \
+             chunksize {:.3} us: {:.1}x",
+            j.2,
+            d.2,
+            j.2 / d.2
+        ),
+        _ => println!("(joblib is not installed: no joblib row)"),
     }
 }

@@ -86,3 +86,8 @@ pub use tasks::{AsyncResult, Imap, MapOptions, TaskError};
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The migration page's examples (docs/migration.md), compiled and run as doctests.
+#[doc = include_str!("../docs/migration.md")]
+#[cfg(doctest)]
+pub struct MigrationDoctests;

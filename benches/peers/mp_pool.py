@@ -63,6 +63,23 @@ def main():
             secs = median_of(args.runs, run)
             emit("map_per_task", secs / args.tasks * 1e6, "us", chunksize=label, tasks=args.tasks)
 
+        # joblib (loky backend), if installed: the same tasks with its automatic batching.
+        try:
+            from joblib import Parallel, delayed
+        except ImportError:
+            Parallel = None
+        if Parallel is not None:
+            with Parallel(n_jobs=workers) as parallel:
+                parallel(delayed(trivial)(i) for i in range(1000))  # warm up (starts loky)
+
+                def joblib_run():
+                    t = time.perf_counter()
+                    out = parallel(delayed(trivial)(i) for i in range(args.tasks))
+                    assert out[-1] == args.tasks
+                    return time.perf_counter() - t
+                secs = median_of(args.runs, joblib_run)
+            emit("map_per_task", secs / args.tasks * 1e6, "us", chunksize="joblib", tasks=args.tasks)
+
         def imap_run():
             t = time.perf_counter()
             last = None
