@@ -14,6 +14,16 @@ mod sys;
 
 pub use pthread::{PthreadMutex, PthreadMutexGuard};
 
+/// CPUs online in the machine, and CPUs this process may run on (its affinity mask).
+///
+/// ```
+/// let (online, allowed) = shmpar_cli::cpus().unwrap();
+/// assert!(allowed >= 1 && allowed <= online);
+/// ```
+pub fn cpus() -> std::io::Result<(usize, usize)> {
+    Ok((sys::cpus_online(), sys::cpus_allowed()?))
+}
+
 /// Restricts the calling process (or thread) to CPU number `cpu`, e.g. one CPU per child so
 /// that they really run at the same time. Fails with `InvalidInput` for a CPU number past
 /// what the kernel's CPU set holds, or the OS error for a CPU this process may not use.

@@ -2,6 +2,8 @@
 //! `shmpar help` lists the other commands; `shmpar help COMMAND` (or `--help`) explains one.
 
 mod bench;
+mod interleave;
+mod io_cpu;
 mod laws;
 mod logdemo;
 mod lost_update;
@@ -10,6 +12,8 @@ mod npy;
 mod output;
 mod peers;
 mod pi;
+mod pool_size;
+mod primes;
 mod scaling;
 
 use std::path::PathBuf;
@@ -55,6 +59,24 @@ enum Command {
     /// A lock's holder is SIGKILLed: raw_sync and a plain pthread mutex time out, ShmMutex
     /// reports the dead owner at once.
     LockHolderDies(JsonArg),
+    /// High Performance Python's prime verification: serial, a naive pool, a pool with a
+    /// shared stop flag, and the early-stop search.
+    Primes(QuickJson),
+    /// Processes printing to one output: lines written in pieces tear and mix, whole lines
+    /// and the logging funnel do not.
+    Interleave(InterleaveArgs),
+    /// How the default pool size is chosen (CPUs, affinity, cgroup quota) and the time of one
+    /// workload for 1 to twice that many workers.
+    PoolSize(QuickJson),
+    /// A thread pool and the process pool on waiting tasks and on computing tasks.
+    IoVsCpu(QuickJson),
+    /// One way of interleave in this process (interleave runs each in a fresh process).
+    #[command(hide = true)]
+    InterleaveOne {
+        mode: InterleaveMode,
+        procs: usize,
+        lines: usize,
+    },
     /// One mode of log-demo in this process (log-demo runs it in a fresh process per mode).
     #[command(hide = true)]
     LogDemoOne {
@@ -70,6 +92,39 @@ struct JsonArg {
     /// Print one JSON object per line instead of the tables.
     #[arg(long)]
     json: bool,
+}
+
+/// `--quick` and `--json`.
+#[derive(Debug, Args)]
+struct QuickJson {
+    /// Smaller sizes (what the tour runs).
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+struct InterleaveArgs {
+    /// Writing processes.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    procs: u32,
+    /// Lines per process.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..))]
+    lines: u32,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+/// How `interleave` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum InterleaveMode {
+    /// `print!` and a flush, then `println!`: two writes per line.
+    Split,
+    /// `println!`: one write per line.
+    Whole,
+    /// `log::info!` through the logging funnel.
+    Funnel,
 }
 
 #[derive(Debug, Args)]
@@ -239,6 +294,11 @@ fn main() -> ExitCode {
         Command::NpySum(a) => npy::sum(&a.path),
         Command::LockHolderDies(a) => lost_update::holder_dies(a.json),
         Command::LogDemoOne { mode, procs, lines } => logdemo::run_one(mode, procs, lines),
+        Command::Primes(a) => primes::run(a.quick, a.json.json),
+        Command::Interleave(a) => interleave::run(a.procs as usize, a.lines as usize, a.json.json),
+        Command::PoolSize(a) => pool_size::run(a.quick, a.json.json),
+        Command::IoVsCpu(a) => io_cpu::run(a.quick, a.json.json),
+        Command::InterleaveOne { mode, procs, lines } => interleave::run_one(mode, procs, lines),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -341,7 +401,15 @@ fn tour() -> CliResult {
     pool_map_demo()?;
     println!("\n== 5. Monte Carlo pi ==");
     pi::run(100_000_000, false)?;
-    println!("\n== 6. The bench report, short ==");
+    println!("\n== 6. Stopping early: High Performance Python's prime verification ==");
+    primes::run(true, false)?;
+    println!("\n== 7. Processes printing at once ==");
+    interleave::run(4, 500, false)?;
+    println!("\n== 8. How big a pool ==");
+    pool_size::run(true, false)?;
+    println!("\n== 9. Threads or processes: waiting and computing ==");
+    io_cpu::run(true, false)?;
+    println!("\n== 10. The bench report, short ==");
     let sizes = vec![1 << 10, 4 << 10, 1 << 20, 64 << 20];
     bench::run(
         true,

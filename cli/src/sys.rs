@@ -148,3 +148,20 @@ pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     // SAFETY: `set` is a valid cpu_set_t of the size given.
     cvt(unsafe { libc::sched_setaffinity(0, mem::size_of::<libc::cpu_set_t>(), &set) }).map(drop)
 }
+
+/// CPUs online in the machine (`sysconf(_SC_NPROCESSORS_ONLN)`).
+pub(crate) fn cpus_online() -> usize {
+    // SAFETY: sysconf has no memory arguments and cannot fail for this name on Linux.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
+
+/// CPUs this process may run on (its affinity mask).
+pub(crate) fn cpus_allowed() -> io::Result<usize> {
+    // SAFETY: an all-zero cpu_set_t is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size given; 0 is this process.
+    cvt(unsafe { libc::sched_getaffinity(0, mem::size_of::<libc::cpu_set_t>(), &mut set) })?;
+    // SAFETY: `set` was filled in by the kernel above.
+    Ok(unsafe { libc::CPU_COUNT(&set) } as usize)
+}
