@@ -533,6 +533,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn get_until(&self, wait: Option<Option<Instant>>) -> Result<T> {
         let h = self.header();
         let mut buf = Vec::new();
+        // A pipe's writer is looked up (a /proc read, tens of µs) only on a look after a wait:
+        // the quick answer to a busy writer never pays for it, and a dead writer is still
+        // found within one poll interval.
+        let mut waited = false;
         loop {
             let mut g = self.lock()?;
             if g.head != g.tail {
@@ -562,7 +566,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     "the queue is closed and empty",
                 ));
             }
-            if self.writer_gone() {
+            if waited && self.writer_gone() {
                 return Err(Error::new(
                     ErrorKind::Closed,
                     "the process at the other end of the pipe has ended",
@@ -580,6 +584,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 "the queue is empty",
                 "no message came in time",
             )?;
+            waited = true;
         }
     }
 }
