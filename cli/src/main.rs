@@ -4,6 +4,7 @@
 mod bench;
 mod interleave;
 mod io_cpu;
+mod ipc;
 mod laws;
 mod logdemo;
 mod lost_update;
@@ -70,6 +71,9 @@ enum Command {
     PoolSize(QuickJson),
     /// A thread pool and the process pool on waiting tasks and on computing tasks.
     IoVsCpu(QuickJson),
+    /// What moving a small message or 1 MiB between processes costs by each route (Queue,
+    /// Pipe, an atomic, a shared array), beside Python's.
+    Ipc(IpcArgs),
     /// One way of interleave in this process (interleave runs each in a fresh process).
     #[command(hide = true)]
     InterleaveOne {
@@ -114,6 +118,18 @@ struct InterleaveArgs {
     lines: u32,
     #[command(flatten)]
     json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+struct IpcArgs {
+    /// Fewer round trips and payloads (what the tour runs).
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    json: JsonArg,
+    /// Write the latencies and throughputs as SVG bars.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
 }
 
 /// How `interleave` writes.
@@ -298,6 +314,7 @@ fn main() -> ExitCode {
         Command::Interleave(a) => interleave::run(a.procs as usize, a.lines as usize, a.json.json),
         Command::PoolSize(a) => pool_size::run(a.quick, a.json.json),
         Command::IoVsCpu(a) => io_cpu::run(a.quick, a.json.json),
+        Command::Ipc(a) => ipc::run(a.quick, a.json.json, a.svg.as_deref()),
         Command::InterleaveOne { mode, procs, lines } => interleave::run_one(mode, procs, lines),
     };
     match result {
@@ -409,7 +426,9 @@ fn tour() -> CliResult {
     pool_size::run(true, false)?;
     println!("\n== 9. Threads or processes: waiting and computing ==");
     io_cpu::run(true, false)?;
-    println!("\n== 10. The bench report, short ==");
+    println!("\n== 10. Moving data between processes ==");
+    ipc::run(true, false, None)?;
+    println!("\n== 11. The bench report, short ==");
     let sizes = vec![1 << 10, 4 << 10, 1 << 20, 64 << 20];
     bench::run(
         true,

@@ -12,7 +12,7 @@ fn shmpar(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run shmpar")
 }
 
-const COMMANDS: [&str; 10] = [
+const COMMANDS: [&str; 15] = [
     "tour",
     "bench",
     "sum",
@@ -23,6 +23,11 @@ const COMMANDS: [&str; 10] = [
     "npy-make",
     "npy-sum",
     "lock-holder-dies",
+    "primes",
+    "interleave",
+    "pool-size",
+    "io-vs-cpu",
+    "ipc",
 ];
 
 #[test]

@@ -137,3 +137,26 @@ fn threads_and_processes_run_waiting_and_computing_tasks() {
         assert!(r["computing_s"].as_f64().unwrap() > 0.0, "{r}");
     }
 }
+
+#[test]
+fn the_ipc_table_has_every_route() {
+    let _w = common::watchdog(240, "ipc");
+    let rows = json_rows(Command::new(BIN).args(["ipc", "--quick", "--json"]));
+    let has = |peer: &str, route: &str| {
+        rows.iter()
+            .find(|r| r["peer"] == peer && r["route"].as_str().unwrap().starts_with(route))
+            .unwrap_or_else(|| panic!("no {peer} {route} in {rows:?}"))
+    };
+    for route in ["Queue", "Pipe", "SharedArray handle"] {
+        let r = has("shmpar", route);
+        assert!(r["small_us"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["mib_gbps"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let atomic = has("shmpar", "SharedValue atomic");
+    assert!(atomic["small_us"].as_f64().unwrap() > 0.0 && atomic["mib_gbps"].is_null());
+    if Command::new("python3").arg("-V").output().is_ok() {
+        for route in ["Queue", "Manager Queue", "Pipe", "shared_memory"] {
+            has("python", route);
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! `ipc`: what it costs to move something between processes, by each route: the one-way
+//! latency of a small message (half a round trip, median) and the throughput of 1 MiB
+//! payloads, through a `Queue`, a `Pipe`, a `SharedValue` atomic (small messages only) and a
+//! `SharedArray` read in place by a pool task through its handle; beside Python's Queue,
+//! Pipe, Manager and shared_memory when python3 is here.
+
+use std::hint::spin_loop;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use ndarray::Ix1;
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+use shmpar::{ArrayHandle, Connection, Pipe, Pool, Process, Queue, SharedArray, SharedValue};
+
+use crate::{CliResult, output, peers};
+
+const MIB: usize = 1 << 20;
+
+/// One route, as `--json` prints it (and as the Python peer writes it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Row {
+    #[serde(default = "python")]
+    peer: String,
+    route: String,
+    /// One-way latency of a small message, µs (`None`: the route does not carry one).
+    small_us: Option<f64>,
+    /// 1 MiB payloads per second, in GB/s (`None`: the route does not carry one).
+    mib_gbps: Option<f64>,
+}
+
+fn python() -> String {
+    "python".into()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times `rounds` round trips; half the median, in µs.
+fn one_way_us(
+    rounds: usize,
+    mut round_trip: impl FnMut() -> shmpar::Result<()>,
+) -> shmpar::Result<f64> {
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        round_trip()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok(median(times) / 2.0 * 1e6)
+}
+
+fn queue_echo((inbox, outbox, n): (Queue<u64>, Queue<u64>, usize)) {
+    for _ in 0..n {
+        let Ok(v) = inbox.get() else { return };
+        if outbox.put(&v).is_err() {
+            return;
+        }
+    }
+}
+
+fn queue_drain((inbox, ack, n): (Queue<Vec<u8>>, Queue<u64>, usize)) {
+    let mut bytes = 0u64;
+    for _ in 0..n {
+        let Ok(m) = inbox.get() else { return };
+        bytes += m.len() as u64;
+    }
+    let _ = ack.put(&bytes);
+}
+
+fn pipe_echo((end, n): (Connection<u64>, usize)) {
+    for _ in 0..n {
+        let Ok(v) = end.recv() else { return };
+        if end.send(&v).is_err() {
+            return;
+        }
+    }
+}
+
+fn pipe_drain((end, n): (Connection<Vec<u8>>, usize)) {
+    let mut bytes = 0u64;
+    for _ in 0..n {
+        let Ok(m) = end.recv() else { return };
+        bytes += m.len() as u64;
+    }
+    let _ = end.send(&bytes.to_le_bytes().to_vec());
+}
+
+/// Answers each ping `i` with pong `i`, spinning (yielding now and then).
+fn atomic_echo((ping, pong, n): (SharedValue<AtomicU64>, SharedValue<AtomicU64>, u64)) {
+    for i in 1..=n {
+        let mut spins = 0u32;
+        // ORDERING: Acquire/Release: a ping-pong of two words; nothing else is published.
+        while ping.load(Ordering::Acquire) != i {
+            spins += 1;
+            if spins % 64 == 0 {
+                std::thread::yield_now();
+            } else {
+                spin_loop();
+            }
+        }
+        pong.store(i, Ordering::Release);
+    }
+}
+
+fn read_payload(a: ArrayHandle<'_, u8, Ix1>) -> u64 {
+    a.view().iter().map(|&b| u64::from(b)).sum()
+}
+
+fn echo_task(x: u64) -> u64 {
+    x
+}
+
+/// Measures the Rust routes.
+pub(crate) fn measure(rounds: usize, payloads: usize) -> shmpar::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let row = |route: &str, small: Option<f64>, gbps: Option<f64>| Row {
+        peer: "shmpar".into(),
+        route: route.into(),
+        small_us: small,
+        mib_gbps: gbps,
+    };
+    let gbps = |secs: f64| (payloads * MIB) as f64 / secs / 1e9;
+
+    // Queue.
+    let (inbox, outbox) = (Queue::<u64>::new(4)?, Queue::<u64>::new(4)?);
+    let child = Process::start(queue_echo, (inbox.clone(), outbox.clone(), rounds))?;
+    let small = one_way_us(rounds, || {
+        inbox.put(&1)?;
+        outbox.get().map(drop)
+    })?;
+    child.join()?.into_result()?;
+    let payload_q = Queue::<Vec<u8>>::with_message_bytes(4, MIB + 16)?;
+    let ack = Queue::<u64>::new(1)?;
+    let child = Process::start(queue_drain, (payload_q.clone(), ack.clone(), payloads))?;
+    let payload = vec![1u8; MIB];
+    let t = Instant::now();
+    for _ in 0..payloads {
+        payload_q.put(&payload)?;
+    }
+    assert_eq!(ack.get()?, (payloads * MIB) as u64);
+    rows.push(row(
+        "Queue",
+        Some(small),
+        Some(gbps(t.elapsed().as_secs_f64())),
+    ));
+    child.join()?.into_result()?;
+
+    // Pipe.
+    let (mine, theirs) = Pipe::<u64>::new()?;
+    let child = Process::start(pipe_echo, (theirs, rounds))?;
+    let small = one_way_us(rounds, || {
+        mine.send(&1)?;
+        mine.recv().map(drop)
+    })?;
+    child.join()?.into_result()?;
+    let (mine, theirs) = Pipe::<Vec<u8>>::with_capacity(4, MIB + 16)?;
+    let child = Process::start(pipe_drain, (theirs, payloads))?;
+    let t = Instant::now();
+    for _ in 0..payloads {
+        mine.send(&payload)?;
+    }
+    mine.recv()?;
+    rows.push(row(
+        "Pipe",
+        Some(small),
+        Some(gbps(t.elapsed().as_secs_f64())),
+    ));
+    child.join()?.into_result()?;
+
+    // A SharedValue atomic: a ping-pong of two words.
+    let ping = SharedValue::new(AtomicU64::new(0))?;
+    let pong = SharedValue::new(AtomicU64::new(0))?;
+    let child = Process::start(atomic_echo, (ping.clone(), pong.clone(), rounds as u64))?;
+    let mut i = 0u64;
+    let small = one_way_us(rounds, || {
+        i += 1;
+        // ORDERING: as in `atomic_echo`.
+        ping.store(i, Ordering::Release);
+        let mut spins = 0u32;
+        while pong.load(Ordering::Acquire) != i {
+            spins += 1;
+            if spins % 64 == 0 {
+                std::thread::yield_now();
+            } else {
+                spin_loop();
+            }
+        }
+        Ok(())
+    })?;
+    child.join()?.into_result()?;
+    rows.push(row("SharedValue atomic (spinning)", Some(small), None));
+
+    // A SharedArray written in place and read by a pool task through its handle; the small
+    // message is a pool task's round trip.
+    let pool = Pool::new(1)?;
+    let small = one_way_us(rounds, || pool.apply_async(1u64, echo_task).get().map(drop))?;
+    let mut array = SharedArray::<u8, Ix1>::zeros(MIB)?;
+    let t = Instant::now();
+    for k in 0..payloads {
+        array.as_slice_mut().fill(k as u8);
+        pool.try_map([array.handle()], read_payload)?;
+    }
+    rows.push(row(
+        "SharedArray handle, pool task",
+        Some(small),
+        Some(gbps(t.elapsed().as_secs_f64())),
+    ));
+    Ok(rows)
+}
+
+/// Python's rows, or why there are none.
+fn python_rows(rounds: usize, payloads: usize) -> Result<Vec<Row>, String> {
+    let out = Command::new("python3")
+        .arg(peers::script("ipc.py"))
+        .args([
+            "--rounds",
+            &rounds.to_string(),
+            "--payloads",
+            &payloads.to_string(),
+        ])
+        .output()
+        .map_err(|_| "python3 is not installed".to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "the Python peer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).map_err(|e| {
+                format!("the Python peer wrote a line that is not a record ({e}): {l}")
+            })
+        })
+        .collect()
+}
+
+/// Bars of each route's latency and throughput.
+fn render_svg(rows: &[Row]) -> Result<String, String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 80 + 40 * rows.len() as u32))
+            .into_drawing_area();
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let (left, right) = root.split_horizontally(500);
+        let n = rows.len();
+        let last = n.saturating_sub(1);
+        let name = |i: usize| {
+            rows.get(last - i.min(last))
+                .map_or(String::new(), |r| format!("{} {}", r.peer, r.route))
+        };
+        for (area, title, pick) in [
+            (&left, "small message, one way (us, log)", 0),
+            (&right, "1 MiB payloads (GB/s)", 1),
+        ] {
+            let value = |r: &Row| if pick == 0 { r.small_us } else { r.mib_gbps };
+            let top = rows.iter().filter_map(value).fold(0.0, f64::max).max(1e-3) * 1.3;
+            let mut chart = ChartBuilder::on(area)
+                .caption(title, ("sans-serif", 15))
+                .margin(8)
+                .x_label_area_size(30)
+                .y_label_area_size(210)
+                .build_cartesian_2d(0.0..top, (0..last).into_segmented())
+                .map_err(|x| e(&x))?;
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .y_labels(n)
+                .y_label_formatter(&|v| match v {
+                    SegmentValue::CenterOf(i) => name(*i),
+                    _ => String::new(),
+                })
+                .draw()
+                .map_err(|x| e(&x))?;
+            chart
+                .draw_series(rows.iter().enumerate().filter_map(|(i, r)| {
+                    let v = value(r)?;
+                    let row = last - i;
+                    let color = if r.peer == "shmpar" { BLUE } else { RED };
+                    let mut bar = Rectangle::new(
+                        [
+                            (0.0, SegmentValue::Exact(row)),
+                            (v, SegmentValue::Exact(row + 1)),
+                        ],
+                        color.mix(0.7).filled(),
+                    );
+                    bar.set_margin(5, 5, 0, 0);
+                    Some(bar)
+                }))
+                .map_err(|x| e(&x))?;
+        }
+        root.present().map_err(|x| e(&x))?;
+    }
+    Ok(svg)
+}
+
+/// `ipc [--quick] [--json] [--svg FILE]`.
+pub(crate) fn run(quick: bool, json: bool, svg: Option<&Path>) -> CliResult {
+    let (rounds, payloads) = if quick { (500, 16) } else { (5_000, 128) };
+    let mut rows = measure(rounds, payloads)?;
+    let python = python_rows(rounds.min(2_000), payloads.min(64));
+    if let Ok(p) = &python {
+        rows.extend(p.iter().cloned());
+    }
+    if json {
+        for r in &rows {
+            output::json_line(r)?;
+        }
+    } else {
+        println!(
+            "Moving data between two processes ({rounds} small round trips, {payloads} payloads \
+             of 1 MiB):\n"
+        );
+        let mut table = output::table(&["", "route", "small message, one way", "1 MiB payloads"]);
+        output::left(&mut table, 1);
+        for r in &rows {
+            table.add_row(vec![
+                r.peer.clone(),
+                r.route.clone(),
+                r.small_us.map_or("-".into(), |v| format!("{v:.2} µs")),
+                r.mib_gbps.map_or("-".into(), |v| format!("{v:.2} GB/s")),
+            ]);
+        }
+        println!("{table}");
+        if let Err(why) = &python {
+            println!("\n(Python rows skipped: {why})");
+        }
+        println!(
+            "\nA message through a queue or a pipe is serialised, copied in and copied out; an\n\
+             atomic in shared memory moves one word with no copy and no system call while both\n\
+             sides spin; an array in shared memory is read where it lies, so 1 MiB costs one\n\
+             write and one read, not a copy through a channel."
+        );
+    }
+    if let Some(path) = svg {
+        std::fs::write(path, render_svg(&rows)?)?;
+        if !json {
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
