@@ -372,3 +372,25 @@ fn join_timeout_is_the_way_out_when_a_consumer_dies_with_its_message() {
     q.task_done().unwrap();
     q.join().unwrap();
 }
+
+#[test]
+fn a_call_that_does_not_wait_still_reports_a_dead_writer() {
+    let _w = common::watchdog(60, "pipe eof without a wait");
+    let (reader, writer) = Pipe::<u32>::one_way().unwrap();
+    let mut child = Process::start(
+        |w: shmpar::PipeWriter<u32>| {
+            w.send(&7).unwrap();
+            std::thread::sleep(Duration::from_secs(30));
+        },
+        writer,
+    )
+    .unwrap();
+    assert_eq!(reader.recv().unwrap(), 7);
+    child.kill().unwrap();
+    child.join().unwrap();
+    // A polling loop of zero timeouts ends: end of file, not TimedOut forever.
+    let err = reader.recv_timeout(Duration::ZERO).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    let err = reader.recv_timeout(Duration::from_micros(10)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+}

@@ -20,7 +20,8 @@ pub(crate) struct Row {
     way: String,
     procs: usize,
     lines: usize,
-    /// Lines that arrived exactly as written (`Number: <n>`).
+    /// Lines of the form `Number: <n>` (a line made of two processes' pieces can have that
+    /// form too, so this counts well-formed lines).
     whole: usize,
     /// Lines that are not: torn pieces and mixtures.
     broken: usize,
@@ -106,9 +107,10 @@ pub(crate) fn run(procs: usize, lines: usize, json: bool) -> CliResult {
     }
     println!("{table}");
     println!(
-        "\nA write(2) of a line to a pipe or a file is not split, so a line written at once arrives\n\
-         whole; a line written in pieces lets another process's piece in between. The funnel\n\
-         sends each record through a shared-memory queue to one writer."
+        "\nA write(2) of a line to a pipe (up to PIPE_BUF, 4 KiB) or to a file is not split, so a\n\
+         line written at once arrives whole; a line written in pieces lets another process's\n\
+         piece in between. The funnel sends each record through a shared-memory queue to one\n\
+         writer."
     );
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::hint::spin_loop;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ndarray::Ix1;
 use plotters::prelude::*;
@@ -18,6 +18,9 @@ use shmpar::{ArrayHandle, Connection, Pipe, Pool, Process, Queue, SharedArray, S
 use crate::{CliResult, output, peers};
 
 const MIB: usize = 1 << 20;
+/// The longest any one step may take: a child that died (or a stuck peer) ends the demo with
+/// an error instead of a hang.
+const STEP: Duration = Duration::from_secs(30);
 
 /// One route, as `--json` prints it (and as the Python peer writes it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,8 +59,10 @@ fn one_way_us(
 
 fn queue_echo((inbox, outbox, n): (Queue<u64>, Queue<u64>, usize)) {
     for _ in 0..n {
-        let Ok(v) = inbox.get() else { return };
-        if outbox.put(&v).is_err() {
+        let Ok(v) = inbox.get_timeout(STEP) else {
+            return;
+        };
+        if outbox.put_timeout(&v, STEP).is_err() {
             return;
         }
     }
@@ -66,16 +71,20 @@ fn queue_echo((inbox, outbox, n): (Queue<u64>, Queue<u64>, usize)) {
 fn queue_drain((inbox, ack, n): (Queue<Vec<u8>>, Queue<u64>, usize)) {
     let mut bytes = 0u64;
     for _ in 0..n {
-        let Ok(m) = inbox.get() else { return };
+        let Ok(m) = inbox.get_timeout(STEP) else {
+            return;
+        };
         bytes += m.len() as u64;
     }
-    let _ = ack.put(&bytes);
+    let _ = ack.put_timeout(&bytes, STEP);
 }
 
 fn pipe_echo((end, n): (Connection<u64>, usize)) {
     for _ in 0..n {
-        let Ok(v) = end.recv() else { return };
-        if end.send(&v).is_err() {
+        let Ok(v) = end.recv_timeout(STEP) else {
+            return;
+        };
+        if end.send_timeout(&v, STEP).is_err() {
             return;
         }
     }
@@ -84,25 +93,41 @@ fn pipe_echo((end, n): (Connection<u64>, usize)) {
 fn pipe_drain((end, n): (Connection<Vec<u8>>, usize)) {
     let mut bytes = 0u64;
     for _ in 0..n {
-        let Ok(m) = end.recv() else { return };
+        let Ok(m) = end.recv_timeout(STEP) else {
+            return;
+        };
         bytes += m.len() as u64;
     }
-    let _ = end.send(&bytes.to_le_bytes().to_vec());
+    let _ = end.send_timeout(&bytes.to_le_bytes().to_vec(), STEP);
 }
 
-/// Answers each ping `i` with pong `i`, spinning (yielding now and then).
+/// Spins (yielding now and then) until `word` holds `value`; false after `STEP`.
+fn spin_until(word: &AtomicU64, value: u64) -> bool {
+    let start = Instant::now();
+    let mut spins = 0u32;
+    // ORDERING: Acquire, paired with the other side's Release store: a ping-pong of two words;
+    // nothing else is published.
+    while word.load(Ordering::Acquire) != value {
+        spins += 1;
+        if spins % 64 == 0 {
+            if start.elapsed() > STEP {
+                return false;
+            }
+            std::thread::yield_now();
+        } else {
+            spin_loop();
+        }
+    }
+    true
+}
+
+/// Answers each ping `i` with pong `i`.
 fn atomic_echo((ping, pong, n): (SharedValue<AtomicU64>, SharedValue<AtomicU64>, u64)) {
     for i in 1..=n {
-        let mut spins = 0u32;
-        // ORDERING: Acquire/Release: a ping-pong of two words; nothing else is published.
-        while ping.load(Ordering::Acquire) != i {
-            spins += 1;
-            if spins % 64 == 0 {
-                std::thread::yield_now();
-            } else {
-                spin_loop();
-            }
+        if !spin_until(&ping, i) {
+            return;
         }
+        // ORDERING: Release, paired with the parent's Acquire in `spin_until`.
         pong.store(i, Ordering::Release);
     }
 }
@@ -115,7 +140,12 @@ fn echo_task(x: u64) -> u64 {
     x
 }
 
-/// Measures the Rust routes.
+/// An error of the demo itself (a peer that stopped answering).
+fn stray(what: &str) -> shmpar::Error {
+    shmpar::Error::from(std::io::Error::other(what.to_string()))
+}
+
+/// Measures the Rust routes (each child's `Drop` kills it if a step fails).
 pub(crate) fn measure(rounds: usize, payloads: usize) -> shmpar::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let row = |route: &str, small: Option<f64>, gbps: Option<f64>| Row {
@@ -124,25 +154,30 @@ pub(crate) fn measure(rounds: usize, payloads: usize) -> shmpar::Result<Vec<Row>
         small_us: small,
         mib_gbps: gbps,
     };
-    let gbps = |secs: f64| (payloads * MIB) as f64 / secs / 1e9;
+    // The first payload is sent before the clock starts (it waits for the child to start).
+    let gbps = |secs: f64| ((payloads - 1) * MIB) as f64 / secs / 1e9;
 
     // Queue.
     let (inbox, outbox) = (Queue::<u64>::new(4)?, Queue::<u64>::new(4)?);
     let child = Process::start(queue_echo, (inbox.clone(), outbox.clone(), rounds))?;
     let small = one_way_us(rounds, || {
-        inbox.put(&1)?;
-        outbox.get().map(drop)
+        inbox.put_timeout(&1, STEP)?;
+        outbox.get_timeout(STEP).map(drop)
     })?;
     child.join()?.into_result()?;
     let payload_q = Queue::<Vec<u8>>::with_message_bytes(4, MIB + 16)?;
     let ack = Queue::<u64>::new(1)?;
     let child = Process::start(queue_drain, (payload_q.clone(), ack.clone(), payloads))?;
     let payload = vec![1u8; MIB];
+    // The child is up once it takes the first payload; the clock starts after it.
+    payload_q.put_timeout(&payload, STEP)?;
     let t = Instant::now();
-    for _ in 0..payloads {
-        payload_q.put(&payload)?;
+    for _ in 1..payloads {
+        payload_q.put_timeout(&payload, STEP)?;
     }
-    assert_eq!(ack.get()?, (payloads * MIB) as u64);
+    if ack.get_timeout(STEP)? != (payloads * MIB) as u64 {
+        return Err(stray("the Queue's reader counted other bytes"));
+    }
     rows.push(row(
         "Queue",
         Some(small),
@@ -154,17 +189,18 @@ pub(crate) fn measure(rounds: usize, payloads: usize) -> shmpar::Result<Vec<Row>
     let (mine, theirs) = Pipe::<u64>::new()?;
     let child = Process::start(pipe_echo, (theirs, rounds))?;
     let small = one_way_us(rounds, || {
-        mine.send(&1)?;
-        mine.recv().map(drop)
+        mine.send_timeout(&1, STEP)?;
+        mine.recv_timeout(STEP).map(drop)
     })?;
     child.join()?.into_result()?;
     let (mine, theirs) = Pipe::<Vec<u8>>::with_capacity(4, MIB + 16)?;
     let child = Process::start(pipe_drain, (theirs, payloads))?;
+    mine.send_timeout(&payload, STEP)?;
     let t = Instant::now();
-    for _ in 0..payloads {
-        mine.send(&payload)?;
+    for _ in 1..payloads {
+        mine.send_timeout(&payload, STEP)?;
     }
-    mine.recv()?;
+    mine.recv_timeout(STEP)?;
     rows.push(row(
         "Pipe",
         Some(small),
@@ -179,18 +215,13 @@ pub(crate) fn measure(rounds: usize, payloads: usize) -> shmpar::Result<Vec<Row>
     let mut i = 0u64;
     let small = one_way_us(rounds, || {
         i += 1;
-        // ORDERING: as in `atomic_echo`.
+        // ORDERING: Release, paired with the child's Acquire in `spin_until`.
         ping.store(i, Ordering::Release);
-        let mut spins = 0u32;
-        while pong.load(Ordering::Acquire) != i {
-            spins += 1;
-            if spins % 64 == 0 {
-                std::thread::yield_now();
-            } else {
-                spin_loop();
-            }
+        if spin_until(&pong, i) {
+            Ok(())
+        } else {
+            Err(stray("the atomic's partner stopped answering"))
         }
-        Ok(())
     })?;
     child.join()?.into_result()?;
     rows.push(row("SharedValue atomic (spinning)", Some(small), None));
@@ -200,8 +231,9 @@ pub(crate) fn measure(rounds: usize, payloads: usize) -> shmpar::Result<Vec<Row>
     let pool = Pool::new(1)?;
     let small = one_way_us(rounds, || pool.apply_async(1u64, echo_task).get().map(drop))?;
     let mut array = SharedArray::<u8, Ix1>::zeros(MIB)?;
+    pool.try_map([array.handle()], read_payload)?; // the worker maps the array
     let t = Instant::now();
-    for k in 0..payloads {
+    for k in 1..payloads {
         array.as_slice_mut().fill(k as u8);
         pool.try_map([array.handle()], read_payload)?;
     }
@@ -215,16 +247,15 @@ pub(crate) fn measure(rounds: usize, payloads: usize) -> shmpar::Result<Vec<Row>
 
 /// Python's rows, or why there are none.
 fn python_rows(rounds: usize, payloads: usize) -> Result<Vec<Row>, String> {
-    let out = Command::new("python3")
-        .arg(peers::script("ipc.py"))
-        .args([
+    let out = peers::output_within(
+        Command::new("python3").arg(peers::script("ipc.py")).args([
             "--rounds",
             &rounds.to_string(),
             "--payloads",
             &payloads.to_string(),
-        ])
-        .output()
-        .map_err(|_| "python3 is not installed".to_string())?;
+        ]),
+        Duration::from_secs(120),
+    )?;
     if !out.status.success() {
         return Err(format!(
             "the Python peer failed: {}",

@@ -32,7 +32,9 @@ struct Row {
     speedup: f64,
 }
 
-/// The cgroup v2 CPU quota of this process, in CPUs (`cpu.max` holds "quota period" or "max").
+/// The cgroup v2 CPU quota of this process's own cgroup, in CPUs (`cpu.max` holds
+/// "quota period", or "max" for none). A parent cgroup's quota, or cgroup v1's, is not read
+/// here (the standard library's `available_parallelism` does read them).
 fn cgroup_quota() -> Option<f64> {
     let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
@@ -85,11 +87,12 @@ pub(crate) fn run(quick: bool, json: bool) -> CliResult {
         return Ok(());
     }
     println!(
-        "CPUs online {online}, allowed by the affinity mask {allowed}, cgroup quota {}:\n\
-         the default pool has {default_workers} workers (the smallest of the three).\n",
+        "CPUs online {online}, allowed by the affinity mask {allowed}, this cgroup's quota {}:\n\
+         the default pool has {default_workers} worker{} (the smallest of the three).\n",
         sizing
             .cgroup_quota
-            .map_or("none".to_string(), |q| format!("{q:.1} CPUs"))
+            .map_or("none".to_string(), |q| format!("{q:.1} CPUs")),
+        if default_workers == 1 { "" } else { "s" }
     );
     println!("Monte Carlo pi, {samples} samples, best of 3:\n");
     let mut table = output::table(&["workers", "time", "speed-up", "note"]);

@@ -23,10 +23,11 @@ pub(crate) struct Row {
     demo: &'static str,
     number: u64,
     variant: &'static str,
-    /// The smallest factor found (any factor for the parallel variants), or none: prime.
+    /// The factor found, or none: prime. The serial search and the naive pool give the
+    /// smallest; the early-stop ways give the first found, which may be another.
     factor: Option<u64>,
     seconds: f64,
-    /// Chunks that divided at least once (serial: 1); `None` for a search that found nothing,
+    /// Chunks that started dividing (serial: 1); `None` for a search that found nothing,
     /// which ran every chunk.
     chunks_run: Option<u64>,
     /// Chunks in the call (`None`: as above).

@@ -533,9 +533,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn get_until(&self, wait: Option<Option<Instant>>) -> Result<T> {
         let h = self.header();
         let mut buf = Vec::new();
-        // A pipe's writer is looked up (a /proc read, tens of µs) only on a look after a wait:
-        // the quick answer to a busy writer never pays for it, and a dead writer is still
-        // found within one poll interval.
+        // A pipe's writer is looked up (a /proc read, tens of µs) only on a look after a wait
+        // (or after a wait that ended the call): the quick answer to a busy writer never pays
+        // for it, and a dead writer is still found within one poll interval.
         let mut waited = false;
         loop {
             let mut g = self.lock()?;
@@ -577,13 +577,20 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             drop(g);
             // A pipe's reader looks at its writer's life now and then while it waits.
             let poll = (h.writer.load(Ordering::Relaxed) != 0).then_some(WRITER_CHECK); // ORDERING: see `set_writer`.
-            h.not_empty.wait_for_change(
+            let waiting = h.not_empty.wait_for_change(
                 seen,
                 wait,
                 poll,
                 "the queue is empty",
                 "no message came in time",
-            )?;
+            );
+            // A call that ends without a wait (try_get, a short timeout) still reports a dead
+            // writer: one more look, with the writer check, before the WouldBlock or TimedOut.
+            if let Err(e) = waiting {
+                if waited || poll.is_none() {
+                    return Err(e);
+                }
+            }
             waited = true;
         }
     }

@@ -217,6 +217,21 @@ impl<T: Serialize + DeserializeOwned> PipeWriter<T> {
         self.queue.put(message)
     }
 
+    /// Sends, failing with [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut) if the pipe
+    /// stays full: the way out of a send to a reader that stopped reading (or died).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (_r, w) = shmpar::Pipe::<u8>::one_way_with_capacity(1, 8)?;
+    /// w.send(&1)?;
+    /// let err = w.send_timeout(&2, Duration::from_millis(5)).unwrap_err();
+    /// assert_eq!(err.kind(), shmpar::ErrorKind::TimedOut);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn send_timeout(&self, message: &T, timeout: Duration) -> Result<()> {
+        self.queue.put_timeout(message, timeout)
+    }
+
     /// Closes the writing end: the reader gets what was sent, then
     /// [`ErrorKind::Closed`](crate::ErrorKind::Closed).
     ///
@@ -309,6 +324,21 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// ```
     pub fn send(&self, message: &T) -> Result<()> {
         self.send.send(message)
+    }
+
+    /// Sends, failing with [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut) if the other
+    /// end's buffer stays full: the way out of a send to an end that stopped reading (or died).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, _b) = shmpar::Pipe::<u8>::with_capacity(1, 8)?;
+    /// a.send(&1)?;
+    /// let err = a.send_timeout(&2, Duration::from_millis(5)).unwrap_err();
+    /// assert_eq!(err.kind(), shmpar::ErrorKind::TimedOut);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn send_timeout(&self, message: &T, timeout: Duration) -> Result<()> {
+        self.send.send_timeout(message, timeout)
     }
 
     /// Receives the next message from the other end, waiting for it.
