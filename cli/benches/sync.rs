@@ -1,7 +1,7 @@
-//! Locks and counters. `cargo bench --bench sync`.
+//! Locks and counters. `cargo bench -p shmpar-cli --bench sync`.
 //!
-//! - uncontended lock + unlock: shmpar's robust `ShmMutex`, a raw process-shared pthread mutex
-//!   (`ShmMutex::new_not_robust`), raw_sync's mutex, std's and parking_lot's (process-private,
+//! - uncontended lock + unlock: shmpar's robust `ShmMutex`, a process-shared pthread mutex
+//!   (`shmpar_cli::PthreadMutex`), raw_sync's mutex, std's and parking_lot's (process-private,
 //!   for scale), and an atomic `fetch_add`;
 //! - contended: 2 processes x 100,000 increments of one shared counter, the five ways of the
 //!   lost-update demo (each sample forks the two processes; the time runs from "go" to the

@@ -68,7 +68,13 @@ pub(crate) fn run_one(mode: LogMode, procs: usize, lines: usize) -> CliResult {
     let t = Instant::now();
     let kids: Vec<Process> = (0..procs)
         .map(|k| {
-            // SAFETY: the child runs only this closure, which touches shared memory, atomics and its own copy of what it captured (nothing the parent drops while the child uses it), then `_exit`s.
+            // SAFETY: the child runs only this closure, then `_exit`s. It calls `log::info!`
+            // while the parent's log-writer thread runs: the child's logger takes no lock that
+            // thread may hold at the fork, since a record goes into a shared-memory queue (the
+            // funnel: its lock lives in shared memory, where the parent's thread releases it)
+            // or straight to the file with one write(2) (append mode); formatting allocates,
+            // and glibc's malloc resets its locks in a forked child. Everything else it
+            // touches is its own copy of what it captured.
             unsafe {
                 Process::fork(move || {
                     for i in 0..lines {

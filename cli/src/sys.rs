@@ -67,9 +67,14 @@ pub(crate) unsafe fn mutex_init_not_robust(m: *mut RawMutex) -> io::Result<()> {
     // and destroyed after; `m` is valid for writes by the caller's contract.
     unsafe {
         let a = attr.as_mut_ptr();
-        libc::pthread_mutexattr_init(a);
-        libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED);
-        let ret = libc::pthread_mutex_init(m, a);
+        let ret = libc::pthread_mutexattr_init(a);
+        if ret != 0 {
+            return Err(io::Error::from_raw_os_error(ret));
+        }
+        let mut ret = libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED);
+        if ret == 0 {
+            ret = libc::pthread_mutex_init(m, a);
+        }
         libc::pthread_mutexattr_destroy(a);
         if ret == 0 {
             Ok(())

@@ -23,10 +23,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The launcher: `$SHMPAR_MPIEXEC` (CI runs these tests once with MPICH's `mpiexec` and once
-/// with Open MPI's `mpiexec.openmpi`), or `mpiexec`. The transport is chosen by the MPI's own
-/// environment (`MPIR_CVAR_NOLOCAL=1` for MPICH, `OMPI_MCA_btl=tcp,self` for Open MPI), which
-/// the launcher passes to the ranks.
+/// The launcher: `$SHMPAR_MPIEXEC` (CI runs these tests with MPICH's `mpiexec.mpich` and with
+/// Open MPI's `mpiexec.openmpi`, each with and without its network transport forced), or
+/// `mpiexec`. The transport is chosen by the MPI's own environment (`MPIR_CVAR_NOLOCAL=1` for
+/// MPICH, `OMPI_MCA_btl=tcp,self` for Open MPI), which the launcher passes to the ranks.
 fn launcher() -> String {
     std::env::var("SHMPAR_MPIEXEC").unwrap_or_else(|_| "mpiexec".into())
 }
@@ -74,6 +74,27 @@ fn mpiexec(ranks: usize, args: &[&str]) -> (bool, String, f64) {
     (status.success(), text, t.elapsed().as_secs_f64())
 }
 
+/// Checks that the job had `ranks` ranks of one MPI (every rank prints "MPI rank r of N:
+/// <library>"), and, when `$SHMPAR_MPI_IMPL` names one ("MPICH" or "Open MPI"), that it is that
+/// one: a binary built against one MPI and started by the other's launcher would run N jobs
+/// of one rank each.
+fn check_ranks(text: &str, ranks: usize) {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("MPI rank "))
+        .collect();
+    assert_eq!(lines.len(), ranks, "{text}");
+    for l in &lines {
+        assert!(l.contains(&format!(" of {ranks}: ")), "{l}\n{text}");
+        if let Ok(want) = std::env::var("SHMPAR_MPI_IMPL") {
+            assert!(
+                l.contains(&want),
+                "built against another MPI than {want}: {l}"
+            );
+        }
+    }
+}
+
 fn result_bits(text: &str) -> String {
     text.lines()
         .find_map(|l| {
@@ -112,6 +133,7 @@ fn sum_is_bitwise_the_one_machine_result() {
                 &["sum", "--elems", &n.to_string(), "--workers", workers],
             );
             assert!(ok, "{ranks} ranks x {workers} workers failed:\n{text}");
+            check_ranks(&text, ranks);
             assert_eq!(
                 result_bits(&text),
                 expected,
@@ -130,6 +152,7 @@ fn pi_is_identical_for_any_rank_count() {
         .map(|r| {
             let (ok, text, _) = mpiexec(r, &["pi", "--samples", "20000000", "--workers", "1"]);
             assert!(ok, "{text}");
+            check_ranks(&text, r);
             result_bits(&text)
         })
         .collect();
@@ -173,6 +196,7 @@ fn from_npy_sums_per_rank_files() {
             ],
         );
         assert!(ok, "{ranks} ranks:\n{text}");
+        check_ranks(&text, ranks);
         assert_eq!(
             result_bits(&text),
             format!("{:016x}", expected.to_bits()),

@@ -59,6 +59,12 @@ fn read_npy_header(path: &Path, file: &mut File) -> Result<NpyHeader> {
         .read(&mut prefix)
         .map_err(|e| Error::io(format!("could not read {}", path.display()), e))?;
     let end = npy_header_end(&prefix[..n]).map_err(|why| bad(path, why))?;
+    if end > MAX_HEADER {
+        return Err(bad(
+            path,
+            format!("its header is {end} bytes long, past the {MAX_HEADER} this reader accepts"),
+        ));
+    }
     // The declared length is checked against the file before anything is allocated for it.
     let file_len = file
         .metadata()
@@ -93,22 +99,56 @@ fn npy_header_end(prefix: &[u8]) -> std::result::Result<usize, String> {
     }
 }
 
+/// The longest header read (numpy refuses headers over 10,000 bytes by default; its own
+/// headers are a few hundred): a longer one is an error before it is parsed, since the
+/// literal parser's time grows with it.
+const MAX_HEADER: usize = 64 * 1024;
+/// The deepest nesting of brackets accepted (numpy's dictionaries nest two or three deep): the
+/// literal parser recurses once per level, so a deeper header could overflow the stack.
+const MAX_NESTING: usize = 32;
+
 /// Parses a whole `.npy` header (`head` holds at least [`npy_header_end`] bytes) with
 /// ndarray-npy, which reads the dictionary as the Python literal it is (any spacing, key order,
 /// quoting or trailing comma numpy writes): any bytes give a header or a reason, never a panic.
 fn parse_npy_header(head: &[u8]) -> std::result::Result<NpyHeader, String> {
     let end = npy_header_end(head)?;
+    if end > MAX_HEADER {
+        return Err(format!(
+            "its header is {end} bytes long, past the {MAX_HEADER} this reader accepts"
+        ));
+    }
     let head = head
         .get(..end)
         .ok_or("the file is shorter than its header")?;
+    let dict = &head[if head[6] == 1 { 10 } else { 12 }..];
+    let mut depth = 0usize;
+    for &c in dict {
+        match c {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_NESTING {
+            return Err(format!(
+                "its header nests brackets deeper than {MAX_NESTING} levels"
+            ));
+        }
+    }
     let header = match Header::from_reader(&mut &head[..]) {
         Ok(h) => h,
-        // Python 2's numpy wrote long integers in the shape (`(3L, 4L)`); numpy filters the
-        // `L`s out before it parses such a header, and so do we.
-        Err(first) => without_python2_longs(head)
+        // The forms numpy itself filters before it parses: Python 2's long integers
+        // (`(3L, 4L)`), a dictionary spread over lines, no final newline.
+        Err(first) => numpy_filtered(head)
             .and_then(|h| Header::from_reader(&mut &h[..]).ok())
-            // ndarray-npy 0.10 names a missing shape "shaper".
-            .ok_or_else(|| first.to_string().replace("key: shaper", "key: shape"))?,
+            .ok_or_else(|| {
+                // ndarray-npy 0.10 names a missing shape "shaper"; a syntax error quotes the
+                // whole header, which is cut short here.
+                let why = first.to_string().replace("key: shaper", "key: shape");
+                match why.char_indices().nth(200) {
+                    Some((at, _)) => format!("{}...", &why[..at]),
+                    None => why,
+                }
+            })?,
     };
     let descr = header
         .type_descriptor
@@ -128,18 +168,20 @@ fn parse_npy_header(head: &[u8]) -> std::result::Result<NpyHeader, String> {
     })
 }
 
-/// The header with each `L` that ends a number dropped (the dictionary re-measured), or
-/// `None` when it has none.
-fn without_python2_longs(head: &[u8]) -> Option<Vec<u8>> {
+/// The header as numpy's reader would see it after its own clean-up: each `L` that ends a
+/// number dropped, line breaks inside the dictionary made spaces, one final newline, and the
+/// length re-measured; `None` when nothing changes.
+fn numpy_filtered(head: &[u8]) -> Option<Vec<u8>> {
     let start = if head[6] == 1 { 10 } else { 12 };
     let text = &head[start..];
-    let keep: Vec<u8> = text
+    let mut keep: Vec<u8> = text
         .iter()
         .enumerate()
         .filter(|&(i, &c)| !(c == b'L' && i > 0 && text[i - 1].is_ascii_digit()))
-        .map(|(_, &c)| c)
+        .map(|(_, &c)| if c == b'\n' || c == b'\r' { b' ' } else { c })
         .collect();
-    if keep.len() == text.len() {
+    keep.push(b'\n');
+    if keep == text {
         return None;
     }
     let mut out = head[..8].to_vec();
@@ -603,6 +645,57 @@ mod tests {
             (back.descr.as_str(), back.shape.as_slice()),
             ("<f8", &[3, 4][..])
         );
+    }
+
+    #[test]
+    fn unusual_forms_numpy_reads_are_read() {
+        for text in [
+            "{'descr': '<f8',\n 'fortran_order': False,\n 'shape': (3, 4)}\n",
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (3, 4)}",
+        ] {
+            let mut bytes = NPY_MAGIC.to_vec();
+            bytes.extend([1, 0]);
+            bytes.extend((text.len() as u16).to_le_bytes());
+            bytes.extend(text.bytes());
+            let h = parse_npy_header(&bytes).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert_eq!(h.shape, [3, 4]);
+        }
+    }
+
+    #[test]
+    fn deep_or_huge_headers_are_refused_before_parsing() {
+        let header = |version: u8, text: &str| {
+            let mut bytes = NPY_MAGIC.to_vec();
+            bytes.extend([version, 0]);
+            if version == 1 {
+                bytes.extend((text.len() as u16).to_le_bytes());
+            } else {
+                bytes.extend((text.len() as u32).to_le_bytes());
+            }
+            bytes.extend(text.bytes());
+            parse_npy_header(&bytes).unwrap_err()
+        };
+        // 30,000 nested parentheses would overflow the recursive parser's stack.
+        let deep = format!(
+            "{{'shape': {}3{}}}\n",
+            "(".repeat(30_000),
+            ")".repeat(30_000)
+        );
+        assert!(
+            header(1, &deep).contains("deeper than"),
+            "{}",
+            header(1, &deep)
+        );
+        // A 1 MB integer literal: refused by length, not parsed.
+        let huge = format!("{{'shape': ({},)}}\n", "9".repeat(1 << 20));
+        assert!(
+            header(2, &huge).contains("past the"),
+            "{}",
+            header(2, &huge)
+        );
+        // A syntax error's message stays short.
+        let broken = format!("{{'descr': '<f8', 'x': {}\n", "1 ".repeat(5_000));
+        assert!(header(1, &broken).len() < 400);
     }
 
     #[test]

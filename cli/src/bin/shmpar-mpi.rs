@@ -56,6 +56,16 @@ fn main() -> ExitCode {
     let world = universe.world();
     abort_on_panic(&world);
     let (rank, size) = (world.rank(), world.size());
+    // Which MPI this binary was built against, and how many ranks it sees: an MPICH binary run
+    // by Open MPI's launcher (or the reverse) starts N independent single-rank jobs.
+    println!(
+        "MPI rank {rank} of {size}: {}",
+        shmpar::mpi::rsmpi::environment::library_version()
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or("")
+    );
     if flag::<i32>(&args, "--panic-rank") == Some(rank) {
         panic!("rank {rank} panics on purpose (--panic-rank)");
     }
