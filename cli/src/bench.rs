@@ -540,7 +540,7 @@ pub(crate) fn run(
     sizes: Option<Vec<usize>>,
     rounds: usize,
     method: StartMethod,
-    svg: Option<&Path>,
+    extras: Extras<'_>,
 ) -> CliResult {
     let sizes = sizes.unwrap_or_else(|| {
         let mut s = vec![1 << 10, 4 << 10, 64 << 10, 1 << 20, 64 << 20, 512 << 20];
@@ -572,7 +572,12 @@ pub(crate) fn run(
     let python = python_cells(workloads, &sizes, pool.workers(), &progress);
     progress.finish_and_clear();
     report(&cells, &python, json)?;
-    if let Some(path) = svg {
+    if extras.tails {
+        progress.set_message("tails: 1,000 consecutive calls");
+        let tails = crate::tails::measure(&pool, &rayon_pool, &[4 << 10, 64 << 10, 1 << 20], 1000)?;
+        crate::tails::report(&tails, json)?;
+    }
+    if let Some(path) = extras.svg {
         let all: Vec<&Cell> = cells
             .iter()
             .chain(python.as_ref().map(|p| p.iter()).into_iter().flatten())
@@ -583,6 +588,15 @@ pub(crate) fn run(
         }
     }
     Ok(())
+}
+
+/// What a bench run adds to its report.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Extras<'a> {
+    /// Write the throughput plot here.
+    pub(crate) svg: Option<&'a Path>,
+    /// Time 1,000 consecutive calls at 4 KiB, 64 KiB and 1 MiB: p50, p99, max.
+    pub(crate) tails: bool,
 }
 
 /// Throughput against array size, one line per variant, one panel per workload (log-log).

@@ -16,6 +16,7 @@ mod pi;
 mod pool_size;
 mod primes;
 mod scaling;
+mod tails;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -153,6 +154,10 @@ struct BenchArgs {
     /// Write the throughput against size, a line per variant and a panel per workload, as SVG.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
+    /// Also time 1,000 consecutive sums at 4 KiB, 64 KiB and 1 MiB, shmpar beside rayon:
+    /// the median, the 99th percentile and the worst call.
+    #[arg(long)]
+    tails: bool,
     /// The workloads to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
     workloads: Vec<bench::Workload>,
@@ -275,7 +280,10 @@ fn main() -> ExitCode {
                 StartArg::ForkServer => StartMethod::ForkServer,
                 StartArg::Fork => StartMethod::Fork,
             },
-            a.svg.as_deref(),
+            bench::Extras {
+                svg: a.svg.as_deref(),
+                tails: a.tails,
+            },
         ),
         Command::Sum(a) => bench::run(
             false,
@@ -288,7 +296,7 @@ fn main() -> ExitCode {
             }),
             a.rounds as usize,
             StartMethod::default(),
-            None,
+            bench::Extras::default(),
         ),
         Command::LostUpdate(a) => lost_update::run(
             a.procs.map_or_else(cpus, |p| p as usize),
@@ -408,7 +416,7 @@ fn tour() -> CliResult {
         Some(vec![512 << 20]),
         7,
         StartMethod::default(),
-        None,
+        bench::Extras::default(),
     )?;
     println!("\n== 2. Lost updates on a shared counter ==");
     lost_update::run(cpus().max(2), 200_000, false, None)?;
@@ -437,7 +445,7 @@ fn tour() -> CliResult {
         Some(sizes),
         3,
         StartMethod::default(),
-        None,
+        bench::Extras::default(),
     )?;
     Ok(())
 }

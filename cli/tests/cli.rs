@@ -177,6 +177,43 @@ fn json_output_parses() {
 }
 
 #[test]
+fn bench_tails_report_p50_p99_and_max_for_both_variants() {
+    let _w = common::watchdog(240, "tails");
+    let out = shmpar(&[
+        "bench",
+        "--tails",
+        "--sizes",
+        "1K",
+        "--workloads",
+        "sum",
+        "--rounds",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["kind"] == "tails")
+        .collect();
+    assert_eq!(rows.len(), 6, "3 sizes x shmpar and rayon: {rows:?}");
+    for r in &rows {
+        let (p50, p99, max) = (
+            r["p50_s"].as_f64().unwrap(),
+            r["p99_s"].as_f64().unwrap(),
+            r["max_s"].as_f64().unwrap(),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{r}");
+        assert_eq!(r["calls"], 1000);
+    }
+}
+
+#[test]
 fn svg_plots_are_written() {
     let _w = common::watchdog(120, "svg");
     let dir = std::env::temp_dir().join(format!("shmpar-cli-svg-{}", std::process::id()));
