@@ -48,3 +48,12 @@ mod futex_model {
 
 #[cfg(loom)]
 pub(crate) use futex_model::{futex_wait, futex_wake};
+
+/// Runs a loom model with at most three preemptions per execution (loom's advice for bounded
+/// runs; every race the models look for needs one or two). The one runner of every model.
+#[cfg(all(test, loom))]
+pub(crate) fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(f);
+}

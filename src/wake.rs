@@ -251,15 +251,10 @@ mod model {
     //! waits have no timeout here, so a lost wake-up is a deadlock.
 
     use super::*;
+    use crate::primitive::model;
     use loom::sync::Arc;
     use loom::sync::atomic::AtomicU64;
     use loom::thread;
-
-    fn model(f: impl Fn() + Sync + Send + 'static) {
-        let mut builder = loom::model::Builder::new();
-        builder.preemption_bound = Some(3);
-        builder.check(f);
-    }
 
     /// The pool's epoch: a worker's loop (read the epoch, look for a call, sleep until the
     /// epoch moves) against the parent publishing a call (Release store of the call's

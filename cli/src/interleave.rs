@@ -5,13 +5,14 @@
 //! logging funnel carries every record whole.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shmpar::Process;
 use shmpar::logging::Mode;
 
-use crate::{CliResult, InterleaveMode, output};
+use crate::{CliResult, InterleaveMode, output, peers};
 
 /// One way's count, as `--json` prints it (and as the child run of the funnel prints it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,16 +64,16 @@ pub(crate) fn measure(procs: usize, lines: usize) -> Result<Vec<Row>, Box<dyn st
     let mut rows = Vec::new();
     for (mode, way) in WAYS {
         let name = format!("{mode:?}").to_lowercase();
-        let out = Command::new(std::env::current_exe()?)
-            .args([
+        let out = peers::output_within(
+            Command::new(std::env::current_exe()?).args([
                 "interleave-one",
                 &name,
                 &procs.to_string(),
                 &lines.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()?;
+            ]),
+            &format!("the {name} run"),
+            Duration::from_secs(120),
+        )?;
         if !out.status.success() {
             return Err(format!(
                 "the {name} run failed: {}",

@@ -254,6 +254,7 @@ fn python_rows(rounds: usize, payloads: usize) -> Result<Vec<Row>, String> {
             "--payloads",
             &payloads.to_string(),
         ]),
+        "the Python peer (python3)",
         Duration::from_secs(120),
     )?;
     if !out.status.success() {
@@ -285,52 +286,23 @@ fn render_svg(rows: &[Row]) -> Result<String, String> {
             .into_drawing_area();
         root.fill(&WHITE).map_err(|x| e(&x))?;
         let (left, right) = root.split_horizontally(500);
-        let n = rows.len();
-        let last = n.saturating_sub(1);
-        let name = |i: usize| {
-            rows.get(last - i.min(last))
-                .map_or(String::new(), |r| format!("{} {}", r.peer, r.route))
-        };
-        for (area, title, pick) in [
-            (&left, "small message, one way (us, log)", 0),
-            (&right, "1 MiB payloads (GB/s)", 1),
-        ] {
-            let value = |r: &Row| if pick == 0 { r.small_us } else { r.mib_gbps };
-            let top = rows.iter().filter_map(value).fold(0.0, f64::max).max(1e-3) * 1.3;
-            let mut chart = ChartBuilder::on(area)
-                .caption(title, ("sans-serif", 15))
-                .margin(8)
-                .x_label_area_size(30)
-                .y_label_area_size(210)
-                .build_cartesian_2d(0.0..top, (0..last).into_segmented())
-                .map_err(|x| e(&x))?;
-            chart
-                .configure_mesh()
-                .disable_y_mesh()
-                .y_labels(n)
-                .y_label_formatter(&|v| match v {
-                    SegmentValue::CenterOf(i) => name(*i),
-                    _ => String::new(),
+        let bars = |value: fn(&Row) -> Option<f64>| -> Vec<output::Bar> {
+            rows.iter()
+                .map(|r| output::Bar {
+                    label: format!("{} {}", r.peer, r.route),
+                    value: value(r),
+                    color: if r.peer == "shmpar" { BLUE } else { RED }.mix(0.7),
                 })
-                .draw()
-                .map_err(|x| e(&x))?;
-            chart
-                .draw_series(rows.iter().enumerate().filter_map(|(i, r)| {
-                    let v = value(r)?;
-                    let row = last - i;
-                    let color = if r.peer == "shmpar" { BLUE } else { RED };
-                    let mut bar = Rectangle::new(
-                        [
-                            (0.0, SegmentValue::Exact(row)),
-                            (v, SegmentValue::Exact(row + 1)),
-                        ],
-                        color.mix(0.7).filled(),
-                    );
-                    bar.set_margin(5, 5, 0, 0);
-                    Some(bar)
-                }))
-                .map_err(|x| e(&x))?;
-        }
+                .collect()
+        };
+        output::hbars(
+            &left,
+            "small message, one way",
+            "µs",
+            &bars(|r| r.small_us),
+            210,
+        )?;
+        output::hbars(&right, "1 MiB payloads", "GB/s", &bars(|r| r.mib_gbps), 210)?;
         root.present().map_err(|x| e(&x))?;
     }
     Ok(svg)

@@ -418,60 +418,22 @@ fn render_svg(counts: &[Count], procs: usize, increments: u64) -> Result<String,
             )
             .map_err(|x| e(&x))?;
         let (left, right) = root.split_horizontally(500);
-        let n = counts.len();
-        let lost_pct: Vec<f64> = counts
-            .iter()
-            .map(|c| 100.0 * c.expected.saturating_sub(c.counted) as f64 / c.expected as f64)
-            .collect();
-        let ns: Vec<f64> = counts
-            .iter()
-            .map(|c| c.elapsed.as_secs_f64() * 1e9 / c.expected as f64)
-            .collect();
-        for (area, values, title, unit) in [
-            (&left, &lost_pct, "updates lost", "% of the increments"),
-            (&right, &ns, "time per increment", "ns"),
-        ] {
-            let top = values.iter().copied().fold(0.0, f64::max).max(1e-9) * 1.15;
-            // One bar per way, top to bottom in the table's order. (A segmented range of
-            // 0..k has k + 1 segments.)
-            let last = n.saturating_sub(1);
-            let mut chart = ChartBuilder::on(area)
-                .caption(title, ("sans-serif", 16))
-                .margin(10)
-                .x_label_area_size(40)
-                .y_label_area_size(150)
-                .build_cartesian_2d(0.0..top, (0..last).into_segmented())
-                .map_err(|x| e(&x))?;
-            chart
-                .configure_mesh()
-                .disable_y_mesh()
-                .x_desc(unit)
-                .y_labels(n)
-                .y_label_formatter(&|v| match v {
-                    SegmentValue::CenterOf(i) => counts
-                        .get(last - (*i).min(last))
-                        .map_or("", |c| c.way.name())
-                        .into(),
-                    _ => String::new(),
+        let bars = |value: &dyn Fn(&Count) -> f64| -> Vec<output::Bar> {
+            counts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| output::Bar {
+                    label: c.way.name().into(),
+                    value: Some(value(c)),
+                    color: Palette99::pick(i).to_rgba(),
                 })
-                .draw()
-                .map_err(|x| e(&x))?;
-            chart
-                .draw_series(values.iter().enumerate().map(|(i, v)| {
-                    let color = Palette99::pick(i).to_rgba();
-                    let row = last - i;
-                    let mut bar = Rectangle::new(
-                        [
-                            (0.0, SegmentValue::Exact(row)),
-                            (*v, SegmentValue::Exact(row + 1)),
-                        ],
-                        color.filled(),
-                    );
-                    bar.set_margin(6, 6, 0, 0);
-                    bar
-                }))
-                .map_err(|x| e(&x))?;
-        }
+                .collect()
+        };
+        let lost =
+            bars(&|c| 100.0 * c.expected.saturating_sub(c.counted) as f64 / c.expected as f64);
+        let ns = bars(&|c| c.elapsed.as_secs_f64() * 1e9 / c.expected as f64);
+        output::hbars(&left, "updates lost", "% of the increments", &lost, 150)?;
+        output::hbars(&right, "time per increment", "ns", &ns, 150)?;
         root.present().map_err(|x| e(&x))?;
     }
     Ok(svg)

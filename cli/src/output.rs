@@ -1,7 +1,9 @@
 //! How every command prints: tables (comfy-table, one look for all), JSON lines (serde_json),
-//! and the progress bar's style (indicatif).
+//! the progress bar's style (indicatif), and horizontal bar charts (plotters).
 
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
+use plotters::coord::Shift;
+use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::CliResult;
@@ -44,4 +46,67 @@ pub(crate) fn progress(len: u64) -> indicatif::ProgressBar {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar
+}
+
+/// One bar of [`hbars`]: its label, its value (`None`: no bar), its colour.
+pub(crate) struct Bar {
+    pub(crate) label: String,
+    pub(crate) value: Option<f64>,
+    pub(crate) color: RGBAColor,
+}
+
+/// Draws `bars` on `area` as horizontal bars, top to bottom in their order, the values along
+/// the x axis (described by `unit`), the labels `label_width` pixels wide.
+pub(crate) fn hbars(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    title: &str,
+    unit: &str,
+    bars: &[Bar],
+    label_width: u32,
+) -> Result<(), String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    let n = bars.len();
+    // A segmented range of 0..k has k + 1 segments: k = n - 1 for n bars.
+    let last = n.saturating_sub(1);
+    let top = bars
+        .iter()
+        .filter_map(|b| b.value)
+        .fold(0.0, f64::max)
+        .max(1e-9)
+        * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(label_width)
+        .build_cartesian_2d(0.0..top, (0..last).into_segmented())
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .x_desc(unit)
+        .y_labels(n)
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => bars
+                .get(last - (*i).min(last))
+                .map_or(String::new(), |b| b.label.clone()),
+            _ => String::new(),
+        })
+        .draw()
+        .map_err(|x| e(&x))?;
+    chart
+        .draw_series(bars.iter().enumerate().filter_map(|(i, b)| {
+            let row = last - i;
+            let mut bar = Rectangle::new(
+                [
+                    (0.0, SegmentValue::Exact(row)),
+                    (b.value?, SegmentValue::Exact(row + 1)),
+                ],
+                b.color.filled(),
+            );
+            bar.set_margin(6, 6, 0, 0);
+            Some(bar)
+        }))
+        .map_err(|x| e(&x))?;
+    Ok(())
 }

@@ -12,14 +12,19 @@ pub(crate) fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs a peer to the end, or kills it after `limit`: a peer that hangs (a child that died
-/// under it) costs its rows, not the command.
-pub(crate) fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
+/// Runs a peer (or a child run of this binary: `what` names it in errors) to the end, or
+/// kills it after `limit`: one that hangs (a process that died under it) costs its rows, not
+/// the command.
+pub(crate) fn output_within(
+    cmd: &mut Command,
+    what: &str,
+    limit: Duration,
+) -> Result<Output, String> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|_| "python3 is not installed".to_string())?;
+        .map_err(|e| format!("{what} could not start: {e}"))?;
     // The pipes are read by threads, so a peer that writes much never blocks on them.
     fn reader(
         pipe: Option<impl std::io::Read + Send + 'static>,
@@ -40,10 +45,10 @@ pub(crate) fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output
             Ok(None) if start.elapsed() > limit => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("the Python peer did not finish within {limit:?}"));
+                return Err(format!("{what} did not finish within {limit:?}"));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("the Python peer could not be waited for: {e}")),
+            Err(e) => return Err(format!("{what} could not be waited for: {e}")),
         }
     };
     Ok(Output {

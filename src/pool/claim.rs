@@ -158,16 +158,9 @@ mod model {
     //! it models) of the steps below.
 
     use super::*;
+    use crate::primitive::model;
     use loom::sync::Arc;
     use loom::thread;
-
-    /// Runs `f` under loom with at most three preemptions per execution (loom's advice for
-    /// bounded runs; every race below needs one or two).
-    fn model(f: impl Fn() + Sync + Send + 'static) {
-        let mut builder = loom::model::Builder::new();
-        builder.preemption_bound = Some(3);
-        builder.check(f);
-    }
 
     /// Chunk 0 of call 1 is claimed and finished; the parent publishes call 2 (two chunks)
     /// while a worker of call 1 comes back to look for more (a wake-up, a growth it expects).

@@ -692,9 +692,7 @@ mod model {
 
     #[test]
     fn a_full_queue_and_an_empty_one_wake_their_waiters_and_keep_the_order() {
-        let mut builder = loom::model::Builder::new();
-        builder.preemption_bound = Some(3);
-        builder.check(|| {
+        crate::primitive::model(|| {
             let q = Arc::new(Lane {
                 cursor: ShmMutex::new(Cursor::default()),
                 not_empty: Signal::new(),

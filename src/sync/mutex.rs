@@ -670,6 +670,7 @@ mod model {
     //! processes; the futex is modelled (see `primitive`), so a lost wake-up is a deadlock.
 
     use super::*;
+    use crate::primitive::model;
     use loom::sync::Arc;
     use loom::sync::atomic::AtomicU32 as LoomU32;
 
@@ -680,12 +681,6 @@ mod model {
 
     // SAFETY: an atomic; the models never put it in shared memory.
     unsafe impl ShmSafe for Counter {}
-
-    fn model(f: impl Fn() + Sync + Send + 'static) {
-        let mut builder = loom::model::Builder::new();
-        builder.preemption_bound = Some(3);
-        builder.check(f);
-    }
 
     fn increment(m: &ShmMutex<Counter>) {
         let g = m.lock().unwrap();
