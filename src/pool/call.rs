@@ -318,8 +318,7 @@ impl PoolShared {
     ) -> Result<TaskChunks<'p>> {
         debug_assert!(spec.keep_going);
         let (seq, n, waited, calls) = self.run(spec, early)?;
-        let claimed = self.control.header().claim.claimed(seq, n);
-        if claimed < n && waited.spawn_error.is_some() {
+        if !self.control.claims().all_claimed(seq, n) && waited.spawn_error.is_some() {
             return Err(waited
                 .spawn_error
                 .unwrap_or_else(|| Error::invalid("unreachable")));
@@ -328,7 +327,7 @@ impl PoolShared {
             shared: self,
             calls,
             n,
-            claimed,
+            seq,
             waited,
         })
     }
@@ -374,7 +373,7 @@ impl PoolShared {
         // Close the previous call's claim counter before anything of this call is written
         // (see `claim`): a worker still in that call cannot take a chunk of this one.
         let hdr = self.control.header();
-        hdr.claim.close(calls.seq);
+        self.control.claims().close(calls.seq);
         calls.seq = calls.seq.wrapping_add(1).max(1);
         let seq = calls.seq;
 
@@ -419,7 +418,7 @@ impl PoolShared {
         hdr.done.done.store(0, Ordering::Relaxed);
         // `open` before `job.seq`, so a worker that sees the new call also sees its claim
         // counter (claims Acquire-load `next`).
-        hdr.claim.open(seq, n);
+        self.control.claims().open(seq, n);
         // ORDERING: Release, see above.
         hdr.job.seq.store(u64::from(seq), Ordering::Release);
         self.wake_workers();
@@ -472,7 +471,7 @@ impl PoolShared {
             owner: Some(&self.creator),
         };
         let mut call = None;
-        while let Some(i) = chunk::claim_next(&self.control, seq) {
+        while let Some(i) = chunk::claim_next(&self.control, seq, CALLER) {
             // ORDERING: Relaxed: a hint; `terminate` also cancels the claims (SeqCst).
             if self.control.header().wake.shutdown.load(Ordering::Relaxed) != 0 {
                 // Terminated: this chunk and the rest are left to the call's end.
@@ -519,11 +518,11 @@ impl PoolShared {
         {
             return true;
         }
-        if hdr.claim.is_cancelled() {
+        if self.control.claims().is_cancelled() {
             return self.no_live_worker_in(seq);
         }
         if waited.unattributed {
-            return hdr.claim.claimed(seq, n) >= n && self.no_live_worker_in(seq);
+            return self.control.claims().all_claimed(seq, n) && self.no_live_worker_in(seq);
         }
         false
     }
@@ -542,7 +541,7 @@ impl PoolShared {
     }
 
     fn cancel(&self) {
-        self.control.header().claim.cancel();
+        self.control.claims().cancel();
     }
 
     /// Waits for the call to finish: spins for the pool's spin time, then sleeps on the
@@ -629,7 +628,7 @@ impl PoolShared {
             && !waited.timed_out
             && !self.closing.load(Ordering::SeqCst)
             && self.config.call_timeout_setting().is_none()
-            && !hdr.claim.is_cancelled()
+            && !self.control.claims().is_cancelled()
             && hdr.wake.shutdown.load(Ordering::SeqCst) == 0
     }
 
@@ -658,7 +657,7 @@ impl PoolShared {
         }
         early.seen.resize(n + added, false);
         // The slots above and the stream's input are published by the growth (see `claim`).
-        self.control.header().claim.grow(n + added);
+        self.control.claims().grow(n + added);
         self.wake_workers();
         n + added
     }
@@ -670,7 +669,7 @@ impl PoolShared {
     }
 
     /// Hands `early` every chunk that has finished without a failure since its last look. Only
-    /// claimed chunks can be final, so the scan ends at the claim counter; it starts at the
+    /// claimed chunks can be final, so the scan ends past the highest claimed one; it starts at the
     /// first chunk not yet handed out, and runs only when `done` has moved since a scan that
     /// accounted for every chunk `done` counted.
     fn hand_out_finished(&self, seq: u32, n: usize, early: &mut Early<'_, '_>) {
@@ -683,7 +682,7 @@ impl PoolShared {
         if done == early.last_done {
             return;
         }
-        let claimed = hdr.claim.claimed(seq, n);
+        let claimed = self.control.claims().claimed_below(seq, n);
         while early.low < n && early.seen[early.low] {
             early.low += 1;
         }
@@ -795,7 +794,7 @@ impl PoolShared {
     /// Makes a replacement for worker `i` write after everything its predecessor left in the
     /// arena during this call (finished chunks, and the partial chunk it died in).
     fn hand_over_arena(&self, i: usize) {
-        let n = self.control.header().claim.nchunks();
+        let n = self.control.claims().nchunks();
         let slot = self.control.worker(i);
         // ORDERING: Acquire, paired with the dead worker's Release stores.
         let mut end = slot.arena_used.load(Ordering::Acquire);
@@ -887,8 +886,7 @@ impl PoolShared {
         waited: Waited,
         calls: CallLock<'p>,
     ) -> Result<Finished<'p>> {
-        let hdr = self.control.header();
-        let claimed = hdr.claim.claimed(seq, n);
+        let claims = self.control.claims();
         let mut first: Option<Error> = None;
         let mut incomplete = false;
         let mut stopped = false;
@@ -928,7 +926,7 @@ impl PoolShared {
                         .or(waited.deaths.first()),
                     i,
                 ),
-                _ if i < claimed => {
+                _ if claims.is_claimed(seq, i) => {
                     // Claimed by a worker that died before it said which chunk it held.
                     died_error(
                         waited
@@ -1066,7 +1064,7 @@ pub(crate) struct TaskChunks<'p> {
     shared: &'p PoolShared,
     calls: CallLock<'p>,
     n: usize,
-    claimed: usize,
+    seq: u32,
     waited: Waited,
 }
 
@@ -1087,7 +1085,11 @@ impl TaskChunks<'_> {
             TOO_LARGE => ChunkState::TooLarge,
             FULL => ChunkState::Full,
             DIED => ChunkState::Died,
-            _ if i < self.claimed && !self.waited.deaths.is_empty() => ChunkState::Died,
+            _ if !self.waited.deaths.is_empty()
+                && self.shared.control.claims().is_claimed(self.seq, i) =>
+            {
+                ChunkState::Died
+            }
             _ => ChunkState::NotRun,
         };
         let (bytes, progress) = match state {

@@ -346,10 +346,10 @@ fn publish(
         // ORDERING: SeqCst, as `count_then_publish` and the parent's bell require.
         slot.state.store(state, Ordering::SeqCst);
     });
-    let all_done = done as usize >= hdr.claim.nchunks();
+    let all_done = done as usize >= control.claims().nchunks();
     let cancels = state != OK && !keep_going;
     if cancels {
-        hdr.claim.cancel();
+        control.claims().cancel();
     }
     if (all_done || cancels || stream) && who != CALLER {
         wake_parent(control);
@@ -361,8 +361,15 @@ pub(crate) fn wake_parent(control: &Control) {
     control.header().done.parent.ring();
 }
 
-/// Claims the next chunk of call `seq` (see [`ClaimLine::claim`](super::claim::ClaimLine::claim)).
+/// Claims the next chunk of call `seq` for runner `who` (a worker index or `CALLER`), from its
+/// own stripe first (see [`Claims::claim`](super::claim::Claims::claim)); the caller owns the
+/// last stripe.
 #[inline]
-pub(crate) fn claim_next(control: &Control, seq: u32) -> Option<usize> {
-    control.header().claim.claim(seq)
+pub(crate) fn claim_next(control: &Control, seq: u32, who: u32) -> Option<usize> {
+    let stripe = if who == CALLER {
+        control.layout().n_stripes - 1
+    } else {
+        who as usize
+    };
+    control.claims().claim(seq, stripe)
 }

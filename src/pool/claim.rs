@@ -1,14 +1,22 @@
-//! The claim counter: how chunks of a call are handed out, and every step of its protocol in
+//! The claim counters: how chunks of a call are handed out, and every step of its protocol in
 //! one place, so that the loom model below checks the code the pool runs.
 //!
-//! `next` packs `(call sequence << 32) | next chunk index`. A runner claims by compare-and-swap
-//! on `next`, which succeeds only while the sequence half is the call it works on and the
-//! index is below `nchunks`. The parent:
-//! - [`close`](ClaimLine::close)s the previous call's counter before it writes anything of a
-//!   new call (a runner late by a call could otherwise pair the old `next` with the new
+//! # Stripes (chunk affinity)
+//! Each runner owns a *stripe*: with `S` stripes, runner `o` owns chunks `o`, `o + S`,
+//! `o + 2S`, ... A runner claims from its own stripe first and steals from the others (in
+//! order after its own) only when its stripe is empty. Repeated calls of one shape therefore
+//! hand each worker the same rows, which are still in its core's cache (and, on a NUMA machine,
+//! on its node), while a slow or dead runner's chunks are still taken by the others.
+//!
+//! A stripe's counter packs `(call sequence << 32) | k`, the number of its chunks claimed so
+//! far. A claim is a compare-and-swap of `k` to `k + 1`, which succeeds only while the
+//! sequence half is the call the runner works on and the chunk `o + k S` is below `nchunks`.
+//! The parent:
+//! - [`close`](Claims::close)s every stripe of the previous call before it writes anything of
+//!   a new call (a runner late by a call could otherwise pair an old counter with the new
 //!   `nchunks` and claim a chunk of the new call under the old sequence);
-//! - [`open`](ClaimLine::open)s the new call once its chunk slots are reset;
-//! - may [`grow`](ClaimLine::grow) a running call, and [`cancel`](ClaimLine::cancel) one.
+//! - [`open`](Claims::open)s the new call once its chunk slots are reset;
+//! - may [`grow`](Claims::grow) a running call, and [`cancel`](Claims::cancel) one.
 //!
 //! Under `--cfg loom` the atomics are loom's, and the tests at the end run the protocol's
 //! steps on threads standing in for the parent and the workers.
@@ -25,57 +33,110 @@ pub(crate) fn unpack(v: u64) -> (u32, u32) {
     ((v >> 32) as u32, v as u32)
 }
 
-/// The claim counter of the control block (its own 128-byte line: every claim writes it).
+/// What every stripe shares: the call's chunk count and its cancellation (its own 128-byte
+/// line, read by every claim and written once per call).
 #[repr(C, align(128))]
 pub(crate) struct ClaimLine {
-    /// `(seq << 32) | next chunk index`.
-    next: AtomicU64,
     nchunks: AtomicU64,
     /// Set when the call has failed or is being stopped: no new chunk is claimed.
     cancelled: AtomicU32,
 }
 
+/// One runner's stripe counter, `(seq << 32) | chunks of the stripe claimed`, on its own
+/// 128-byte line (its owner writes it at every claim).
+#[repr(C, align(128))]
+pub(crate) struct Stripe {
+    next: AtomicU64,
+}
+
 impl ClaimLine {
-    /// A counter with no call (loom models; the pool's lives in zeroed shared memory).
+    /// A line with no call (loom models; the pool's lives in zeroed shared memory).
     #[cfg(loom)]
     pub(crate) fn new() -> ClaimLine {
         ClaimLine {
-            next: AtomicU64::new(0),
             nchunks: AtomicU64::new(0),
             cancelled: AtomicU32::new(0),
         }
+    }
+}
+
+impl Stripe {
+    /// A stripe with no call (loom models).
+    #[cfg(loom)]
+    pub(crate) fn new() -> Stripe {
+        Stripe {
+            next: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The claim state of a pool: the shared line and one stripe per runner.
+#[derive(Clone, Copy)]
+pub(crate) struct Claims<'a> {
+    line: &'a ClaimLine,
+    stripes: &'a [Stripe],
+}
+
+/// What one stripe offers a claimer.
+enum Take {
+    Chunk(usize),
+    /// Nothing left in this stripe: try the next.
+    Empty,
+    /// The call is cancelled or over: stop claiming.
+    Over,
+}
+
+impl<'a> Claims<'a> {
+    /// `stripes` must not be empty.
+    pub(crate) fn new(line: &'a ClaimLine, stripes: &'a [Stripe]) -> Claims<'a> {
+        debug_assert!(!stripes.is_empty());
+        Claims { line, stripes }
+    }
+
+    /// The chunk `k` of stripe `o` is.
+    #[inline]
+    fn chunk_of(&self, o: usize, k: u32) -> u64 {
+        o as u64 + u64::from(k) * self.stripes.len() as u64
     }
 
     /// The parent, before it writes anything of the call after `old_seq`: no claim of the old
     /// call succeeds from now on.
     pub(crate) fn close(&self, old_seq: u32) {
-        // ORDERING: the store, then a Release fence: the fence orders the store before every
-        // later store of the next call (the Relaxed resets of `cancelled`, `nchunks` and the
-        // chunk slots); a claimer that Acquire-loads one of those synchronises with the fence,
-        // so its CAS of `next` finds this value or a later one. The store itself may be
-        // Relaxed: the fence is what orders it (on x86 both are plain instructions; a SeqCst
-        // store would cost an `xchg` on every call).
-        self.next.store(pack(old_seq, u32::MAX), Ordering::Relaxed);
+        // ORDERING: the stores, then a Release fence: the fence orders them before every later
+        // store of the next call (the Relaxed resets of `cancelled`, `nchunks` and the chunk
+        // slots); a claimer that Acquire-loads one of those synchronises with the fence, so its
+        // CAS of a stripe finds this value or a later one. The stores themselves may be
+        // Relaxed: the fence is what orders them (on x86 both are plain instructions; SeqCst
+        // stores would cost an `xchg` each on every call). `u32::MAX` claimed chunks lies past
+        // any chunk count, so a closed stripe offers nothing.
+        for stripe in self.stripes {
+            stripe
+                .next
+                .store(pack(old_seq, u32::MAX), Ordering::Relaxed);
+        }
         fence(Ordering::Release);
     }
 
     /// The parent publishes call `seq` with `n` chunks, once their slots are reset (and after
     /// [`close`](Self::close)).
     pub(crate) fn open(&self, seq: u32, n: usize) {
-        // ORDERING: both published by the Release store of `next` (claimers Acquire-load it).
-        self.cancelled.store(0, Ordering::Relaxed);
-        self.nchunks.store(n as u64, Ordering::Relaxed);
-        // ORDERING: Release: the call's description, slots and counters before it.
-        self.next.store(pack(seq, 0), Ordering::Release);
+        // ORDERING: both published by the Release stores of the stripes (claimers Acquire-load
+        // a stripe before they read them).
+        self.line.cancelled.store(0, Ordering::Relaxed);
+        self.line.nchunks.store(n as u64, Ordering::Relaxed);
+        for stripe in self.stripes {
+            // ORDERING: Release: the call's description, slots and counters before it.
+            stripe.next.store(pack(seq, 0), Ordering::Release);
+        }
     }
 
     /// The parent adds chunks to the running call: `n` chunks in all, the new slots and input
-    /// written before.
+    /// written before. Each stripe goes on into the new chunks it owns.
     pub(crate) fn grow(&self, n: usize) {
         // ORDERING: SeqCst (a Release): the new slots and their input before it; claimers
         // Acquire-load `nchunks`. SeqCst also orders it before the epoch bump that wakes idle
         // workers, who re-check with `has_more` after loading the epoch.
-        self.nchunks.store(n as u64, Ordering::SeqCst);
+        self.line.nchunks.store(n as u64, Ordering::SeqCst);
     }
 
     /// Stops further claims of the current call.
@@ -83,21 +144,48 @@ impl ClaimLine {
         // ORDERING: SeqCst, paired with the claim loop's SeqCst load: a claimer that stored its
         // CLAIMING state (SeqCst) either sees the cancellation or is seen as busy by the
         // canceller's SeqCst loads of the workers' states.
-        self.cancelled.store(1, Ordering::SeqCst);
+        self.line.cancelled.store(1, Ordering::SeqCst);
     }
 
     /// Whether the current call is cancelled.
     pub(crate) fn is_cancelled(&self) -> bool {
         // ORDERING: SeqCst, see `cancel`.
-        self.cancelled.load(Ordering::SeqCst) != 0
+        self.line.cancelled.load(Ordering::SeqCst) != 0
     }
 
-    /// How many of call `seq`'s `n` chunks have been claimed (the parent, while it holds the
-    /// call).
-    pub(crate) fn claimed(&self, seq: u32, n: usize) -> usize {
+    /// Whether chunk `i` of call `seq` has been claimed (the parent, while it holds the call).
+    pub(crate) fn is_claimed(&self, seq: u32, i: usize) -> bool {
+        let s = self.stripes.len();
         // ORDERING: SeqCst, like the parent's other loads while it waits.
-        let (s, next) = unpack(self.next.load(Ordering::SeqCst));
-        if s == seq { (next as usize).min(n) } else { 0 }
+        let (call, k) = unpack(self.stripes[i % s].next.load(Ordering::SeqCst));
+        call == seq && (i / s) < k as usize
+    }
+
+    /// Whether every one of call `seq`'s `n` chunks has been claimed.
+    pub(crate) fn all_claimed(&self, seq: u32, n: usize) -> bool {
+        (0..self.stripes.len()).all(|o| {
+            // ORDERING: SeqCst, as in `is_claimed`.
+            let (call, k) = unpack(self.stripes[o].next.load(Ordering::SeqCst));
+            call == seq && self.chunk_of(o, k) >= n as u64
+        })
+    }
+
+    /// One past the highest chunk of call `seq` claimed so far (at most `n`): no chunk at or
+    /// beyond it has been claimed.
+    pub(crate) fn claimed_below(&self, seq: u32, n: usize) -> usize {
+        let bound = (0..self.stripes.len())
+            .map(|o| {
+                // ORDERING: SeqCst, as in `is_claimed`.
+                let (call, k) = unpack(self.stripes[o].next.load(Ordering::SeqCst));
+                if call == seq && k > 0 {
+                    self.chunk_of(o, k - 1) + 1
+                } else {
+                    0
+                }
+            })
+            .max()
+            .unwrap_or(0);
+        bound.min(n as u64) as usize
     }
 
     /// Chunks in the current call.
@@ -105,34 +193,54 @@ impl ClaimLine {
         // ORDERING: Relaxed: the parent reads what it stored; a runner (deciding whether its
         // chunk was the last) may read a smaller value while the call grows, which costs an
         // extra wake-up of the parent, never a lost one.
-        self.nchunks.load(Ordering::Relaxed) as usize
+        self.line.nchunks.load(Ordering::Relaxed) as usize
     }
 
-    /// Claims the next chunk of call `seq`: `None` when none is left, the call is cancelled, or
-    /// the pool has moved on to another call.
+    /// Claims the next chunk of call `seq` for runner `me`: from its own stripe first, then
+    /// from the others'. `None` when none is left, the call is cancelled, or the pool has moved
+    /// on to another call.
     #[inline]
-    pub(crate) fn claim(&self, seq: u32) -> Option<usize> {
+    pub(crate) fn claim(&self, seq: u32, me: usize) -> Option<usize> {
+        let s = self.stripes.len();
+        for step in 0..s {
+            match self.take(seq, (me + step) % s) {
+                Take::Chunk(i) => return Some(i),
+                Take::Empty => continue,
+                Take::Over => return None,
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn take(&self, seq: u32, o: usize) -> Take {
+        let stripe = &self.stripes[o];
         loop {
             if self.is_cancelled() {
-                return None;
+                return Take::Over;
             }
-            // ORDERING: Acquire, paired with the parent's Release store of `next` in `open`,
-            // which makes the call's description and `nchunks` visible.
-            let v = self.next.load(Ordering::Acquire);
-            let (s, idx) = unpack(v);
+            // ORDERING: Acquire, paired with the parent's Release store in `open`, which makes
+            // the call's description and `nchunks` visible.
+            let v = stripe.next.load(Ordering::Acquire);
+            let (call, k) = unpack(v);
+            if call != seq {
+                return Take::Over;
+            }
             // ORDERING: Acquire, paired with `grow` (the added chunks' input and slots) and,
             // through `close`'s fence, with the parent's close of an older call.
-            let n = self.nchunks.load(Ordering::Acquire);
-            if s != seq || u64::from(idx) >= n {
-                return None;
+            let n = self.line.nchunks.load(Ordering::Acquire);
+            let i = self.chunk_of(o, k);
+            if i >= n {
+                return Take::Empty;
             }
-            // ORDERING: AcqRel so that claims are totally ordered and each index is taken once.
-            if self
+            // ORDERING: AcqRel so that a stripe's claims are totally ordered and each index is
+            // taken once.
+            if stripe
                 .next
                 .compare_exchange_weak(v, v + 1, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                return Some(idx as usize);
+                return Take::Chunk(i as usize);
             }
         }
     }
@@ -144,10 +252,66 @@ impl ClaimLine {
         // ORDERING: SeqCst: the parent grows `nchunks` (SeqCst) before it bumps the epoch, and
         // this runs after the worker loaded the epoch (SeqCst): either it sees the growth, or
         // the epoch has moved and the worker's wait returns at once.
-        let (s, next) = unpack(self.next.load(Ordering::SeqCst));
-        s == seq
-            && u64::from(next) < self.nchunks.load(Ordering::SeqCst)
-            && self.cancelled.load(Ordering::SeqCst) == 0
+        if self.line.cancelled.load(Ordering::SeqCst) != 0 {
+            return false;
+        }
+        let n = self.line.nchunks.load(Ordering::SeqCst);
+        (0..self.stripes.len()).any(|o| {
+            // ORDERING: SeqCst, as above.
+            let (call, k) = unpack(self.stripes[o].next.load(Ordering::SeqCst));
+            call == seq && self.chunk_of(o, k) < n
+        })
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn block(n: usize) -> (ClaimLine, Vec<Stripe>) {
+        let line = ClaimLine {
+            nchunks: AtomicU64::new(0),
+            cancelled: AtomicU32::new(0),
+        };
+        let stripes = (0..n)
+            .map(|_| Stripe {
+                next: AtomicU64::new(0),
+            })
+            .collect();
+        (line, stripes)
+    }
+
+    #[test]
+    fn each_runner_takes_its_own_stripe_first_then_steals_in_order() {
+        let (line, stripes) = block(3);
+        let claims = Claims::new(&line, &stripes);
+        claims.close(0);
+        claims.open(1, 8);
+        // Runner 1 owns 1, 4, 7; then steals from stripe 2 (2, 5), then stripe 0 (0, 3, 6).
+        let got: Vec<usize> = std::iter::from_fn(|| claims.claim(1, 1)).collect();
+        assert_eq!(got, [1, 4, 7, 2, 5, 0, 3, 6]);
+        assert!(claims.all_claimed(1, 8));
+        assert!(!claims.has_more(1));
+        assert_eq!(claims.claimed_below(1, 8), 8);
+        // Growth goes on in every stripe's own chunks.
+        claims.grow(10);
+        assert!(claims.has_more(1));
+        assert!(!claims.is_claimed(1, 8));
+        assert_eq!(claims.claim(1, 2), Some(8));
+        assert_eq!(claims.claim(1, 2), Some(9));
+        assert!(claims.is_claimed(1, 9));
+        assert_eq!(claims.claim(1, 2), None);
+        // A closed call offers nothing under its old sequence, and the next call starts over.
+        claims.close(1);
+        claims.open(2, 2);
+        assert_eq!(claims.claim(1, 0), None);
+        assert!(!claims.is_claimed(2, 0));
+        assert_eq!(claims.claimed_below(2, 2), 0);
+        assert_eq!(claims.claim(2, 0), Some(0));
+        assert_eq!(claims.claimed_below(2, 2), 1);
+        claims.cancel();
+        assert_eq!(claims.claim(2, 1), None);
+        assert!(!claims.has_more(2));
     }
 }
 
@@ -162,23 +326,42 @@ mod model {
     use loom::sync::Arc;
     use loom::thread;
 
+    /// A claim line and two stripes, as the pool's control block holds them.
+    struct Block {
+        line: ClaimLine,
+        stripes: [Stripe; 2],
+    }
+
+    impl Block {
+        fn new() -> Arc<Block> {
+            Arc::new(Block {
+                line: ClaimLine::new(),
+                stripes: [Stripe::new(), Stripe::new()],
+            })
+        }
+
+        fn claims(&self) -> Claims<'_> {
+            Claims::new(&self.line, &self.stripes)
+        }
+    }
+
     /// Chunk 0 of call 1 is claimed and finished; the parent publishes call 2 (two chunks)
-    /// while a worker of call 1 comes back to look for more (a wake-up, a growth it expects).
-    /// Under call 1's sequence no index at or past call 1's one chunk may ever be claimed.
-    fn late_worker_during_publish(publish: fn(&ClaimLine)) {
+    /// while runner 0 of call 1 comes back to look for more (a wake-up, a growth it expects).
+    /// Under call 1's sequence no chunk at or past call 1's one chunk may ever be claimed.
+    fn late_worker_during_publish(publish: fn(Claims<'_>)) {
         model(move || {
-            let claim = Arc::new(ClaimLine::new());
-            claim.open(1, 1);
-            assert_eq!(claim.claim(1), Some(0));
+            let block = Block::new();
+            block.claims().open(1, 1);
+            assert_eq!(block.claims().claim(1, 0), Some(0));
             let worker = {
-                let claim = Arc::clone(&claim);
+                let block = Arc::clone(&block);
                 thread::spawn(move || {
                     // Woken: it looks for more, then claims (the claim decides either way).
-                    let _ = claim.has_more(1);
-                    claim.claim(1)
+                    let _ = block.claims().has_more(1);
+                    block.claims().claim(1, 0)
                 })
             };
-            publish(&claim);
+            publish(block.claims());
             let late = worker.join().unwrap();
             assert_eq!(late, None, "a worker of call 1 claimed a chunk of call 2");
         });
@@ -186,18 +369,18 @@ mod model {
 
     #[test]
     fn a_late_worker_never_claims_a_chunk_of_the_next_call() {
-        late_worker_during_publish(|claim| {
-            claim.close(1);
-            claim.open(2, 2);
+        late_worker_during_publish(|claims| {
+            claims.close(1);
+            claims.open(2, 2);
         });
     }
 
     /// The protocol before `close`: the parent wrote the new call's counters and then its
-    /// `next`. The model finds the race (a worker of call 1 claims chunk 1 of call 2).
+    /// stripes. The model finds the race (a worker of call 1 steals chunk 1 of call 2).
     #[test]
     #[should_panic(expected = "a worker of call 1 claimed a chunk of call 2")]
     fn the_old_protocol_lets_a_late_worker_claim_a_chunk_of_the_next_call() {
-        late_worker_during_publish(|claim| claim.open(2, 2));
+        late_worker_during_publish(|claims| claims.open(2, 2));
     }
 
     /// A worker claims while the parent grows the call and then cancels it: each chunk is
@@ -206,31 +389,61 @@ mod model {
     #[test]
     fn growth_and_cancellation_hand_each_chunk_out_once() {
         model(|| {
-            let claim = Arc::new(ClaimLine::new());
-            claim.open(1, 1);
+            let block = Block::new();
+            block.claims().open(1, 1);
             let worker = {
-                let claim = Arc::clone(&claim);
+                let block = Arc::clone(&block);
                 thread::spawn(move || {
+                    let claims = block.claims();
                     let mut got = Vec::new();
-                    while let Some(i) = claim.claim(1) {
+                    while let Some(i) = claims.claim(1, 0) {
                         got.push(i);
                     }
-                    if claim.has_more(1) {
-                        got.extend(claim.claim(1));
+                    if claims.has_more(1) {
+                        got.extend(claims.claim(1, 0));
                     }
                     got
                 })
             };
-            claim.grow(2);
-            let mine = claim.claim(1);
-            claim.cancel();
+            block.claims().grow(3);
+            let mine = block.claims().claim(1, 1);
+            block.claims().cancel();
             let mut all = worker.join().unwrap();
             all.extend(mine);
             all.sort_unstable();
             let len = all.len();
             all.dedup();
             assert_eq!(all.len(), len, "a chunk was claimed twice");
-            assert!(all.iter().all(|&i| i < 2));
+            assert!(all.iter().all(|&i| i < 3));
+        });
+    }
+
+    /// Two runners claim three chunks from their own stripes and each other's: every chunk is
+    /// taken exactly once, and the parent then sees them all claimed.
+    #[test]
+    fn stealing_takes_every_chunk_exactly_once() {
+        model(|| {
+            let block = Block::new();
+            block.claims().open(1, 3);
+            let thief = {
+                let block = Arc::clone(&block);
+                thread::spawn(move || {
+                    let mut got = Vec::new();
+                    while let Some(i) = block.claims().claim(1, 1) {
+                        got.push(i);
+                    }
+                    got
+                })
+            };
+            let mut all = Vec::new();
+            while let Some(i) = block.claims().claim(1, 0) {
+                all.push(i);
+            }
+            all.extend(thief.join().unwrap());
+            all.sort_unstable();
+            assert_eq!(all, [0, 1, 2]);
+            assert!(block.claims().all_claimed(1, 3));
+            assert!(!block.claims().has_more(1));
         });
     }
 }

@@ -3,23 +3,25 @@
 //!
 //! # Layout
 //! ```text
-//! Header (wake line | claim line | done line | job line) | params | WorkerSlot x W | ChunkSlot x C
+//! Header (wake line | claim line | done line | job line) | params | WorkerSlot x W | Stripe x S
+//!   | ChunkSlot x C
 //! ```
 //! Each hot word sits on its own 128-byte line (two 64-byte lines: the adjacent-line
 //! prefetcher pairs them) so that claims, completions and wake-ups do not false-share.
 //!
 //! # A call's protocol
 //! The parent, holding the pool's call lock, writes the job description, the parameters, resets
-//! `done`, `cancelled` and the first `nchunks` chunk states, then stores `next = (seq, 0)`,
-//! then `job_seq = seq` (Release), then bumps `epoch` and wakes sleepers. A worker that sees a
-//! new `job_seq` marks itself `CLAIMING` and claims chunk indices by compare-and-swap on
-//! `next`, which only succeeds while `next`'s sequence half equals the worker's job: a worker
-//! that is late by a whole call can never take a chunk of the next one.
+//! `done`, `cancelled` and the first `nchunks` chunk states, then opens every stripe
+//! (`(seq, 0)`), then `job_seq = seq` (Release), then bumps `epoch` and wakes sleepers. A
+//! worker that sees a new `job_seq` marks itself `CLAIMING` and claims chunks by
+//! compare-and-swap on its own stripe first, then on the others' (see `claim`): a CAS only
+//! succeeds while the stripe's sequence half equals the worker's job, so a worker that is late
+//! by a whole call can never take a chunk of the next one.
 //!
-//! Before it writes anything of a new call, the parent closes the previous call's counter,
-//! `next = (old seq, u32::MAX)` followed by a Release fence: a claimer still in that call
-//! (which may already read the new `nchunks`) then fails its CAS instead of taking a chunk of
-//! the new call under the old sequence.
+//! Before it writes anything of a new call, the parent closes the previous call's stripes,
+//! `(old seq, u32::MAX)` followed by a Release fence: a claimer still in that call (which may
+//! already read the new `nchunks`) then fails its CAS instead of taking a chunk of the new call
+//! under the old sequence.
 //!
 //! Idle workers wait on the `epoch` signal and the waiting parent on the `parent` bell (see
 //! `wake`, where the loom models check both). Publishing a call rings nothing: the parent
@@ -95,7 +97,7 @@ pub(crate) const KEEP_GOING: u64 = 1;
 /// chunk wakes it (not only the last).
 pub(crate) const STREAM: u64 = 2;
 
-pub(crate) use super::claim::{ClaimLine, pack, unpack};
+pub(crate) use super::claim::{ClaimLine, Claims, Stripe, pack, unpack};
 
 /// One array of a call, as the parent sees it.
 #[repr(C)]
@@ -220,31 +222,42 @@ const _: () = {
     assert!(size_of::<Header>() == 1536);
     assert!(size_of::<WorkerSlot>() == 128 && std::mem::align_of::<WorkerSlot>() == 128);
     assert!(size_of::<ChunkSlot>() == 128 && std::mem::align_of::<ChunkSlot>() == 128);
+    assert!(size_of::<Stripe>() == 128 && std::mem::align_of::<Stripe>() == 128);
 };
 
-/// Offsets of the parts of a control block for `workers` workers and `chunks` chunks.
+/// Offsets of the parts of a control block for `workers` workers, `stripes` runners that own
+/// chunks (the workers, and the caller if it helps) and `chunks` chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Layout {
     pub(crate) params: usize,
     pub(crate) workers: usize,
+    pub(crate) stripes: usize,
     pub(crate) chunks: usize,
     pub(crate) total: usize,
     pub(crate) max_workers: usize,
+    pub(crate) n_stripes: usize,
     pub(crate) max_chunks: usize,
 }
 
 impl Layout {
-    pub(crate) fn new(max_workers: usize, max_chunks: usize) -> Option<Layout> {
+    /// `None` if it would not fit in memory, or without a stripe.
+    pub(crate) fn new(max_workers: usize, n_stripes: usize, max_chunks: usize) -> Option<Layout> {
+        if n_stripes == 0 {
+            return None;
+        }
         let params = size_of::<Header>();
         let workers = params + PARAMS_CAP;
-        let chunks = workers.checked_add(max_workers.checked_mul(size_of::<WorkerSlot>())?)?;
+        let stripes = workers.checked_add(max_workers.checked_mul(size_of::<WorkerSlot>())?)?;
+        let chunks = stripes.checked_add(n_stripes.checked_mul(size_of::<Stripe>())?)?;
         let total = chunks.checked_add(max_chunks.checked_mul(size_of::<ChunkSlot>())?)?;
         Some(Layout {
             params,
             workers,
+            stripes,
             chunks,
             total,
             max_workers,
+            n_stripes,
             max_chunks,
         })
     }
@@ -303,6 +316,20 @@ impl Control {
         assert!(i < self.layout.max_chunks);
         // SAFETY: in bounds by the assert, aligned by the layout.
         unsafe { &*self.base.add(self.layout.chunks).cast::<ChunkSlot>().add(i) }
+    }
+
+    /// The claim state: the shared line and every runner's stripe.
+    #[inline]
+    pub(crate) fn claims(&self) -> Claims<'_> {
+        // SAFETY: `n_stripes` stripes lie at `stripes`, within the block, aligned by the layout;
+        // an all-zero `Stripe` is valid (an atomic).
+        let stripes = unsafe {
+            std::slice::from_raw_parts(
+                self.base.add(self.layout.stripes).cast::<Stripe>(),
+                self.layout.n_stripes,
+            )
+        };
+        Claims::new(&self.header().claim, stripes)
     }
 
     /// The parameter bytes area.

@@ -317,7 +317,9 @@ impl Pool {
 
     fn start(config: PoolBuilder) -> Result<Pool> {
         let workers = config.resolved_workers()?;
-        let layout = Layout::new(workers, config.max_chunks_setting())
+        // A stripe of chunks per worker, and one for a caller that helps (see `claim`).
+        let stripes = workers + usize::from(config.caller_runs_setting());
+        let layout = Layout::new(workers, stripes, config.max_chunks_setting())
             .ok_or_else(|| Error::invalid("the pool's control block would not fit in memory"))?;
         let control_region = Region::new("shmpar-control", layout.total)?;
         // SAFETY: the region is fresh (zero-filled), page-aligned, `layout.total` bytes long, and
@@ -494,6 +496,7 @@ impl PoolShared {
                 let mut boot = Boot {
                     index: index as u32,
                     max_workers: layout.max_workers as u64,
+                    n_stripes: layout.n_stripes as u64,
                     max_chunks: layout.max_chunks as u64,
                     arena_len: arena.len() as u64,
                     spin_ns: self.config.spin_setting().as_nanos().min(u64::MAX as u128) as u64,
@@ -884,7 +887,7 @@ impl Pool {
             .shutdown
             .store(1, Ordering::Relaxed);
         // A caller that helps with chunks claims no more of them.
-        self.shared.control.header().claim.cancel();
+        self.shared.control.claims().cancel();
         for w in self.shared.workers.lock().iter().filter(|w| w.alive) {
             // A worker already gone is what we want anyway.
             let _ = w.child.kill();

@@ -72,6 +72,7 @@ pub(crate) type InitTrampoline = unsafe fn(user_fn: usize, args: &[u8], index: u
 pub(crate) struct Boot {
     pub(crate) index: u32,
     pub(crate) max_workers: u64,
+    pub(crate) n_stripes: u64,
     pub(crate) max_chunks: u64,
     pub(crate) arena_len: u64,
     pub(crate) spin_ns: u64,
@@ -118,7 +119,11 @@ pub(crate) fn served_main(payload: Vec<u8>, fds: Vec<OwnedFd>) {
             mapped.push((id, addr as usize, len as usize));
         }
     }
-    let Some(layout) = Layout::new(boot.max_workers as usize, boot.max_chunks as usize) else {
+    let Some(layout) = Layout::new(
+        boot.max_workers as usize,
+        boot.n_stripes as usize,
+        boot.max_chunks as usize,
+    ) else {
         sys::exit_now(1)
     };
     let (Ok(control), Ok(arena)) = (
@@ -232,7 +237,7 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
 /// epoch (SeqCst): either this sees the growth, or the epoch has moved and the wait returns
 /// at once to look again.
 fn more_to_claim(control: &Control, seq: u32) -> bool {
-    control.header().claim.has_more(seq)
+    control.claims().has_more(seq)
 }
 
 /// Runs the initializer; a panic in it is published (message in the arena, `INIT_FAILED`) and
@@ -308,7 +313,7 @@ unsafe fn work_on_call(
         owner: Some(origin),
     };
     let mut call: Option<chunk::CallView<'_>> = None;
-    while let Some(i) = chunk::claim_next(control, seq) {
+    while let Some(i) = chunk::claim_next(control, seq, index) {
         // ORDERING: SeqCst so that a parent that sees us dead reads the chunk we held.
         slot.current.store(pack(seq, i as u32), Ordering::SeqCst);
         let call = call.get_or_insert_with(|| {
@@ -348,7 +353,7 @@ unsafe fn work_on_call(
     // ORDERING: SeqCst, read by the parent's check that every live worker is idle.
     slot.current.store(pack(seq, IDLE), Ordering::SeqCst);
     // ORDERING: SeqCst, with the parent's store of `cancelled` (see above).
-    if control.header().claim.is_cancelled() {
+    if control.claims().is_cancelled() {
         chunk::wake_parent(control);
     }
     runner.full
