@@ -421,7 +421,7 @@ impl PoolShared {
         self.control.claims().open(seq, n);
         // ORDERING: Release, see above.
         hdr.job.seq.store(u64::from(seq), Ordering::Release);
-        self.wake_workers();
+        self.wake_workers_for(n);
 
         // The caller cannot decode handles (it sends them, it does not receive them): with
         // handles in the call, the workers run every chunk.
@@ -583,6 +583,11 @@ impl PoolShared {
             }
             let now = Instant::now();
             if now - last_check >= CHECK_EVERY {
+                if !self.control.claims().all_claimed(seq, *n) {
+                    // Chunks still wait for a runner: wake every sleeper, in case the owner of
+                    // their stripe is dead (see `wake_workers_for`).
+                    self.rouse_workers();
+                }
                 self.check_workers(seq, &mut out, call);
                 last_check = now;
             }

@@ -3,8 +3,8 @@
 //!
 //! # Layout
 //! ```text
-//! Header (wake line | claim line | done line | job line) | params | WorkerSlot x W | Stripe x S
-//!   | ChunkSlot x C
+//! Header (wake line | claim line | done line | job line) | params | WorkerSlot x W
+//!   | WorkerBell x W | Stripe x S | ChunkSlot x C
 //! ```
 //! Each hot word sits on its own 128-byte line (two 64-byte lines: the adjacent-line
 //! prefetcher pairs them) so that claims, completions and wake-ups do not false-share.
@@ -186,6 +186,14 @@ pub(crate) struct WorkerSlot {
     pub(crate) init_message: AtomicU32,
 }
 
+/// A worker's own bell: it sleeps on it when idle, and the parent rings the bells of the workers
+/// a call needs (see `PoolShared::wake_workers_for`). On its own line: written only when the
+/// worker goes to sleep or is woken, so the parent's look at it is cheap while it spins.
+#[repr(C, align(128))]
+pub(crate) struct WorkerBell {
+    pub(crate) bell: Bell,
+}
+
 #[repr(C, align(128))]
 pub(crate) struct ChunkSlot {
     pub(crate) state: AtomicU32,
@@ -223,6 +231,7 @@ const _: () = {
     assert!(size_of::<WorkerSlot>() == 128 && std::mem::align_of::<WorkerSlot>() == 128);
     assert!(size_of::<ChunkSlot>() == 128 && std::mem::align_of::<ChunkSlot>() == 128);
     assert!(size_of::<Stripe>() == 128 && std::mem::align_of::<Stripe>() == 128);
+    assert!(size_of::<WorkerBell>() == 128 && std::mem::align_of::<WorkerBell>() == 128);
 };
 
 /// Offsets of the parts of a control block for `workers` workers, `stripes` runners that own
@@ -231,6 +240,7 @@ const _: () = {
 pub(crate) struct Layout {
     pub(crate) params: usize,
     pub(crate) workers: usize,
+    pub(crate) bells: usize,
     pub(crate) stripes: usize,
     pub(crate) chunks: usize,
     pub(crate) total: usize,
@@ -247,12 +257,14 @@ impl Layout {
         }
         let params = size_of::<Header>();
         let workers = params + PARAMS_CAP;
-        let stripes = workers.checked_add(max_workers.checked_mul(size_of::<WorkerSlot>())?)?;
+        let bells = workers.checked_add(max_workers.checked_mul(size_of::<WorkerSlot>())?)?;
+        let stripes = bells.checked_add(max_workers.checked_mul(size_of::<WorkerBell>())?)?;
         let chunks = stripes.checked_add(n_stripes.checked_mul(size_of::<Stripe>())?)?;
         let total = chunks.checked_add(max_chunks.checked_mul(size_of::<ChunkSlot>())?)?;
         Some(Layout {
             params,
             workers,
+            bells,
             stripes,
             chunks,
             total,
@@ -309,6 +321,14 @@ impl Control {
                 .cast::<WorkerSlot>()
                 .add(i)
         }
+    }
+
+    /// Worker `i`'s bell.
+    #[inline]
+    pub(crate) fn bell(&self, i: usize) -> &Bell {
+        assert!(i < self.layout.max_workers);
+        // SAFETY: in bounds by the assert, aligned by the layout; an all-zero bell is valid.
+        unsafe { &(*self.base.add(self.layout.bells).cast::<WorkerBell>().add(i)).bell }
     }
 
     #[inline]

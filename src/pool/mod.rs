@@ -77,6 +77,9 @@ pub struct Pool {
 pub(crate) struct PoolShared {
     config: PoolBuilder,
     pub(crate) workers_wanted: usize,
+    /// CPUs this process may use: workers numbered from here on never spin (never more idle
+    /// workers spinning than CPUs to run them on).
+    cpus: usize,
     control: Control,
     arenas: Vec<Region>,
     calls: Mutex<CallState>,
@@ -332,6 +335,7 @@ impl Pool {
         let shared = Arc::new(PoolShared {
             config,
             workers_wanted: workers,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             control,
             arenas,
             calls_owner: std::sync::atomic::AtomicUsize::new(0),
@@ -448,7 +452,7 @@ impl PoolShared {
                     sock: child_end.as_raw_fd(),
                     parent: 0,   // filled in at the fork
                     fork_seq: 0, // filled in at the fork
-                    spin: self.config.spin_setting(),
+                    spin: self.worker_spin(index),
                     init: self.config.init_setting()?,
                     max_tasks: self.config.max_tasks_setting(),
                     mapped: Vec::new(),
@@ -499,7 +503,7 @@ impl PoolShared {
                     n_stripes: layout.n_stripes as u64,
                     max_chunks: layout.max_chunks as u64,
                     arena_len: arena.len() as u64,
-                    spin_ns: self.config.spin_setting().as_nanos().min(u64::MAX as u128) as u64,
+                    spin_ns: self.worker_spin(index).as_nanos().min(u64::MAX as u128) as u64,
                     init: self.config.init_setting()?,
                     max_tasks: self.config.max_tasks_setting(),
                     regions: regions
@@ -748,8 +752,43 @@ impl PoolShared {
     }
 
     /// Bumps the epoch and wakes sleeping workers.
+    /// Moves the epoch on and rings every worker's bell (mail, growth, shutdown).
     fn wake_workers(&self) {
-        self.control.header().wake.epoch.bump_and_wake(i32::MAX);
+        self.control.header().wake.epoch.bump();
+        self.ring_bells(self.control.layout().max_workers);
+    }
+
+    /// Rings the bells of the first `n` workers (no system call for one that is not asleep).
+    fn ring_bells(&self, n: usize) {
+        for i in 0..n.min(self.control.layout().max_workers) {
+            self.control.bell(i).ring();
+        }
+    }
+
+    /// Rings every worker's bell without moving the epoch: for a call whose chunks wait for a
+    /// runner, in case the worker that owns them is dead (see `wake_workers_for`).
+    pub(crate) fn rouse_workers(&self) {
+        self.ring_bells(self.control.layout().max_workers);
+    }
+
+    /// How long worker `index` may spin when idle: the pool's spin time, or nothing for a
+    /// worker past the CPUs (see `worker::SpinPolicy` for when it spins).
+    fn worker_spin(&self, index: usize) -> Duration {
+        if index < self.cpus {
+            self.config.spin_setting()
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Publishes a call of `nchunks` chunks to the workers: moves the epoch on, which every
+    /// spinning worker sees, and rings the bells of the workers whose stripes hold its chunks
+    /// (workers `0..nchunks`). A worker a call does not need stays asleep, leaving its CPU to
+    /// the caller; if an owner is dead, the others steal its chunks, and the waiting caller's
+    /// next check rouses every sleeper (`rouse_workers`).
+    fn wake_workers_for(&self, nchunks: usize) {
+        self.control.header().wake.epoch.bump();
+        self.ring_bells(nchunks);
     }
 
     fn shutdown(&self) {
