@@ -89,3 +89,51 @@ fn repeated_calls_give_each_worker_the_same_chunks() {
     assert_eq!(first[1], first[3], "{first:?}");
     assert!(same >= 4, "only {same} of 5 calls matched {first:?}");
 }
+
+/// `Cpus_allowed_list` of a process, as /proc shows it ("0-1", "3").
+fn cpus_allowed(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list:"))
+        .unwrap();
+    line.split_once(':').unwrap().1.trim().to_string()
+}
+
+#[test]
+fn pinned_workers_each_stay_on_one_cpu() {
+    let _w = common::watchdog(60, "pinning");
+    let pool = Pool::builder()
+        .workers(3)
+        .pin_workers(true)
+        .build()
+        .unwrap();
+    // A call first: every worker has started (and pinned itself) once it ran.
+    let n = pool
+        .par_reduce_range(3, |r, _| r.count(), |a, b| a + b)
+        .unwrap();
+    assert_eq!(n, 3);
+    let cpus: Vec<String> = pool
+        .worker_pids()
+        .iter()
+        .map(|&p| cpus_allowed(p))
+        .collect();
+    let mine = cpus_allowed(std::process::id());
+    for (i, c) in cpus.iter().enumerate() {
+        assert!(
+            c.parse::<usize>().is_ok(),
+            "worker {i} may run on {c}, not one CPU (this process: {mine})"
+        );
+    }
+    if mine.contains('-') || mine.contains(',') {
+        assert_ne!(
+            cpus[0], cpus[1],
+            "two CPUs here, but workers 0 and 1 share one"
+        );
+    }
+    // Unpinned workers keep this process's mask.
+    let free = Pool::builder().workers(1).build().unwrap();
+    free.par_reduce_range(1, |r, _| r.count(), |a, b| a + b)
+        .unwrap();
+    assert_eq!(cpus_allowed(free.worker_pids()[0]), mine);
+}

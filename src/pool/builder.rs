@@ -37,6 +37,7 @@ pub struct PoolBuilder {
     max_tasks_per_worker: Option<u64>,
     start_method: StartMethod,
     start_timeout: Duration,
+    pin_workers: bool,
 }
 
 /// A worker initializer as the builder holds it: the trampoline, the user's function, and the
@@ -78,6 +79,7 @@ impl PoolBuilder {
             max_tasks_per_worker: None,
             start_method: StartMethod::default(),
             start_timeout: Duration::from_secs(60),
+            pin_workers: false,
         }
     }
 
@@ -274,6 +276,30 @@ impl PoolBuilder {
 
     pub(crate) fn start_timeout_setting(&self) -> Duration {
         self.start_timeout
+    }
+
+    /// Whether each worker stays on one CPU: worker `i` on the `i`-th CPU this process may use
+    /// (counting round when there are more workers than CPUs). A pinned worker keeps its
+    /// caches, and on a machine with several memory nodes its node, from call to call (chunk
+    /// `i` of every call goes first to worker `i mod workers`); the scheduler can no longer
+    /// move it off a CPU that something else needs, so pin only when the workers have the
+    /// machine (or their CPUs) to themselves. Default: false.
+    ///
+    /// The CPUs are those of this process's affinity mask when the pool is built; a worker
+    /// whose CPU cannot be set (a mask changed since) runs unpinned.
+    ///
+    /// ```
+    /// let pool = shmpar::Pool::builder().workers(2).pin_workers(true).build()?;
+    /// assert_eq!(pool.workers(), 2);
+    /// # Ok::<(), shmpar::Error>(())
+    /// ```
+    pub fn pin_workers(mut self, yes: bool) -> Self {
+        self.pin_workers = yes;
+        self
+    }
+
+    pub(crate) fn pin_workers_setting(&self) -> bool {
+        self.pin_workers
     }
 
     /// The start method setting (see [`start_method`](Self::start_method)).

@@ -80,6 +80,8 @@ pub(crate) struct PoolShared {
     /// CPUs this process may use: workers numbered from here on never spin (never more idle
     /// workers spinning than CPUs to run them on).
     cpus: usize,
+    /// The CPUs workers are pinned to, worker `i` to `pinned[i % len]` (empty: not pinned).
+    pinned: Vec<usize>,
     control: Control,
     arenas: Vec<Region>,
     calls: Mutex<CallState>,
@@ -328,6 +330,11 @@ impl Pool {
         // SAFETY: the region is fresh (zero-filled), page-aligned, `layout.total` bytes long, and
         // is kept in `PoolShared` after every user of `control`.
         let control = unsafe { Control::new(control_region.as_ptr(), layout) };
+        let pinned = if config.pin_workers_setting() {
+            sys::allowed_cpus().map_err(|e| Error::io("could not read the CPUs to pin to", e))?
+        } else {
+            Vec::new()
+        };
         let arenas = (0..workers)
             .map(|_| Region::new("shmpar-results", config.result_bytes_setting()))
             .collect::<Result<Vec<_>>>()?;
@@ -336,6 +343,7 @@ impl Pool {
             config,
             workers_wanted: workers,
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pinned,
             control,
             arenas,
             calls_owner: std::sync::atomic::AtomicUsize::new(0),
@@ -453,6 +461,7 @@ impl PoolShared {
                     parent: 0,   // filled in at the fork
                     fork_seq: 0, // filled in at the fork
                     spin: self.worker_spin(index),
+                    pin: self.worker_cpu(index),
                     init: self.config.init_setting()?,
                     max_tasks: self.config.max_tasks_setting(),
                     mapped: Vec::new(),
@@ -504,6 +513,7 @@ impl PoolShared {
                     max_chunks: layout.max_chunks as u64,
                     arena_len: arena.len() as u64,
                     spin_ns: self.worker_spin(index).as_nanos().min(u64::MAX as u128) as u64,
+                    pin: self.worker_cpu(index).map(|cpu| cpu as u64),
                     init: self.config.init_setting()?,
                     max_tasks: self.config.max_tasks_setting(),
                     regions: regions
@@ -769,6 +779,11 @@ impl PoolShared {
     /// runner, in case the worker that owns them is dead (see `wake_workers_for`).
     pub(crate) fn rouse_workers(&self) {
         self.ring_bells(self.control.layout().max_workers);
+    }
+
+    /// The CPU worker `index` is pinned to, if the pool pins.
+    fn worker_cpu(&self, index: usize) -> Option<usize> {
+        (!self.pinned.is_empty()).then(|| self.pinned[index % self.pinned.len()])
     }
 
     /// How long worker `index` may spin when idle: the pool's spin time, or nothing for a

@@ -33,6 +33,8 @@ pub(crate) struct WorkerStart {
     /// worker started by the fork server, which inherits nothing).
     pub(crate) fork_seq: u64,
     pub(crate) spin: Duration,
+    /// The CPU to pin this worker to, if any.
+    pub(crate) pin: Option<usize>,
     /// Runs once in the worker before its first chunk, if set.
     pub(crate) init: Option<InitCode>,
     /// After this many chunks the worker exits (between chunks) and is replaced.
@@ -76,6 +78,7 @@ pub(crate) struct Boot {
     pub(crate) max_chunks: u64,
     pub(crate) arena_len: u64,
     pub(crate) spin_ns: u64,
+    pub(crate) pin: Option<u64>,
     pub(crate) init: Option<InitCode>,
     pub(crate) max_tasks: Option<u64>,
     /// The regions of the call in progress, for a replacement that joins it: (id, length),
@@ -146,6 +149,7 @@ pub(crate) fn served_main(payload: Vec<u8>, fds: Vec<OwnedFd>) {
         parent: sys::parent_pid(),
         fork_seq: 0,
         spin: Duration::from_nanos(boot.spin_ns),
+        pin: boot.pin.and_then(|cpu| usize::try_from(cpu).ok()),
         init: boot.init,
         max_tasks: boot.max_tasks,
         mapped,
@@ -158,6 +162,11 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
         sys::exit_now(0);
     }
     crate::lifecycle::set_role(crate::lifecycle::Role::Worker(start.index as usize));
+    if let Some(cpu) = start.pin {
+        // A CPU that cannot be set (the mask changed since the pool was built): unpinned, as
+        // `PoolBuilder::pin_workers` says.
+        let _ = sys::pin_to_cpu(cpu);
+    }
     // A worker forked directly closed the parent's other descriptors before this; one started
     // by the fork server holds only what it was sent.
     let sock = start.sock;

@@ -133,6 +133,7 @@ impl Region {
             .len(map_len)
             .map_raw(&file)
             .map_err(|e| Error::io(format!("could not map a {len}-byte shared region"), e))?;
+        sys::advise_huge_pages(map.as_mut_ptr(), map_len);
         let id = match reg.as_mut() {
             Some(reg) => {
                 reg.next_id += 1;

@@ -64,9 +64,23 @@ pub(crate) fn map_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<*mut u8> 
         )
     };
     if ptr == libc::MAP_FAILED {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ptr.cast())
+        return Err(io::Error::last_os_error());
+    }
+    advise_huge_pages(ptr.cast(), len);
+    Ok(ptr.cast())
+}
+
+/// Mappings at least this long are advised to use huge pages (the x86-64 and arm64 size).
+const HUGE_PAGE: usize = 2 << 20;
+
+/// Asks for transparent huge pages on a large mapping (fewer TLB misses and page faults) where
+/// the system allows them for shared memory (`shmem_enabled` of `advise` or more); elsewhere
+/// the advice changes nothing, and a refusal is not an error. Async-signal-safe.
+pub(crate) fn advise_huge_pages(ptr: *mut u8, len: usize) {
+    if len >= HUGE_PAGE {
+        // SAFETY: advice on a whole mapping of this process (the callers pass one they just
+        // made, with its length); it changes no memory contents.
+        let _ = unsafe { libc::madvise(ptr.cast(), len, libc::MADV_HUGEPAGE) };
     }
 }
 
@@ -839,4 +853,30 @@ extern "C" fn before_main() {
     // A panic cannot unwind out of an `extern "C"` function: it would abort. `before_main`
     // only returns or serves; it does not panic.
     crate::lifecycle::server::before_main();
+}
+
+/// The CPUs this process may run on (its affinity mask), in increasing order.
+pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: an all-zero cpu_set_t is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size given; 0 is this process.
+    cvt(unsafe { libc::sched_getaffinity(0, mem::size_of::<libc::cpu_set_t>(), &mut set) })?;
+    let bits = mem::size_of::<libc::cpu_set_t>() * 8;
+    // SAFETY: `set` was filled in by the kernel above and every index is within it.
+    Ok((0..bits)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
+}
+
+/// Restricts the calling thread (in a single-threaded worker: the process) to one CPU.
+pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    if cpu >= mem::size_of::<libc::cpu_set_t>() * 8 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: an all-zero cpu_set_t is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
+    // SAFETY: `cpu` is within the set (checked above).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size given; 0 is the calling thread.
+    cvt(unsafe { libc::sched_setaffinity(0, mem::size_of::<libc::cpu_set_t>(), &set) }).map(drop)
 }

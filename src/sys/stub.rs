@@ -199,3 +199,13 @@ pub(crate) fn thread_count() -> Option<usize> {
 pub(crate) fn object_bounds(_addr: usize) -> Option<(usize, usize)> {
     None
 }
+
+pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
+    unsupported()
+}
+
+pub(crate) fn pin_to_cpu(_cpu: usize) -> io::Result<()> {
+    unsupported()
+}
+
+pub(crate) fn advise_huge_pages(_ptr: *mut u8, _len: usize) {}
