@@ -89,3 +89,38 @@ fn workers_do_not_spin_between_rare_calls() {
         "workers spun between rare calls: {used:?} ticks"
     );
 }
+
+/// A call that times out replaces the workers stuck in it, not the ones it never needed: those
+/// were left asleep (their bells not rung) and never joined, which is healthy.
+#[test]
+fn a_time_out_spares_the_workers_the_call_did_not_need() {
+    let _w = common::watchdog(60, "time-out spares the unneeded");
+    let pool = Pool::builder()
+        .workers(3)
+        .call_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let a = SharedArray::from_array(&Array1::<f64>::from_elem(4, 1.0)).unwrap();
+    // One-chunk calls: workers 1 and 2 find nothing to do, and go to sleep.
+    for _ in 0..100 {
+        pool.par_reduce(&a, |c| c.sum(), |x, y| x + y).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let before = pool.worker_pids();
+    let err = pool
+        .par_reduce(
+            &a,
+            |c| {
+                std::thread::sleep(Duration::from_secs(30));
+                c.sum()
+            },
+            |x, y| x + y,
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), shmpar::ErrorKind::TimedOut, "{err}");
+    // The pool still works, and only the worker that ran the chunk was replaced.
+    assert_eq!(pool.par_reduce(&a, |c| c.sum(), |x, y| x + y).unwrap(), 4.0);
+    let after = pool.worker_pids();
+    let kept = before.iter().filter(|p| after.contains(p)).count();
+    assert_eq!(kept, 2, "before {before:?}, after {after:?}");
+}

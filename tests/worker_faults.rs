@@ -207,3 +207,42 @@ fn caller_runs_chunks_still_reports_worker_faults() {
     assert_eq!(err.chunk(), Some(0));
     assert_eq!(sum(&pool, &a), (1 << 16) as f64);
 }
+
+/// Whatever the timing, a call reports its lowest failing chunk: a failure stops the chunks
+/// after it, never those before (which may belong to a worker that has not woken yet).
+#[test]
+fn the_lowest_failing_chunk_is_reported_whatever_the_timing() {
+    let _w = common::watchdog(60, "lowest failing chunk");
+    let pool = Pool::builder()
+        .workers(2)
+        .chunk_bytes(8 * 1024)
+        .build()
+        .unwrap();
+    let a = data();
+    for _ in 0..50 {
+        let err = pool
+            .par_reduce(
+                &a,
+                |c| -> f64 { panic!("chunk of {}", c.len()) },
+                |x, y| x + y,
+            )
+            .unwrap_err();
+        assert_eq!(err.chunk(), Some(0), "{err}");
+    }
+    // Chunk 0 fails late, chunks 1-3 at once: still chunk 0.
+    let per_index = Pool::builder().workers(2).chunk_bytes(8).build().unwrap();
+    let err = per_index
+        .par_reduce_range(
+            4,
+            |_, chunk| -> u64 {
+                if chunk == 0 {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                panic!("chunk {chunk}")
+            },
+            |x, y| x + y,
+        )
+        .unwrap_err();
+    assert_eq!(err.chunk(), Some(0), "{err}");
+    assert_eq!(sum(&pool, &a), (1 << 16) as f64);
+}

@@ -278,6 +278,13 @@ struct Early<'c, 'f> {
     last_done: u32,
 }
 
+/// A call as published: its sequence, and the workers rung for it (`0..rung`).
+#[derive(Debug, Clone, Copy)]
+struct Published {
+    seq: u32,
+    rung: usize,
+}
+
 /// A worker that died while it worked on the call.
 #[derive(Debug, Clone, Copy)]
 struct Death {
@@ -421,7 +428,7 @@ impl PoolShared {
         self.control.claims().open(seq, n);
         // ORDERING: Release, see above.
         hdr.job.seq.store(u64::from(seq), Ordering::Release);
-        self.wake_workers_for(n);
+        let rung = self.wake_workers_for(n);
 
         // The caller cannot decode handles (it sends them, it does not receive them): with
         // handles in the call, the workers run every chunk.
@@ -451,7 +458,8 @@ impl PoolShared {
             last_done: 0,
         });
         let mut n = n;
-        let waited = self.wait(seq, &mut n, spec.keep_going, joining, early.as_mut());
+        let call = Published { seq, rung };
+        let waited = self.wait(call, &mut n, spec.keep_going, joining, early.as_mut());
         drop(early);
         Ok((seq, n, waited, calls))
     }
@@ -518,8 +526,15 @@ impl PoolShared {
         {
             return true;
         }
-        if self.control.claims().is_cancelled() {
-            return self.no_live_worker_in(seq);
+        let limit = self.control.claims().limit();
+        if limit != u64::MAX {
+            // Cancelled from chunk `limit` on: the chunks before it still run (so that the
+            // lowest failing chunk is the one reported), and no worker may still be inside.
+            let below = usize::try_from(limit).map_or(n, |l| l.min(n));
+            // ORDERING: SeqCst, as above.
+            return (0..below)
+                .all(|i| self.control.chunk(i).state.load(Ordering::SeqCst) != PENDING)
+                && self.no_live_worker_in(seq);
         }
         if waited.unattributed {
             return self.control.claims().all_claimed(seq, n) && self.no_live_worker_in(seq);
@@ -549,12 +564,13 @@ impl PoolShared {
     /// worker lives and replacing the dead.
     fn wait(
         self: &Arc<Self>,
-        seq: u32,
+        published: Published,
         n: &mut usize,
         keep_going: bool,
         call: Joining<'_>,
         mut early: Option<&mut Early<'_, '_>>,
     ) -> Waited {
+        let Published { seq, mut rung } = published;
         let hdr = self.control.header();
         let spin = self.config.spin_setting();
         let timeout = self.config.call_timeout_setting();
@@ -577,13 +593,15 @@ impl PoolShared {
             if let Some(early) = early.as_deref_mut() {
                 if early.stream.has_more() && self.may_grow(*n, &out, early) {
                     *n = self.grow(*n, early);
+                    // Growing rings every bell.
+                    rung = self.control.layout().max_workers;
                 }
                 // One load of `done` when nothing has finished since the last look.
                 self.hand_out_finished(seq, *n, early);
             }
             let now = Instant::now();
             if now - last_check >= CHECK_EVERY {
-                if !self.control.claims().all_claimed(seq, *n) {
+                if self.control.claims().has_more(seq) {
                     // Chunks still wait for a runner: wake every sleeper, in case the owner of
                     // their stripe is dead (see `wake_workers_for`).
                     self.rouse_workers();
@@ -595,7 +613,7 @@ impl PoolShared {
                 if !out.timed_out && now - started >= limit {
                     out.timed_out = true;
                     self.cancel();
-                    self.kill_workers_in(seq);
+                    self.kill_workers_in(seq, rung);
                 }
             }
             if now - started < spin {
@@ -746,6 +764,7 @@ impl PoolShared {
                     Err(_) => ExitStatus::Exited(-1),
                 };
                 w.alive = false;
+                self.mark_absent(i);
                 w.queue.clear();
                 dead.push(i);
                 self.note_exit(i, status);
@@ -851,6 +870,7 @@ impl PoolShared {
                 Err(_) => {}
             }
             w.alive = false;
+            self.mark_absent(i);
             w.queue.clear();
             dead.push(i);
         }
@@ -861,10 +881,12 @@ impl PoolShared {
         }
     }
 
-    /// At a time-out: kills every worker still in call `seq`, and every one that never joined
-    /// it (a healthy idle worker joins within microseconds; one that did not in the whole
-    /// time-out is stopped or stuck). Only the workers that finished their part are spared.
-    fn kill_workers_in(&self, seq: u32) {
+    /// At a time-out: kills every worker still in call `seq`, and every one that was rung for
+    /// it (workers `0..rung`) and never joined (a healthy worker joins within microseconds of
+    /// its bell; one that did not in the whole time-out is stopped or stuck). Spared: the
+    /// workers that finished their part, and those the call did not need, which may sleep
+    /// through it.
+    fn kill_workers_in(&self, seq: u32, rung: usize) {
         let workers = self.workers.lock();
         for (i, w) in workers.iter().enumerate().filter(|(_, w)| w.alive) {
             let slot = self.control.worker(i);
@@ -876,7 +898,9 @@ impl PoolShared {
             }
             // ORDERING: SeqCst, as in `no_live_worker_in`.
             let (s, state) = unpack(slot.current.load(Ordering::SeqCst));
-            if s != seq || state != IDLE {
+            let stuck_in_call = s == seq && state != IDLE;
+            let never_joined = s != seq && i < rung;
+            if stuck_in_call || never_joined {
                 let _ = w.child.kill();
             }
         }

@@ -319,19 +319,23 @@ pub(crate) unsafe fn run_chunk(
         // replacement worker after the parent hands the arena over.
         word.store(*used as u64, Ordering::Release);
     }
-    publish(control, slot, who, state, offset, len, job.flags);
+    let outcome = Outcome { state, offset, len };
+    publish(control, index, who, outcome, job.flags);
     state != OK && state != STOPPED
 }
 
-fn publish(
-    control: &Control,
-    slot: &ChunkSlot,
-    who: u32,
+/// A chunk's final state and where its bytes lie in its runner's arena.
+struct Outcome {
     state: u32,
     offset: usize,
     len: usize,
-    flags: u64,
-) {
+}
+
+/// Publishes chunk `index`'s outcome (run by `who`), cancels the call after a failure, and
+/// wakes the caller when it waits for this.
+fn publish(control: &Control, index: usize, who: u32, outcome: Outcome, flags: u64) {
+    let Outcome { state, offset, len } = outcome;
+    let slot = control.chunk(index);
     let (keep_going, stream) = (flags & KEEP_GOING != 0, flags & STREAM != 0);
     // ORDERING: these are published by the SeqCst store of `state` below.
     slot.worker.store(who, Ordering::Relaxed);
@@ -346,12 +350,21 @@ fn publish(
         // ORDERING: SeqCst, as `count_then_publish` and the parent's bell require.
         slot.state.store(state, Ordering::SeqCst);
     });
-    let all_done = done as usize >= control.claims().nchunks();
+    let claims = control.claims();
+    let all_done = done as usize >= claims.nchunks();
     let cancels = state != OK && !keep_going;
-    if cancels {
-        control.claims().cancel();
+    if state == STOPPED {
+        // An early exit: no chunk not yet started runs.
+        claims.cancel();
+    } else if cancels {
+        // The chunks before this one still run, so the call reports its lowest failing chunk.
+        claims.cancel_from(index + 1);
     }
-    if (all_done || cancels || stream) && who != CALLER {
+    // In a cancelled call the caller waits for the chunks below the limit, which is not
+    // `all_done`: each of them wakes it. (The load comes after this chunk's SeqCst state store:
+    // a runner that finds the call not cancelled yet is followed by the canceller's ring.)
+    let ring = all_done || cancels || stream || claims.is_cancelled();
+    if ring && who != CALLER {
         wake_parent(control);
     }
 }

@@ -21,7 +21,7 @@
 //! Under `--cfg loom` the atomics are loom's, and the tests at the end run the protocol's
 //! steps on threads standing in for the parent and the workers.
 
-use crate::primitive::{AtomicU32, AtomicU64, Ordering, fence};
+use crate::primitive::{AtomicU64, Ordering, fence};
 
 #[inline]
 pub(crate) fn pack(seq: u32, low: u32) -> u64 {
@@ -38,8 +38,10 @@ pub(crate) fn unpack(v: u64) -> (u32, u32) {
 #[repr(C, align(128))]
 pub(crate) struct ClaimLine {
     nchunks: AtomicU64,
-    /// Set when the call has failed or is being stopped: no new chunk is claimed.
-    cancelled: AtomicU32,
+    /// Chunks at or past this index are not claimed any more: `u64::MAX` while the call runs,
+    /// lowered past a failed chunk (the chunks before it still run, so the call reports its
+    /// lowest failing chunk whatever the timing), 0 when the whole call is stopped.
+    limit: AtomicU64,
 }
 
 /// One runner's stripe counter, `(seq << 32) | chunks of the stripe claimed`, on its own
@@ -55,7 +57,7 @@ impl ClaimLine {
     pub(crate) fn new() -> ClaimLine {
         ClaimLine {
             nchunks: AtomicU64::new(0),
-            cancelled: AtomicU32::new(0),
+            limit: AtomicU64::new(u64::MAX),
         }
     }
 }
@@ -103,7 +105,7 @@ impl<'a> Claims<'a> {
     /// call succeeds from now on.
     pub(crate) fn close(&self, old_seq: u32) {
         // ORDERING: the stores, then a Release fence: the fence orders them before every later
-        // store of the next call (the Relaxed resets of `cancelled`, `nchunks` and the chunk
+        // store of the next call (the Relaxed resets of `limit`, `nchunks` and the chunk
         // slots); a claimer that Acquire-loads one of those synchronises with the fence, so its
         // CAS of a stripe finds this value or a later one. The stores themselves may be
         // Relaxed: the fence is what orders them (on x86 both are plain instructions; SeqCst
@@ -122,7 +124,7 @@ impl<'a> Claims<'a> {
     pub(crate) fn open(&self, seq: u32, n: usize) {
         // ORDERING: both published by the Release stores of the stripes (claimers Acquire-load
         // a stripe before they read them).
-        self.line.cancelled.store(0, Ordering::Relaxed);
+        self.line.limit.store(u64::MAX, Ordering::Relaxed);
         self.line.nchunks.store(n as u64, Ordering::Relaxed);
         for stripe in self.stripes {
             // ORDERING: Release: the call's description, slots and counters before it.
@@ -144,13 +146,25 @@ impl<'a> Claims<'a> {
         // ORDERING: SeqCst, paired with the claim loop's SeqCst load: a claimer that stored its
         // CLAIMING state (SeqCst) either sees the cancellation or is seen as busy by the
         // canceller's SeqCst loads of the workers' states.
-        self.line.cancelled.store(1, Ordering::SeqCst);
+        self.line.limit.store(0, Ordering::SeqCst);
     }
 
-    /// Whether the current call is cancelled.
-    pub(crate) fn is_cancelled(&self) -> bool {
+    /// Stops further claims of chunks `first` and beyond (a chunk before `first` failed the
+    /// call); the chunks before still run.
+    pub(crate) fn cancel_from(&self, first: usize) {
+        // ORDERING: SeqCst, as in `cancel`; the minimum of every failure's.
+        self.line.limit.fetch_min(first as u64, Ordering::SeqCst);
+    }
+
+    /// The first chunk no longer claimed (`u64::MAX`: no limit).
+    pub(crate) fn limit(&self) -> u64 {
         // ORDERING: SeqCst, see `cancel`.
-        self.line.cancelled.load(Ordering::SeqCst) != 0
+        self.line.limit.load(Ordering::SeqCst)
+    }
+
+    /// Whether the current call is cancelled, wholly or from some chunk on.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.limit() != u64::MAX
     }
 
     /// Whether chunk `i` of call `seq` has been claimed (the parent, while it holds the call).
@@ -197,7 +211,8 @@ impl<'a> Claims<'a> {
     }
 
     /// Claims the next chunk of call `seq` for runner `me`: from its own stripe first, then
-    /// from the others'. `None` when none is left, the call is cancelled, or the pool has moved
+    /// from the others'. `None` when none is left (below the cancellation limit), the call is
+    /// cancelled, or the pool has moved
     /// on to another call.
     #[inline]
     pub(crate) fn claim(&self, seq: u32, me: usize) -> Option<usize> {
@@ -216,7 +231,8 @@ impl<'a> Claims<'a> {
     fn take(&self, seq: u32, o: usize) -> Take {
         let stripe = &self.stripes[o];
         loop {
-            if self.is_cancelled() {
+            let limit = self.limit();
+            if limit == 0 {
                 return Take::Over;
             }
             // ORDERING: Acquire, paired with the parent's Release store in `open`, which makes
@@ -230,7 +246,8 @@ impl<'a> Claims<'a> {
             // through `close`'s fence, with the parent's close of an older call.
             let n = self.line.nchunks.load(Ordering::Acquire);
             let i = self.chunk_of(o, k);
-            if i >= n {
+            // A stripe's chunks only grow: past the limit, the rest of it is too.
+            if i >= n || i >= limit {
                 return Take::Empty;
             }
             // ORDERING: AcqRel so that a stripe's claims are totally ordered and each index is
@@ -252,10 +269,7 @@ impl<'a> Claims<'a> {
         // ORDERING: SeqCst: the parent grows `nchunks` (SeqCst) before it bumps the epoch, and
         // this runs after the worker loaded the epoch (SeqCst): either it sees the growth, or
         // the epoch has moved and the worker's wait returns at once.
-        if self.line.cancelled.load(Ordering::SeqCst) != 0 {
-            return false;
-        }
-        let n = self.line.nchunks.load(Ordering::SeqCst);
+        let n = self.line.nchunks.load(Ordering::SeqCst).min(self.limit());
         (0..self.stripes.len()).any(|o| {
             // ORDERING: SeqCst, as above.
             let (call, k) = unpack(self.stripes[o].next.load(Ordering::SeqCst));
@@ -271,7 +285,7 @@ mod tests {
     fn block(n: usize) -> (ClaimLine, Vec<Stripe>) {
         let line = ClaimLine {
             nchunks: AtomicU64::new(0),
-            cancelled: AtomicU32::new(0),
+            limit: AtomicU64::new(u64::MAX),
         };
         let stripes = (0..n)
             .map(|_| Stripe {
@@ -312,6 +326,17 @@ mod tests {
         claims.cancel();
         assert_eq!(claims.claim(2, 1), None);
         assert!(!claims.has_more(2));
+        // A failure in chunk 2 stops chunks 3 and on; those before it still go out.
+        claims.close(2);
+        claims.open(3, 6);
+        assert_eq!(claims.claim(3, 2), Some(2));
+        claims.cancel_from(3);
+        let got: Vec<usize> = std::iter::from_fn(|| claims.claim(3, 0)).collect();
+        assert_eq!(got, [0, 1]);
+        assert!(!claims.has_more(3));
+        assert!(claims.is_cancelled());
+        claims.cancel_from(5); // a later failure does not raise the limit
+        assert_eq!(claims.limit(), 3);
     }
 }
 

@@ -23,9 +23,10 @@
 //! already read the new `nchunks`) then fails its CAS instead of taking a chunk of the new call
 //! under the old sequence.
 //!
-//! Idle workers wait on the `epoch` signal and the waiting parent on the `parent` bell (see
-//! `wake`, where the loom models check both). Publishing a call rings nothing: the parent
-//! bumps `epoch`. A runner counts its chunk in `done`, publishes the chunk's state (SeqCst),
+//! Idle workers spin on the `epoch` signal, then sleep on bells of their own; the waiting
+//! parent sleeps on the `parent` bell (see `wake`, where the loom models check both).
+//! Publishing a call bumps `epoch` and rings the bells of the workers the call needs (the
+//! owners of its stripes, see `PoolShared::wake_workers_for`). A runner counts its chunk in `done`, publishes the chunk's state (SeqCst),
 //! reads `done` back, and rings the bell when every chunk is done (or its chunk failed the
 //! call, or the call streams); the parent announces itself on the bell, then re-checks the
 //! chunk states (and, streaming, `done` and the submitted work) before it sleeps.
@@ -192,6 +193,9 @@ pub(crate) struct WorkerSlot {
 #[repr(C, align(128))]
 pub(crate) struct WorkerBell {
     pub(crate) bell: Bell,
+    /// 1 once the worker is ready to take calls; 0 while the slot is empty, its worker starts,
+    /// or the parent has found it dead. A call that needs an absent worker rings every bell.
+    pub(crate) present: AtomicU32,
 }
 
 #[repr(C, align(128))]
@@ -323,12 +327,13 @@ impl Control {
         }
     }
 
-    /// Worker `i`'s bell.
+    /// Worker `i`'s bell line.
     #[inline]
-    pub(crate) fn bell(&self, i: usize) -> &Bell {
+    pub(crate) fn bell(&self, i: usize) -> &WorkerBell {
         assert!(i < self.layout.max_workers);
-        // SAFETY: in bounds by the assert, aligned by the layout; an all-zero bell is valid.
-        unsafe { &(*self.base.add(self.layout.bells).cast::<WorkerBell>().add(i)).bell }
+        // SAFETY: in bounds by the assert, aligned by the layout; an all-zero `WorkerBell` is
+        // valid (atomics).
+        unsafe { &*self.base.add(self.layout.bells).cast::<WorkerBell>().add(i) }
     }
 
     #[inline]

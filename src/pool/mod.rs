@@ -413,6 +413,7 @@ impl PoolShared {
         slot.current.store(pack(0, IDLE), Ordering::SeqCst);
         slot.mail_seq.store(0, Ordering::SeqCst);
         slot.ready.store(STARTING, Ordering::SeqCst);
+        self.mark_absent(index);
         let arena = &self.arenas[index];
         let register = {
             let shared = Arc::clone(this);
@@ -639,7 +640,10 @@ impl PoolShared {
                     Ok(Some(status)) => Some(status),
                     Err(_) => Some(sys::ExitStatus::Exited(-1)),
                 }
-                .inspect(|_| w.alive = false)
+                .inspect(|_| {
+                    w.alive = false;
+                    self.mark_absent(index);
+                })
             };
             if let Some(status) = ended {
                 self.note_exit(index, status);
@@ -761,7 +765,6 @@ impl PoolShared {
         }
     }
 
-    /// Bumps the epoch and wakes sleeping workers.
     /// Moves the epoch on and rings every worker's bell (mail, growth, shutdown).
     fn wake_workers(&self) {
         self.control.header().wake.epoch.bump();
@@ -771,8 +774,15 @@ impl PoolShared {
     /// Rings the bells of the first `n` workers (no system call for one that is not asleep).
     fn ring_bells(&self, n: usize) {
         for i in 0..n.min(self.control.layout().max_workers) {
-            self.control.bell(i).ring();
+            self.control.bell(i).bell.ring();
         }
+    }
+
+    /// Marks worker `i` absent (dead, or not started yet): calls that need it ring every bell.
+    pub(crate) fn mark_absent(&self, i: usize) {
+        // ORDERING: Relaxed: a hint for whom to wake; a stale value costs a wake-up too many,
+        // or a chunk that waits for the caller's next check (`rouse_workers`).
+        self.control.bell(i).present.store(0, Ordering::Relaxed);
     }
 
     /// Rings every worker's bell without moving the epoch: for a call whose chunks wait for a
@@ -798,12 +808,23 @@ impl PoolShared {
 
     /// Publishes a call of `nchunks` chunks to the workers: moves the epoch on, which every
     /// spinning worker sees, and rings the bells of the workers whose stripes hold its chunks
-    /// (workers `0..nchunks`). A worker a call does not need stays asleep, leaving its CPU to
-    /// the caller; if an owner is dead, the others steal its chunks, and the waiting caller's
-    /// next check rouses every sleeper (`rouse_workers`).
-    fn wake_workers_for(&self, nchunks: usize) {
+    /// (workers `0..nchunks`), or every bell if one of those is absent (its chunks are then
+    /// stolen by the others). A worker a call does not need stays asleep, leaving its CPU to
+    /// the caller. Returns how many bells it rang (workers `0..rung`).
+    ///
+    /// An owner that died unnoticed is still counted present: until the caller's check finds
+    /// it dead, its chunks wait for a worker awake to steal them, or for the check's
+    /// `rouse_workers`.
+    pub(crate) fn wake_workers_for(&self, nchunks: usize) -> usize {
         self.control.header().wake.epoch.bump();
-        self.ring_bells(nchunks);
+        let max = self.control.layout().max_workers;
+        let needed = nchunks.min(max);
+        // ORDERING: Relaxed: a hint (see `mark_absent`); the line is read for the ring anyway.
+        let all_present =
+            (0..needed).all(|i| self.control.bell(i).present.load(Ordering::Relaxed) != 0);
+        let rung = if all_present { needed } else { max };
+        self.ring_bells(rung);
+        rung
     }
 
     fn shutdown(&self) {

@@ -180,6 +180,11 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
     }
     // ORDERING: Release, paired with the parent's Acquire load while it waits for the start.
     slot.ready.store(READY, Ordering::Release);
+    // ORDERING: Relaxed: a hint for whom the parent rings (see `PoolShared::mark_absent`).
+    control
+        .bell(start.index as usize)
+        .present
+        .store(1, Ordering::Relaxed);
     let hdr = control.header();
     let mut mapped: HashMap<u64, (usize, usize)> = (start.mapped.iter())
         .map(|&(id, addr, len)| (id, (addr, len)))
@@ -234,7 +239,9 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
             if full {
                 full_in = call;
             }
-            policy.ran = ran;
+            // Needed by the call if it ran a chunk or its stripe had one (which another runner
+            // may have taken before it woke): it spins for the next call like this one.
+            policy.ran = ran || control.claims().nchunks() > start.index as usize;
             // This worker is done with the call: arrays lent to it for the call go back.
             crate::shm::handle::revoke_lent();
         }
@@ -517,7 +524,7 @@ fn read_mail(sock: RawFd, mapped: &mut HashMap<u64, (usize, usize)>) {
 /// if the change came while it spun.
 fn wait_for_change(control: &Control, index: u32, epoch: u32, spin: Duration, parent: i32) -> bool {
     let signal = &control.header().wake.epoch;
-    let bell = control.bell(index as usize);
+    let bell = &control.bell(index as usize).bell;
     bell.idle_wait(signal, epoch, spin, Some(PARENT_CHECK), || {
         if sys::parent_pid() != parent {
             sys::exit_now(0);
