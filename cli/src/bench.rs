@@ -169,16 +169,26 @@ fn fill(a: &mut [f64], salt: u64) {
     }
 }
 
-/// Measures every workload at every size, serial vs rayon vs shmpar. `pool` must have been
-/// made before `rayon_pool`.
+/// The pools a bench run times.
+#[derive(Clone, Copy)]
+pub(crate) struct Pools<'a> {
+    /// Made before `rayon`.
+    pub(crate) pool: &'a Pool,
+    /// The same size, its caller running chunks too (the "shmpar+caller" variant).
+    pub(crate) helping: Option<&'a Pool>,
+    pub(crate) rayon: &'a rayon::ThreadPool,
+}
+
+/// Measures every workload at every size, serial vs rayon vs shmpar (and shmpar with the caller
+/// helping, if that pool is given).
 pub(crate) fn measure(
-    pool: &Pool,
-    rayon_pool: &rayon::ThreadPool,
+    pools: Pools<'_>,
     workloads: &[Workload],
     sizes: &[usize],
     rounds: usize,
     progress: &ProgressBar,
 ) -> shmpar::Result<Vec<Cell>> {
+    let (pool, rayon_pool) = (pools.pool, pools.rayon);
     let mut cells = Vec::new();
     let biggest = sizes.iter().max().copied().unwrap_or(0) / 8;
     let mut a_all = SharedArray::<f64, Ix1>::zeros(biggest)?;
@@ -198,7 +208,7 @@ pub(crate) fn measure(
             // rayon gets the same chunks, but at least one piece per thread.
             let piece = rows_per_chunk.min(n.div_ceil(rayon_pool.current_num_threads()).max(1));
             let (sa, sb) = (a.as_slice(), b.as_slice());
-            let shm = |w: Workload| -> Answer {
+            let shm = |pool: &Pool, w: Workload| -> Answer {
                 let r = match w {
                     Workload::Sum => {
                         pool.par_reduce(&a, |c| Answer::Number(c.sum()), Answer::combine)
@@ -249,9 +259,15 @@ pub(crate) fn measure(
                     },
                     Variant {
                         name: "shmpar",
-                        run: Box::new(|| shm(w)),
+                        run: Box::new(|| shm(pool, w)),
                     },
                 ];
+                if let Some(helping) = pools.helping {
+                    variants.push(Variant {
+                        name: "shmpar+caller",
+                        run: Box::new(move || shm(helping, w)),
+                    });
+                }
                 let min_sample = if bytes >= 64 << 20 {
                     Duration::ZERO
                 } else {
@@ -505,6 +521,7 @@ pub(crate) fn report(cells: &[Cell], python: &Result<Vec<Cell>, String>, json: b
             ]);
         }
         println!("{table}");
+        caller_table(w, &sizes, &get);
     }
     // Memory bandwidth: the best read rate seen anywhere (sum, 64 MiB and up), and the share
     // of it each variant reaches on the largest array.
@@ -532,6 +549,46 @@ pub(crate) fn report(cells: &[Cell], python: &Result<Vec<Cell>, String>, json: b
     Ok(())
 }
 
+/// The "shmpar+caller" variant beside shmpar and serial, for workload `w`, if it was timed.
+fn caller_table<'c>(
+    w: Workload,
+    sizes: &[usize],
+    get: &dyn Fn(Workload, usize, &str) -> Option<&'c Cell>,
+) {
+    let mut table = output::table(&[
+        "size",
+        "shmpar",
+        "shmpar+caller",
+        "shmpar vs serial",
+        "+caller vs serial",
+    ]);
+    let mut any = false;
+    for &b in sizes {
+        let (Some(s), Some(m), Some(h)) = (
+            get(w, b, "serial"),
+            get(w, b, "shmpar"),
+            get(w, b, "shmpar+caller"),
+        ) else {
+            continue;
+        };
+        any = true;
+        let vs = |c: &Cell| format!("{:.2}x", s.median.as_secs_f64() / c.median.as_secs_f64());
+        table.add_row(vec![
+            measure::human_bytes(b),
+            measure::human_time(m.median),
+            measure::human_time(h.median),
+            vs(m),
+            vs(h),
+        ]);
+    }
+    if any {
+        println!(
+            "the caller running chunks too (caller_runs_chunks: no crash isolation for the caller):"
+        );
+        println!("{table}");
+    }
+}
+
 /// `bench [--quick] [--json]`.
 pub(crate) fn run(
     quick: bool,
@@ -551,6 +608,16 @@ pub(crate) fn run(
     });
     // Our workers start before rayon's threads exist.
     let pool = Pool::builder().start_method(method).build()?;
+    let helping = if extras.caller_helps {
+        let p = Pool::builder()
+            .start_method(method)
+            .workers(pool.workers())
+            .caller_runs_chunks(true)
+            .build()?;
+        Some(p)
+    } else {
+        None
+    };
     let rayon_pool = rayon::ThreadPoolBuilder::new()
         .num_threads(pool.workers())
         .build()?;
@@ -568,7 +635,12 @@ pub(crate) fn run(
             pool.workers()
         );
     }
-    let cells = measure(&pool, &rayon_pool, workloads, &sizes, rounds, &progress)?;
+    let pools = Pools {
+        pool: &pool,
+        helping: helping.as_ref(),
+        rayon: &rayon_pool,
+    };
+    let cells = measure(pools, workloads, &sizes, rounds, &progress)?;
     let python = python_cells(workloads, &sizes, pool.workers(), &progress);
     progress.finish_and_clear();
     report(&cells, &python, json)?;
@@ -597,6 +669,8 @@ pub(crate) struct Extras<'a> {
     pub(crate) svg: Option<&'a Path>,
     /// Time 1,000 consecutive calls at 4 KiB, 64 KiB and 1 MiB: p50, p99, max.
     pub(crate) tails: bool,
+    /// Also time a pool whose caller runs chunks too ("shmpar+caller").
+    pub(crate) caller_helps: bool,
 }
 
 /// Throughput against array size, one line per variant, one panel per workload (log-log).

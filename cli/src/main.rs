@@ -158,6 +158,11 @@ struct BenchArgs {
     /// the median, the 99th percentile and the worst call.
     #[arg(long)]
     tails: bool,
+    /// Also time shmpar with the calling thread running chunks too (`caller_runs_chunks`):
+    /// faster on small arrays when the pool has as many workers as CPUs, at the cost of crash
+    /// isolation (a chunk that crashes then takes the caller with it).
+    #[arg(long)]
+    caller_helps: bool,
     /// The workloads to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
     workloads: Vec<bench::Workload>,
@@ -283,6 +288,7 @@ fn main() -> ExitCode {
             bench::Extras {
                 svg: a.svg.as_deref(),
                 tails: a.tails,
+                caller_helps: a.caller_helps,
             },
         ),
         Command::Sum(a) => bench::run(

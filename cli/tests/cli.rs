@@ -214,6 +214,38 @@ fn bench_tails_report_p50_p99_and_max_for_both_variants() {
 }
 
 #[test]
+fn bench_can_time_the_caller_helping_beside_the_isolated_pool() {
+    let _w = common::watchdog(240, "caller helps");
+    let args = [
+        "bench",
+        "--caller-helps",
+        "--sizes",
+        "1K,64K",
+        "--workloads",
+        "sum",
+        "--rounds",
+        "1",
+    ];
+    let out = shmpar(&[&args[..], &["--json"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["variant"] == "shmpar+caller")
+        .collect();
+    assert_eq!(rows.len(), 2, "one per size: {rows:?}");
+    assert!(rows.iter().all(|r| r["median_s"].as_f64().unwrap() > 0.0));
+    let table = shmpar(&args);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("+caller vs serial"), "{text}");
+}
+
+#[test]
 fn svg_plots_are_written() {
     let _w = common::watchdog(120, "svg");
     let dir = std::env::temp_dir().join(format!("shmpar-cli-svg-{}", std::process::id()));
