@@ -8,14 +8,12 @@
 //!   word, then wakes the sleepers if any are announced. The waiter stores its announcement then
 //!   re-reads the word (and the kernel re-reads it under its lock); the bumper stores the word
 //!   then reads `waiters`: in the single total order of SeqCst operations one of them sees the
-//!   other's store, so no wake-up is lost. Queues wait on signals (`put`, `get`, `join`).
+//!   other's store, so no wake-up is lost. Queues wait on signals (`put`, `get`, `join`), and
+//!   idle pool workers wait on the pool's epoch.
 //! - [`Bell`], for one sleeper that re-checks a condition of its own: the sleeper stores 1,
 //!   re-checks, and futex-waits while the word is still 1; a ringer, after it made the
 //!   condition true, loads the word and, if it is set, swaps it to 0 and wakes the futex. The
 //!   waiting pool caller sleeps on a bell that its workers ring.
-//! - Both together, for waiters woken one by one ([`Bell::idle_wait`]): each idle pool worker
-//!   spins on the pool's epoch signal, then sleeps on a bell of its own, and a call moves the
-//!   epoch on ([`Signal::bump`]) and rings only the bells of the workers it needs.
 //!
 //! The loom models at the end run both with threads standing in for processes; the futex is
 //! modelled (see `primitive`), so a lost wake-up is a deadlock that loom reports. The queue's
@@ -140,14 +138,6 @@ impl Signal {
         self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Moves the word on without waking anyone: the waiters that sleep on bells of their own
-    /// (see [`Bell::idle_wait`]) are rung one by one after this.
-    pub(crate) fn bump(&self) {
-        // ORDERING: SeqCst: the store that makes a bell sleeper's condition true, before the
-        // ringer's SeqCst read of the bell (see `Bell`).
-        self.word.fetch_add(1, Ordering::SeqCst);
-    }
-
     /// A queue's wait for the word to move on from `seen`. `wait`: `None` = do not wait
     /// (WouldBlock); `Some(None)` = as long as it takes; `Some(Some(t))` = until `t`
     /// (TimedOut). `poll`: wake up that often anyway, for the caller to look at something
@@ -219,33 +209,6 @@ impl Bell {
         self.sleeping.store(0, Ordering::SeqCst);
     }
 
-    /// An idle waiter with a bell of its own, waiting for `signal` to move on from `seen`:
-    /// spins for up to `spin`, then sleeps on this bell in slices of `slice` (`None`: no
-    /// limit), calling `between` after every slice that ended without a change. Whoever moves
-    /// the signal on ([`Signal::bump`]) rings the bells of the waiters it needs; the others go
-    /// on sleeping (or see the move while they spin). Returns true when the word moved while
-    /// it spun (the change came soon), false when it had to sleep.
-    pub(crate) fn idle_wait(
-        &self,
-        signal: &Signal,
-        seen: u32,
-        spin: Duration,
-        slice: Option<Duration>,
-        mut between: impl FnMut(),
-    ) -> bool {
-        if signal.spin_until_changed(seen, spin, None) {
-            return true;
-        }
-        loop {
-            // ORDERING: `seen()` is a SeqCst load, as the bell's re-check must be.
-            self.sleep_unless(|| signal.seen() != seen, slice);
-            if signal.changed(seen) {
-                return false;
-            }
-            between();
-        }
-    }
-
     /// The ringer, after it made the sleeper's condition true: wakes the sleeper if it sleeps.
     pub(crate) fn ring(&self) {
         // ORDERING: SeqCst, paired with the sleeper's SeqCst store before it re-checks (see
@@ -293,10 +256,9 @@ mod model {
     use loom::sync::atomic::AtomicU64;
     use loom::thread;
 
-    /// A signal's waiters (a queue's shape, and the pool's before its workers had bells): a
-    /// waiter's loop (read the word, look for work, sleep until the word moves) against a
-    /// publisher (Release store of the work, then the bump). Two idle waiters; each must see
-    /// the work.
+    /// The pool's epoch: a worker's loop (read the epoch, look for a call, sleep until the
+    /// epoch moves) against the parent publishing a call (Release store of the call's
+    /// sequence, then the bump). Two idle workers; each must see the call.
     #[test]
     fn an_idle_worker_always_wakes_for_a_published_call() {
         model(|| {
@@ -320,90 +282,6 @@ mod model {
                 .collect();
             job.store(1, Ordering::Release);
             epoch.bump_and_wake(i32::MAX);
-            for w in workers {
-                w.join().unwrap();
-            }
-        });
-    }
-
-    /// The pool's publish of a call that needs one worker: it moves the epoch on and rings
-    /// only worker 0's bell (`Bell::idle_wait`); worker 1 is left asleep, or sees the move if
-    /// it is still spinning. Whichever way the workers interleave with the publish, the call
-    /// is taken up.
-    #[test]
-    fn a_call_that_needs_one_worker_is_always_taken_up() {
-        needs_one_worker(false);
-    }
-
-    /// The replay of a publish that rings before it moves the epoch on, run by the test below
-    /// in a child process (see `replay_counting_from_the_increment`).
-    #[test]
-    #[ignore = "run by ringing_before_the_bump_loses_the_call, in a child process"]
-    fn replay_ringing_before_the_bump() {
-        if std::env::var_os(REPLAY).is_some() {
-            needs_one_worker(true);
-        }
-    }
-
-    /// The model checks the order of the publish: a bell rung before the epoch moves wakes
-    /// its worker too early, and the call waits.
-    #[test]
-    fn ringing_before_the_bump_loses_the_call() {
-        assert_replay_deadlocks("wake::model::replay_ringing_before_the_bump");
-    }
-
-    fn needs_one_worker(ring_first: bool) {
-        model(move || {
-            let epoch = Arc::new(Signal::new());
-            let bells = Arc::new([Bell::new(), Bell::new()]);
-            let job = Arc::new(AtomicU64::new(0));
-            let taken = Arc::new(AtomicU32::new(0));
-            let caller = Arc::new(Bell::new());
-            let workers: Vec<_> = (0..2)
-                .map(|i| {
-                    let (epoch, bells, job, taken, caller) = (
-                        Arc::clone(&epoch),
-                        Arc::clone(&bells),
-                        Arc::clone(&job),
-                        Arc::clone(&taken),
-                        Arc::clone(&caller),
-                    );
-                    thread::spawn(move || {
-                        loop {
-                            let seen = epoch.seen();
-                            if taken.load(Ordering::SeqCst) != 0 {
-                                return;
-                            }
-                            if job.load(Ordering::Acquire) == 1
-                                && taken
-                                    .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
-                                    .is_ok()
-                            {
-                                caller.ring();
-                                return;
-                            }
-                            bells[i].idle_wait(&epoch, seen, Duration::ZERO, None, || {});
-                        }
-                    })
-                })
-                .collect();
-            job.store(1, Ordering::Release);
-            if ring_first {
-                bells[0].ring();
-                epoch.bump();
-            } else {
-                epoch.bump();
-                bells[0].ring();
-            }
-            let is_taken = || taken.load(Ordering::SeqCst) != 0;
-            while !is_taken() {
-                caller.sleep_unless(is_taken, None);
-            }
-            // The call is over: the other worker may go (the pool's next call, or shutdown).
-            epoch.bump();
-            for bell in bells.iter() {
-                bell.ring();
-            }
             for w in workers {
                 w.join().unwrap();
             }
@@ -471,17 +349,11 @@ mod model {
     /// 2 ms sleep, the wait's timeout, not a hang).
     #[test]
     fn counting_from_the_increment_loses_the_last_wake_up() {
-        assert_replay_deadlocks("wake::model::replay_counting_from_the_increment");
-    }
-
-    /// Runs the ignored replay `test` in a child process and checks that loom reported a
-    /// deadlock there.
-    fn assert_replay_deadlocks(test: &str) {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--ignored",
                 "--exact",
-                test,
+                "wake::model::replay_counting_from_the_increment",
                 "--test-threads=1",
                 "--nocapture",
             ])

@@ -246,3 +246,38 @@ fn the_lowest_failing_chunk_is_reported_whatever_the_timing() {
     assert_eq!(err.chunk(), Some(0), "{err}");
     assert_eq!(sum(&pool, &a), (1 << 16) as f64);
 }
+
+/// A call that times out replaces the worker stuck in it, not the idle ones that had nothing to
+/// do in it.
+#[test]
+fn a_time_out_replaces_only_the_worker_stuck_in_the_call() {
+    let _w = common::watchdog(60, "time-out spares the unneeded");
+    let pool = Pool::builder()
+        .workers(3)
+        .call_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let a = SharedArray::from_array(&ndarray::Array1::<f64>::from_elem(4, 1.0)).unwrap();
+    // One-chunk calls: workers 1 and 2 find nothing to do, and go to sleep after their spin.
+    for _ in 0..100 {
+        pool.par_reduce(&a, |c| c.sum(), |x, y| x + y).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let before = pool.worker_pids();
+    let err = pool
+        .par_reduce(
+            &a,
+            |c| {
+                std::thread::sleep(Duration::from_secs(30));
+                c.sum()
+            },
+            |x, y| x + y,
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), shmpar::ErrorKind::TimedOut, "{err}");
+    // The pool still works, and only the worker that ran the chunk was replaced.
+    assert_eq!(pool.par_reduce(&a, |c| c.sum(), |x, y| x + y).unwrap(), 4.0);
+    let after = pool.worker_pids();
+    let kept = before.iter().filter(|p| after.contains(p)).count();
+    assert_eq!(kept, 2, "before {before:?}, after {after:?}");
+}

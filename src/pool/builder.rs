@@ -96,15 +96,11 @@ impl PoolBuilder {
         self
     }
 
-    /// The longest an idle worker, and a waiting caller, spin (yielding the CPU often) before
-    /// they sleep on a futex. Spinning makes back-to-back calls cost about a microsecond
-    /// instead of a futex wake-up (5-45 µs). Default: 50 µs.
-    ///
-    /// Idle workers spin only when it pays: while calls come within this time of each other,
-    /// and only the workers that had work in the last call (a call of one chunk keeps one
-    /// worker spinning, not all, leaving the other CPUs to the caller), and never more workers
-    /// than CPUs. A call wakes only the sleeping workers whose share of its chunks it needs.
-    /// Zero never spins: every call then pays a wake-up, and no CPU is spent between calls.
+    /// How long an idle worker, and a waiting caller, spin (yielding the CPU often) before they
+    /// sleep on a futex. Spinning makes back-to-back calls cost about a microsecond instead of
+    /// a futex wake-up (5-45 µs); zero saves CPU between rare calls. Workers numbered past the
+    /// CPUs this process may use never spin (never more spinning workers than CPUs). Default:
+    /// 50 µs.
     ///
     /// ```
     /// use std::time::Duration;

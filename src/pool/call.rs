@@ -278,13 +278,6 @@ struct Early<'c, 'f> {
     last_done: u32,
 }
 
-/// A call as published: its sequence, and the workers rung for it (`0..rung`).
-#[derive(Debug, Clone, Copy)]
-struct Published {
-    seq: u32,
-    rung: usize,
-}
-
 /// A worker that died while it worked on the call.
 #[derive(Debug, Clone, Copy)]
 struct Death {
@@ -428,7 +421,7 @@ impl PoolShared {
         self.control.claims().open(seq, n);
         // ORDERING: Release, see above.
         hdr.job.seq.store(u64::from(seq), Ordering::Release);
-        let rung = self.wake_workers_for(n);
+        self.wake_workers();
 
         // The caller cannot decode handles (it sends them, it does not receive them): with
         // handles in the call, the workers run every chunk.
@@ -458,8 +451,7 @@ impl PoolShared {
             last_done: 0,
         });
         let mut n = n;
-        let call = Published { seq, rung };
-        let waited = self.wait(call, &mut n, spec.keep_going, joining, early.as_mut());
+        let waited = self.wait(seq, &mut n, spec.keep_going, joining, early.as_mut());
         drop(early);
         Ok((seq, n, waited, calls))
     }
@@ -564,13 +556,12 @@ impl PoolShared {
     /// worker lives and replacing the dead.
     fn wait(
         self: &Arc<Self>,
-        published: Published,
+        seq: u32,
         n: &mut usize,
         keep_going: bool,
         call: Joining<'_>,
         mut early: Option<&mut Early<'_, '_>>,
     ) -> Waited {
-        let Published { seq, mut rung } = published;
         let hdr = self.control.header();
         let spin = self.config.spin_setting();
         let timeout = self.config.call_timeout_setting();
@@ -593,19 +584,12 @@ impl PoolShared {
             if let Some(early) = early.as_deref_mut() {
                 if early.stream.has_more() && self.may_grow(*n, &out, early) {
                     *n = self.grow(*n, early);
-                    // Growing rings every bell.
-                    rung = self.control.layout().max_workers;
                 }
                 // One load of `done` when nothing has finished since the last look.
                 self.hand_out_finished(seq, *n, early);
             }
             let now = Instant::now();
             if now - last_check >= CHECK_EVERY {
-                if self.control.claims().has_more(seq) {
-                    // Chunks still wait for a runner: wake every sleeper, in case the owner of
-                    // their stripe is dead (see `wake_workers_for`).
-                    self.rouse_workers();
-                }
                 self.check_workers(seq, &mut out, call);
                 last_check = now;
             }
@@ -613,7 +597,7 @@ impl PoolShared {
                 if !out.timed_out && now - started >= limit {
                     out.timed_out = true;
                     self.cancel();
-                    self.kill_workers_in(seq, rung);
+                    self.kill_workers_in(seq);
                 }
             }
             if now - started < spin {
@@ -764,7 +748,6 @@ impl PoolShared {
                     Err(_) => ExitStatus::Exited(-1),
                 };
                 w.alive = false;
-                self.mark_absent(i);
                 w.queue.clear();
                 dead.push(i);
                 self.note_exit(i, status);
@@ -870,7 +853,6 @@ impl PoolShared {
                 Err(_) => {}
             }
             w.alive = false;
-            self.mark_absent(i);
             w.queue.clear();
             dead.push(i);
         }
@@ -881,12 +863,10 @@ impl PoolShared {
         }
     }
 
-    /// At a time-out: kills every worker still in call `seq`, and every one that was rung for
-    /// it (workers `0..rung`) and never joined (a healthy worker joins within microseconds of
-    /// its bell; one that did not in the whole time-out is stopped or stuck). Spared: the
-    /// workers that finished their part, and those the call did not need, which may sleep
-    /// through it.
-    fn kill_workers_in(&self, seq: u32, rung: usize) {
+    /// At a time-out: kills every worker still in call `seq`, and every one that never joined
+    /// it (a healthy idle worker joins within microseconds; one that did not in the whole
+    /// time-out is stopped or stuck). Only the workers that finished their part are spared.
+    fn kill_workers_in(&self, seq: u32) {
         let workers = self.workers.lock();
         for (i, w) in workers.iter().enumerate().filter(|(_, w)| w.alive) {
             let slot = self.control.worker(i);
@@ -898,9 +878,7 @@ impl PoolShared {
             }
             // ORDERING: SeqCst, as in `no_live_worker_in`.
             let (s, state) = unpack(slot.current.load(Ordering::SeqCst));
-            let stuck_in_call = s == seq && state != IDLE;
-            let never_joined = s != seq && i < rung;
-            if stuck_in_call || never_joined {
+            if s != seq || state != IDLE {
                 let _ = w.child.kill();
             }
         }

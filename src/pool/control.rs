@@ -3,8 +3,8 @@
 //!
 //! # Layout
 //! ```text
-//! Header (wake line | claim line | done line | job line) | params | WorkerSlot x W
-//!   | WorkerBell x W | Stripe x S | ChunkSlot x C
+//! Header (wake line | claim line | done line | job line) | params | WorkerSlot x W | Stripe x S
+//!   | ChunkSlot x C
 //! ```
 //! Each hot word sits on its own 128-byte line (two 64-byte lines: the adjacent-line
 //! prefetcher pairs them) so that claims, completions and wake-ups do not false-share.
@@ -23,10 +23,9 @@
 //! already read the new `nchunks`) then fails its CAS instead of taking a chunk of the new call
 //! under the old sequence.
 //!
-//! Idle workers spin on the `epoch` signal, then sleep on bells of their own; the waiting
-//! parent sleeps on the `parent` bell (see `wake`, where the loom models check both).
-//! Publishing a call bumps `epoch` and rings the bells of the workers the call needs (the
-//! owners of its stripes, see `PoolShared::wake_workers_for`). A runner counts its chunk in `done`, publishes the chunk's state (SeqCst),
+//! Idle workers wait on the `epoch` signal and the waiting parent on the `parent` bell (see
+//! `wake`, where the loom models check both). Publishing a call rings nothing: the parent
+//! bumps `epoch`. A runner counts its chunk in `done`, publishes the chunk's state (SeqCst),
 //! reads `done` back, and rings the bell when every chunk is done (or its chunk failed the
 //! call, or the call streams); the parent announces itself on the bell, then re-checks the
 //! chunk states (and, streaming, `done` and the submitted work) before it sleeps.
@@ -187,17 +186,6 @@ pub(crate) struct WorkerSlot {
     pub(crate) init_message: AtomicU32,
 }
 
-/// A worker's own bell: it sleeps on it when idle, and the parent rings the bells of the workers
-/// a call needs (see `PoolShared::wake_workers_for`). On its own line: written only when the
-/// worker goes to sleep or is woken, so the parent's look at it is cheap while it spins.
-#[repr(C, align(128))]
-pub(crate) struct WorkerBell {
-    pub(crate) bell: Bell,
-    /// 1 once the worker is ready to take calls; 0 while the slot is empty, its worker starts,
-    /// or the parent has found it dead. A call that needs an absent worker rings every bell.
-    pub(crate) present: AtomicU32,
-}
-
 #[repr(C, align(128))]
 pub(crate) struct ChunkSlot {
     pub(crate) state: AtomicU32,
@@ -235,7 +223,6 @@ const _: () = {
     assert!(size_of::<WorkerSlot>() == 128 && std::mem::align_of::<WorkerSlot>() == 128);
     assert!(size_of::<ChunkSlot>() == 128 && std::mem::align_of::<ChunkSlot>() == 128);
     assert!(size_of::<Stripe>() == 128 && std::mem::align_of::<Stripe>() == 128);
-    assert!(size_of::<WorkerBell>() == 128 && std::mem::align_of::<WorkerBell>() == 128);
 };
 
 /// Offsets of the parts of a control block for `workers` workers, `stripes` runners that own
@@ -244,7 +231,6 @@ const _: () = {
 pub(crate) struct Layout {
     pub(crate) params: usize,
     pub(crate) workers: usize,
-    pub(crate) bells: usize,
     pub(crate) stripes: usize,
     pub(crate) chunks: usize,
     pub(crate) total: usize,
@@ -261,14 +247,12 @@ impl Layout {
         }
         let params = size_of::<Header>();
         let workers = params + PARAMS_CAP;
-        let bells = workers.checked_add(max_workers.checked_mul(size_of::<WorkerSlot>())?)?;
-        let stripes = bells.checked_add(max_workers.checked_mul(size_of::<WorkerBell>())?)?;
+        let stripes = workers.checked_add(max_workers.checked_mul(size_of::<WorkerSlot>())?)?;
         let chunks = stripes.checked_add(n_stripes.checked_mul(size_of::<Stripe>())?)?;
         let total = chunks.checked_add(max_chunks.checked_mul(size_of::<ChunkSlot>())?)?;
         Some(Layout {
             params,
             workers,
-            bells,
             stripes,
             chunks,
             total,
@@ -325,15 +309,6 @@ impl Control {
                 .cast::<WorkerSlot>()
                 .add(i)
         }
-    }
-
-    /// Worker `i`'s bell line.
-    #[inline]
-    pub(crate) fn bell(&self, i: usize) -> &WorkerBell {
-        assert!(i < self.layout.max_workers);
-        // SAFETY: in bounds by the assert, aligned by the layout; an all-zero `WorkerBell` is
-        // valid (atomics).
-        unsafe { &*self.base.add(self.layout.bells).cast::<WorkerBell>().add(i) }
     }
 
     #[inline]

@@ -413,7 +413,6 @@ impl PoolShared {
         slot.current.store(pack(0, IDLE), Ordering::SeqCst);
         slot.mail_seq.store(0, Ordering::SeqCst);
         slot.ready.store(STARTING, Ordering::SeqCst);
-        self.mark_absent(index);
         let arena = &self.arenas[index];
         let register = {
             let shared = Arc::clone(this);
@@ -640,10 +639,7 @@ impl PoolShared {
                     Ok(Some(status)) => Some(status),
                     Err(_) => Some(sys::ExitStatus::Exited(-1)),
                 }
-                .inspect(|_| {
-                    w.alive = false;
-                    self.mark_absent(index);
-                })
+                .inspect(|_| w.alive = false)
             };
             if let Some(status) = ended {
                 self.note_exit(index, status);
@@ -765,30 +761,9 @@ impl PoolShared {
         }
     }
 
-    /// Moves the epoch on and rings every worker's bell (mail, growth, shutdown).
+    /// Bumps the epoch and wakes sleeping workers.
     fn wake_workers(&self) {
-        self.control.header().wake.epoch.bump();
-        self.ring_bells(self.control.layout().max_workers);
-    }
-
-    /// Rings the bells of the first `n` workers (no system call for one that is not asleep).
-    fn ring_bells(&self, n: usize) {
-        for i in 0..n.min(self.control.layout().max_workers) {
-            self.control.bell(i).bell.ring();
-        }
-    }
-
-    /// Marks worker `i` absent (dead, or not started yet): calls that need it ring every bell.
-    pub(crate) fn mark_absent(&self, i: usize) {
-        // ORDERING: Relaxed: a hint for whom to wake; a stale value costs a wake-up too many,
-        // or a chunk that waits for the caller's next check (`rouse_workers`).
-        self.control.bell(i).present.store(0, Ordering::Relaxed);
-    }
-
-    /// Rings every worker's bell without moving the epoch: for a call whose chunks wait for a
-    /// runner, in case the worker that owns them is dead (see `wake_workers_for`).
-    pub(crate) fn rouse_workers(&self) {
-        self.ring_bells(self.control.layout().max_workers);
+        self.control.header().wake.epoch.bump_and_wake(i32::MAX);
     }
 
     /// The CPU worker `index` is pinned to, if the pool pins.
@@ -796,35 +771,14 @@ impl PoolShared {
         (!self.pinned.is_empty()).then(|| self.pinned[index % self.pinned.len()])
     }
 
-    /// How long worker `index` may spin when idle: the pool's spin time, or nothing for a
-    /// worker past the CPUs (see `worker::SpinPolicy` for when it spins).
+    /// How long worker `index` spins when idle before it sleeps: the pool's spin time, or
+    /// nothing for a worker past the CPUs (never more idle workers spinning than CPUs).
     fn worker_spin(&self, index: usize) -> Duration {
         if index < self.cpus {
             self.config.spin_setting()
         } else {
             Duration::ZERO
         }
-    }
-
-    /// Publishes a call of `nchunks` chunks to the workers: moves the epoch on, which every
-    /// spinning worker sees, and rings the bells of the workers whose stripes hold its chunks
-    /// (workers `0..nchunks`), or every bell if one of those is absent (its chunks are then
-    /// stolen by the others). A worker a call does not need stays asleep, leaving its CPU to
-    /// the caller. Returns how many bells it rang (workers `0..rung`).
-    ///
-    /// An owner that died unnoticed is still counted present: until the caller's check finds
-    /// it dead, its chunks wait for a worker awake to steal them, or for the check's
-    /// `rouse_workers`.
-    pub(crate) fn wake_workers_for(&self, nchunks: usize) -> usize {
-        self.control.header().wake.epoch.bump();
-        let max = self.control.layout().max_workers;
-        let needed = nchunks.min(max);
-        // ORDERING: Relaxed: a hint (see `mark_absent`); the line is read for the ring anyway.
-        let all_present =
-            (0..needed).all(|i| self.control.bell(i).present.load(Ordering::Relaxed) != 0);
-        let rung = if all_present { needed } else { max };
-        self.ring_bells(rung);
-        rung
     }
 
     fn shutdown(&self) {

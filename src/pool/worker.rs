@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::chunk::{self, ArrayPtr};
 use serde::{Deserialize, Serialize};
@@ -180,11 +180,6 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
     }
     // ORDERING: Release, paired with the parent's Acquire load while it waits for the start.
     slot.ready.store(READY, Ordering::Release);
-    // ORDERING: Relaxed: a hint for whom the parent rings (see `PoolShared::mark_absent`).
-    control
-        .bell(start.index as usize)
-        .present
-        .store(1, Ordering::Relaxed);
     let hdr = control.header();
     let mut mapped: HashMap<u64, (usize, usize)> = (start.mapped.iter())
         .map(|&(id, addr, len)| (id, (addr, len)))
@@ -197,7 +192,6 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
     // The call in which this worker's result space ran out (0: none; calls start at 1).
     let mut full_in = 0u32;
     let mut tasks_run = 0u64;
-    let mut policy = SpinPolicy::new(start.spin);
     loop {
         // Read before looking for work, then waited on (`wait_for_change`).
         let epoch = hdr.wake.epoch.seen();
@@ -229,7 +223,7 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
             // Back in the call it ran out of space in, it hands chunks back unrun, as before.
             let was_full = full_in == call;
             // SAFETY: the arena is ours; `regions` knows this worker's mappings.
-            let (full, ran) = unsafe {
+            let full = unsafe {
                 let me = Me {
                     index: start.index,
                     origin: &origin,
@@ -239,56 +233,10 @@ pub(crate) fn worker_main(start: WorkerStart) -> ! {
             if full {
                 full_in = call;
             }
-            // Needed by the call if it ran a chunk or its stripe had one (which another runner
-            // may have taken before it woke): it spins for the next call like this one.
-            policy.ran = ran || control.claims().nchunks() > start.index as usize;
             // This worker is done with the call: arrays lent to it for the call go back.
             crate::shm::handle::revoke_lent();
         }
-        let since = Instant::now();
-        let quick = wait_for_change(&control, start.index, epoch, policy.spin(), start.parent);
-        policy.waited(quick, since.elapsed());
-    }
-}
-
-/// When an idle worker spins before it sleeps: only while calls come quickly and it had work
-/// in the last one, for at most the pool's spin time.
-///
-/// A worker that found nothing to claim in a call (one of fewer chunks than workers) sleeps,
-/// leaving its CPU to the caller, which needs it more; it is woken when a call needs it (see
-/// `PoolShared::wake_workers_for`). A worker whose last wait outlasted the spin time sleeps too:
-/// calls are rare, and spinning would only burn a CPU that the rest of the program could use.
-/// Either way the next quick call with work for it brings the spinning back.
-#[derive(Debug)]
-struct SpinPolicy {
-    /// The longest spin (`PoolBuilder::spin`).
-    cap: Duration,
-    /// The worker ran a chunk in the last call it joined.
-    ran: bool,
-    /// The last wait ended within `cap`.
-    quick: bool,
-}
-
-impl SpinPolicy {
-    fn new(cap: Duration) -> SpinPolicy {
-        SpinPolicy {
-            cap,
-            ran: true,
-            quick: true,
-        }
-    }
-
-    fn spin(&self) -> Duration {
-        if self.ran && self.quick {
-            self.cap
-        } else {
-            Duration::ZERO
-        }
-    }
-
-    /// After a wait that took `took`; `spun`: the change came while it spun.
-    fn waited(&mut self, spun: bool, took: Duration) {
-        self.quick = spun || took <= self.cap;
+        wait_for_change(&control, epoch, start.spin, start.parent);
     }
 }
 
@@ -343,7 +291,7 @@ struct Me<'a> {
 }
 
 /// Claims and runs chunks of call `seq` until none is left; `full`: the result space already
-/// ran out in this call. Returns whether it has run out, and whether this worker ran a chunk.
+/// ran out in this call. Returns whether it has run out.
 ///
 /// # Safety
 /// `arena` is this worker's own result arena.
@@ -355,7 +303,7 @@ unsafe fn work_on_call(
     regions: &Regions<'_>,
     budget: Budget<'_>,
     full: bool,
-) -> (bool, bool) {
+) -> bool {
     let (index, origin) = (me.index, me.origin);
     let slot = control.worker(index as usize);
     // ORDERING: SeqCst: the parent that cancels a call stores `cancelled` then loads `current`
@@ -374,9 +322,7 @@ unsafe fn work_on_call(
         owner: Some(origin),
     };
     let mut call: Option<chunk::CallView<'_>> = None;
-    let mut ran = false;
     while let Some(i) = chunk::claim_next(control, seq, index) {
-        ran = true;
         // ORDERING: SeqCst so that a parent that sees us dead reads the chunk we held.
         slot.current.store(pack(seq, i as u32), Ordering::SeqCst);
         let call = call.get_or_insert_with(|| {
@@ -419,7 +365,7 @@ unsafe fn work_on_call(
     if control.claims().is_cancelled() {
         chunk::wake_parent(control);
     }
-    (runner.full, ran)
+    runner.full
 }
 
 /// Where a process finds the regions of a call.
@@ -519,45 +465,20 @@ fn read_mail(sock: RawFd, mapped: &mut HashMap<u64, (usize, usize)>) {
     }
 }
 
-/// Waits until `epoch` changes: spins for `spin`, then sleeps on this worker's bell
-/// (`wake::Bell::idle_wait`), checking every `PARENT_CHECK` that the parent still lives. True
-/// if the change came while it spun.
-fn wait_for_change(control: &Control, index: u32, epoch: u32, spin: Duration, parent: i32) -> bool {
-    let signal = &control.header().wake.epoch;
-    let bell = &control.bell(index as usize).bell;
-    bell.idle_wait(signal, epoch, spin, Some(PARENT_CHECK), || {
+/// Waits until `epoch` changes (`wake::Signal`): spins for `spin`, then sleeps, checking every
+/// `PARENT_CHECK` that the parent still lives.
+fn wait_for_change(control: &Control, epoch: u32, spin: Duration, parent: i32) {
+    let wake = &control.header().wake.epoch;
+    if wake.spin_until_changed(epoch, spin, None) {
+        return;
+    }
+    loop {
+        wake.sleep(epoch, Some(PARENT_CHECK));
+        if wake.changed(epoch) {
+            return;
+        }
         if sys::parent_pid() != parent {
             sys::exit_now(0);
         }
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::SpinPolicy;
-    use std::time::Duration;
-
-    #[test]
-    fn a_worker_spins_only_after_a_quick_call_it_had_work_in() {
-        let cap = Duration::from_micros(50);
-        let mut p = SpinPolicy::new(cap);
-        assert_eq!(p.spin(), cap, "a new worker spins");
-        p.ran = false;
-        assert_eq!(
-            p.spin(),
-            Duration::ZERO,
-            "nothing to do in the last call: sleep"
-        );
-        p.ran = true;
-        p.waited(false, Duration::from_millis(5));
-        assert_eq!(
-            p.spin(),
-            Duration::ZERO,
-            "the last wait outlasted the spin: sleep"
-        );
-        p.waited(false, Duration::from_micros(20));
-        assert_eq!(p.spin(), cap, "a call came soon after all: spin again");
-        p.waited(true, Duration::from_micros(70));
-        assert_eq!(p.spin(), cap, "it came while spinning");
     }
 }

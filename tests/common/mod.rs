@@ -77,16 +77,6 @@ pub fn ppid(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// CPU time `pid` has used, user and system, in clock ticks (fields 14 and 15 of
-/// /proc/<pid>/stat; 100 a second on Linux).
-pub fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: field 3 is index 0, so utime (14) is 11 and stime (15) is 12.
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
 /// What the open descriptors of `pid` point to (`readlink /proc/<pid>/fd/*`).
 pub fn open_files(pid: u32) -> Vec<String> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
