@@ -98,9 +98,7 @@ impl PoolBuilder {
 
     /// How long an idle worker, and a waiting caller, spin (yielding the CPU often) before they
     /// sleep on a futex. Spinning makes back-to-back calls cost about a microsecond instead of
-    /// a futex wake-up (5-45 µs); zero saves CPU between rare calls. Workers numbered past the
-    /// CPUs this process may use never spin (never more spinning workers than CPUs). Default:
-    /// 50 µs.
+    /// a futex wake-up (5-45 µs); zero saves CPU between rare calls. Default: 50 µs.
     ///
     /// ```
     /// use std::time::Duration;

@@ -70,6 +70,17 @@ const MAX_START_FAILURES: u32 = 5;
 /// caller's memory but the shared arrays of the call and what travels in the arguments. With
 /// [`StartMethod::Fork`](crate::StartMethod::Fork), workers are forked from the caller
 /// itself, with that method's rules.
+///
+/// # Which worker runs which chunk
+/// Chunk `i` of every call goes first to worker `i mod workers`; with
+/// [`PoolBuilder::caller_runs_chunks`] the caller is one more runner, and chunk `i` goes first
+/// to runner `i mod (workers + 1)`, the caller being the last. A runner runs its own chunks,
+/// then takes those of one that has not got to them yet. Repeated calls over the same array therefore find each chunk in the cache of the
+/// worker that read it last time (and, on a machine with several memory nodes, pages that a
+/// [`par_for_each_mut`](Pool::par_for_each_mut) first wrote there on that worker's node),
+/// while a slow or busy worker never holds a call up. [`PoolBuilder::pin_workers`] keeps each
+/// worker on one CPU as well. Which worker ran a chunk never changes a result: the partials are
+/// combined in chunk order.
 pub struct Pool {
     shared: Arc<PoolShared>,
 }
@@ -77,9 +88,6 @@ pub struct Pool {
 pub(crate) struct PoolShared {
     config: PoolBuilder,
     pub(crate) workers_wanted: usize,
-    /// CPUs this process may use: workers numbered from here on never spin (never more idle
-    /// workers spinning than CPUs to run them on).
-    cpus: usize,
     /// The CPUs workers are pinned to, worker `i` to `pinned[i % len]` (empty: not pinned).
     pinned: Vec<usize>,
     control: Control,
@@ -342,7 +350,6 @@ impl Pool {
         let shared = Arc::new(PoolShared {
             config,
             workers_wanted: workers,
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pinned,
             control,
             arenas,
@@ -460,7 +467,7 @@ impl PoolShared {
                     sock: child_end.as_raw_fd(),
                     parent: 0,   // filled in at the fork
                     fork_seq: 0, // filled in at the fork
-                    spin: self.worker_spin(index),
+                    spin: self.config.spin_setting(),
                     pin: self.worker_cpu(index),
                     init: self.config.init_setting()?,
                     max_tasks: self.config.max_tasks_setting(),
@@ -512,7 +519,7 @@ impl PoolShared {
                     n_stripes: layout.n_stripes as u64,
                     max_chunks: layout.max_chunks as u64,
                     arena_len: arena.len() as u64,
-                    spin_ns: self.worker_spin(index).as_nanos().min(u64::MAX as u128) as u64,
+                    spin_ns: self.config.spin_setting().as_nanos().min(u64::MAX as u128) as u64,
                     pin: self.worker_cpu(index).map(|cpu| cpu as u64),
                     init: self.config.init_setting()?,
                     max_tasks: self.config.max_tasks_setting(),
@@ -769,16 +776,6 @@ impl PoolShared {
     /// The CPU worker `index` is pinned to, if the pool pins.
     fn worker_cpu(&self, index: usize) -> Option<usize> {
         (!self.pinned.is_empty()).then(|| self.pinned[index % self.pinned.len()])
-    }
-
-    /// How long worker `index` spins when idle before it sleeps: the pool's spin time, or
-    /// nothing for a worker past the CPUs (never more idle workers spinning than CPUs).
-    fn worker_spin(&self, index: usize) -> Duration {
-        if index < self.cpus {
-            self.config.spin_setting()
-        } else {
-            Duration::ZERO
-        }
     }
 
     fn shutdown(&self) {
