@@ -229,21 +229,29 @@ fn the_lowest_failing_chunk_is_reported_whatever_the_timing() {
             .unwrap_err();
         assert_eq!(err.chunk(), Some(0), "{err}");
     }
-    // Chunk 0 fails late, chunks 1-3 at once: still chunk 0.
+    // Worker 1 owns chunks 1 and 3: chunk 3 fails while worker 0 is still in chunk 0; chunk
+    // 2, which worker 1 then takes, fails too, and is the one reported. (Cancelling the whole
+    // call at the first failure left chunk 2 unrun and reported chunk 3.)
     let per_index = Pool::builder().workers(2).chunk_bytes(8).build().unwrap();
-    let err = per_index
-        .par_reduce_range(
-            4,
-            |_, chunk| -> u64 {
-                if chunk == 0 {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                panic!("chunk {chunk}")
-            },
-            |x, y| x + y,
-        )
-        .unwrap_err();
-    assert_eq!(err.chunk(), Some(0), "{err}");
+    for _ in 0..3 {
+        let err = per_index
+            .par_reduce_range(
+                4,
+                |_, chunk| -> u64 {
+                    match chunk {
+                        0 => {
+                            std::thread::sleep(Duration::from_millis(200));
+                            0
+                        }
+                        1 => 1,
+                        _ => panic!("chunk {chunk}"),
+                    }
+                },
+                |x, y| x + y,
+            )
+            .unwrap_err();
+        assert_eq!(err.chunk(), Some(2), "{err}");
+    }
     assert_eq!(sum(&pool, &a), (1 << 16) as f64);
 }
 

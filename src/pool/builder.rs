@@ -274,12 +274,12 @@ impl PoolBuilder {
 
     /// Whether each worker stays on one CPU: worker `i` on the `i`-th CPU this process may use
     /// (counting round when there are more workers than CPUs). A pinned worker keeps its
-    /// caches, and on a machine with several memory nodes its node, from call to call (chunk
-    /// `i` of every call goes first to worker `i mod workers`); the scheduler can no longer
+    /// caches, and on a machine with several memory nodes its node, from call to call (each
+    /// worker gets the same chunks call after call, see [`Pool`]); the scheduler can no longer
     /// move it off a CPU that something else needs, so pin only when the workers have the
     /// machine (or their CPUs) to themselves. Default: false.
     ///
-    /// The CPUs are those of this process's affinity mask when the pool is built; a worker
+    /// The CPUs are those of the building thread's affinity mask when the pool is built; a worker
     /// whose CPU cannot be set (a mask changed since) runs unpinned.
     ///
     /// ```

@@ -507,7 +507,8 @@ impl PoolShared {
         }
     }
 
-    /// True when every chunk is final, or the call is cancelled and no live worker is still in
+    /// True when every chunk is final, or the call is cancelled (from some chunk on: then every
+    /// chunk before the limit is final too) and no live worker is still in
     /// it.
     fn is_finished(&self, seq: u32, n: usize, waited: &Waited) -> bool {
         let hdr = self.control.header();
@@ -757,10 +758,15 @@ impl PoolShared {
                 if s != seq || state == IDLE {
                     continue; // it died between calls or chunks: nothing was lost
                 }
-                if !out.keep_going {
-                    self.cancel();
-                }
                 let chunk = (state < CLAIMING).then_some(state as usize);
+                if !out.keep_going {
+                    match chunk {
+                        // As after a failed chunk: the chunks before it still run, so that the
+                        // call reports its lowest failing chunk.
+                        Some(c) => self.control.claims().cancel_from(c + 1),
+                        None => self.cancel(),
+                    }
+                }
                 out.unattributed |= chunk.is_none();
                 if let Some(c) = chunk {
                     let slot = self.control.chunk(c);

@@ -34,7 +34,7 @@ pub(crate) fn unpack(v: u64) -> (u32, u32) {
 }
 
 /// What every stripe shares: the call's chunk count and its cancellation (its own 128-byte
-/// line, read by every claim and written once per call).
+/// line, read by every claim, written when a call opens and when it is cancelled).
 #[repr(C, align(128))]
 pub(crate) struct ClaimLine {
     nchunks: AtomicU64,
@@ -122,8 +122,10 @@ impl<'a> Claims<'a> {
     /// The parent publishes call `seq` with `n` chunks, once their slots are reset (and after
     /// [`close`](Self::close)).
     pub(crate) fn open(&self, seq: u32, n: usize) {
-        // ORDERING: both published by the Release stores of the stripes (claimers Acquire-load
-        // a stripe before they read them).
+        // ORDERING: Relaxed, published by the Release store of the call's `job.seq` (which a
+        // worker Acquire-loads before it claims; the caller wrote them itself) and by the
+        // stripes' Release stores below. A claimer that reads an older call's limit or count
+        // first finds the stripe closed or of another call, thanks to `close`'s fence.
         self.line.limit.store(u64::MAX, Ordering::Relaxed);
         self.line.nchunks.store(n as u64, Ordering::Relaxed);
         for stripe in self.stripes {

@@ -11,7 +11,7 @@
 //!
 //! # A call's protocol
 //! The parent, holding the pool's call lock, writes the job description, the parameters, resets
-//! `done`, `cancelled` and the first `nchunks` chunk states, then opens every stripe
+//! `done`, the claim limit and the first `nchunks` chunk states, then opens every stripe
 //! (`(seq, 0)`), then `job_seq = seq` (Release), then bumps `epoch` and wakes sleepers. A
 //! worker that sees a new `job_seq` marks itself `CLAIMING` and claims chunks by
 //! compare-and-swap on its own stripe first, then on the others' (see `claim`): a CAS only

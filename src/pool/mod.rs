@@ -57,6 +57,10 @@ const MAX_START_FAILURES: u32 = 5;
 /// with its pid and signal, and a fresh worker takes its place. The parent watches its workers
 /// while it waits, so no call hangs when one dies, and the pool serves the next call.
 ///
+/// A failed chunk stops the chunks after it from starting; the chunks before it still run, so
+/// the error is the lowest failing chunk whatever the timing (and a failure in the last chunk
+/// comes back only once the chunks before it have run).
+///
 /// # Lifetime of the workers
 /// Dropping the pool stops and reaps every worker. If the parent process dies, even by SIGKILL,
 /// the kernel kills the fork server and the workers (`PR_SET_PDEATHSIG`, set from a thread
@@ -75,8 +79,8 @@ const MAX_START_FAILURES: u32 = 5;
 /// Chunk `i` of every call goes first to worker `i mod workers`; with
 /// [`PoolBuilder::caller_runs_chunks`] the caller is one more runner, and chunk `i` goes first
 /// to runner `i mod (workers + 1)`, the caller being the last. A runner runs its own chunks,
-/// then takes those of one that has not got to them yet. Repeated calls over the same array therefore find each chunk in the cache of the
-/// worker that read it last time (and, on a machine with several memory nodes, pages that a
+/// then takes those of one that has not got to them yet. Repeated calls over the same array
+/// therefore find each chunk in the cache of the worker that read it last time (and, on a machine with several memory nodes, pages that a
 /// [`par_for_each_mut`](Pool::par_for_each_mut) first wrote there on that worker's node),
 /// while a slow or busy worker never holds a call up. [`PoolBuilder::pin_workers`] keeps each
 /// worker on one CPU as well. Which worker ran a chunk never changes a result: the partials are

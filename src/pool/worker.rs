@@ -306,8 +306,9 @@ unsafe fn work_on_call(
 ) -> bool {
     let (index, origin) = (me.index, me.origin);
     let slot = control.worker(index as usize);
-    // ORDERING: SeqCst: the parent that cancels a call stores `cancelled` then loads `current`
-    // (SeqCst); we store `current` then load `cancelled` in `claim_next`. One sees the other.
+    // ORDERING: SeqCst: the parent that cancels a call stores the claim limit then loads
+    // `current` (SeqCst); we store `current` then load the limit in `claim_next`. One sees the
+    // other.
     slot.current.store(pack(seq, CLAIMING), Ordering::SeqCst);
     // A replacement continues after the results its predecessor left in this call.
     // ORDERING: Acquire, paired with the parent's Release store (reset per call, or set before
@@ -361,7 +362,7 @@ unsafe fn work_on_call(
     }
     // ORDERING: SeqCst, read by the parent's check that every live worker is idle.
     slot.current.store(pack(seq, IDLE), Ordering::SeqCst);
-    // ORDERING: SeqCst, with the parent's store of `cancelled` (see above).
+    // ORDERING: SeqCst, with the canceller's store of the claim limit (see above).
     if control.claims().is_cancelled() {
         chunk::wake_parent(control);
     }

@@ -855,7 +855,7 @@ extern "C" fn before_main() {
     crate::lifecycle::server::before_main();
 }
 
-/// The CPUs this process may run on (its affinity mask), in increasing order.
+/// The CPUs the calling thread may run on (its affinity mask), in increasing order.
 pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: an all-zero cpu_set_t is an empty set.
     let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
