@@ -266,9 +266,9 @@ fn a_time_out_replaces_only_the_worker_stuck_in_the_call() {
         .build()
         .unwrap();
     let a = SharedArray::from_array(&ndarray::Array1::<f64>::from_elem(4, 1.0)).unwrap();
-    // One-chunk calls: workers 1 and 2 find nothing to do, and go to sleep after their spin.
+    // One-chunk calls: workers 1 and 2 find nothing to do in them.
     for _ in 0..100 {
-        pool.par_reduce(&a, |c| c.sum(), |x, y| x + y).unwrap();
+        sum(&pool, &a);
     }
     std::thread::sleep(Duration::from_millis(20));
     let before = pool.worker_pids();
@@ -282,9 +282,9 @@ fn a_time_out_replaces_only_the_worker_stuck_in_the_call() {
             |x, y| x + y,
         )
         .unwrap_err();
-    assert_eq!(err.kind(), shmpar::ErrorKind::TimedOut, "{err}");
+    assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
     // The pool still works, and only the worker that ran the chunk was replaced.
-    assert_eq!(pool.par_reduce(&a, |c| c.sum(), |x, y| x + y).unwrap(), 4.0);
+    assert_eq!(sum(&pool, &a), 4.0);
     let after = pool.worker_pids();
     let kept = before.iter().filter(|p| after.contains(p)).count();
     assert_eq!(kept, 2, "before {before:?}, after {after:?}");

@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Bencher, Criterion, criterion_group, criterion_main};
 use raw_sync::locks::{LockImpl, LockInit, Mutex as RawSyncMutex};
 use shmpar::{CachePadded, Process, SharedValue, ShmMutex, ShmSafe};
 use shmpar_cli::PthreadMutex;
@@ -24,6 +24,14 @@ struct RawSyncCell {
 
 // SAFETY: atomics only; raw_sync initialises its pthread mutex in `lock`'s bytes in place.
 unsafe impl ShmSafe for RawSyncCell {}
+
+fn raw_sync_cell() -> SharedValue<RawSyncCell> {
+    SharedValue::new(RawSyncCell {
+        lock: Default::default(),
+        value: CachePadded::new(AtomicU64::new(0)),
+    })
+    .unwrap()
+}
 
 fn raw_sync_lock(cell: &SharedValue<RawSyncCell>) -> Box<dyn LockImpl> {
     let p = cell.as_ptr();
@@ -45,11 +53,7 @@ fn uncontended(c: &mut Criterion) {
     g.bench_function("pthread_process_shared", |b| {
         b.iter(|| *plain.lock().unwrap() += 1)
     });
-    let cell = SharedValue::new(RawSyncCell {
-        lock: Default::default(),
-        value: CachePadded::new(AtomicU64::new(0)),
-    })
-    .unwrap();
+    let cell = raw_sync_cell();
     let raw = raw_sync_lock(&cell);
     g.bench_function("raw_sync_Mutex", |b| {
         b.iter(|| {
@@ -101,86 +105,57 @@ fn race(body: impl Fn() + Copy) -> Duration {
     t.elapsed()
 }
 
+/// Times `body` raced by PROCS processes, once per iteration.
+fn raced(b: &mut Bencher<'_>, body: impl Fn() + Copy) {
+    b.iter_custom(|iters| (0..iters).map(|_| race(body)).sum());
+}
+
 fn contended(c: &mut Criterion) {
     let mut g = c.benchmark_group("contended_2_procs_x_100k");
     g.sample_size(10);
     let counter = SharedValue::new(CachePadded::new(AtomicU64::new(0))).unwrap();
     let locked = SharedValue::new(ShmMutex::new(0u64)).unwrap();
-    let cell = SharedValue::new(RawSyncCell {
-        lock: Default::default(),
-        value: CachePadded::new(AtomicU64::new(0)),
-    })
-    .unwrap();
+    let cell = raw_sync_cell();
     let raw = raw_sync_lock(&cell);
     let raw: &dyn LockImpl = &*raw;
     g.bench_function("racy_load_store", |b| {
-        b.iter_custom(|iters| {
-            (0..iters)
-                .map(|_| {
-                    race(|| {
-                        for _ in 0..INCREMENTS {
-                            let v = counter.load(Ordering::Relaxed);
-                            counter.store(v + 1, Ordering::Relaxed);
-                        }
-                    })
-                })
-                .sum()
+        raced(b, || {
+            for _ in 0..INCREMENTS {
+                let v = counter.load(Ordering::Relaxed);
+                counter.store(v + 1, Ordering::Relaxed);
+            }
         })
     });
     g.bench_function("raw_sync_Mutex", |b| {
-        b.iter_custom(|iters| {
-            (0..iters)
-                .map(|_| {
-                    race(|| {
-                        for _ in 0..INCREMENTS {
-                            let guard = raw.lock().unwrap();
-                            // SAFETY: the data pointer is the counter; we hold the lock.
-                            unsafe { *(*guard).cast::<u64>() += 1 };
-                        }
-                    })
-                })
-                .sum()
+        raced(b, || {
+            for _ in 0..INCREMENTS {
+                let guard = raw.lock().unwrap();
+                // SAFETY: the data pointer is the counter; we hold the lock.
+                unsafe { *(*guard).cast::<u64>() += 1 };
+            }
         })
     });
     g.bench_function("shmpar_ShmMutex", |b| {
-        b.iter_custom(|iters| {
-            (0..iters)
-                .map(|_| {
-                    race(|| {
-                        for _ in 0..INCREMENTS {
-                            *locked.lock().unwrap() += 1;
-                        }
-                    })
-                })
-                .sum()
+        raced(b, || {
+            for _ in 0..INCREMENTS {
+                *locked.lock().unwrap() += 1;
+            }
         })
     });
     g.bench_function("fetch_add", |b| {
-        b.iter_custom(|iters| {
-            (0..iters)
-                .map(|_| {
-                    race(|| {
-                        for _ in 0..INCREMENTS {
-                            counter.fetch_add(1, Ordering::Relaxed);
-                        }
-                    })
-                })
-                .sum()
+        raced(b, || {
+            for _ in 0..INCREMENTS {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
         })
     });
     g.bench_function("local_then_one_add", |b| {
-        b.iter_custom(|iters| {
-            (0..iters)
-                .map(|_| {
-                    race(|| {
-                        let mut local = 0u64;
-                        for _ in 0..INCREMENTS {
-                            local = black_box(local + 1);
-                        }
-                        counter.fetch_add(local, Ordering::Relaxed);
-                    })
-                })
-                .sum()
+        raced(b, || {
+            let mut local = 0u64;
+            for _ in 0..INCREMENTS {
+                local = black_box(local + 1);
+            }
+            counter.fetch_add(local, Ordering::Relaxed);
         })
     });
     g.finish();

@@ -392,21 +392,16 @@ fn python_cells(
             )
         });
     }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let r: Record = serde_json::from_str(l).map_err(|e| {
-                format!("the Python peer wrote a line that is not a record ({e}): {l}")
-            })?;
-            Ok(Cell {
-                workload: r.workload,
-                bytes: r.bytes,
-                variant: r.variant,
-                median: Duration::from_secs_f64(r.median_s),
-            })
+    let records: Vec<Record> = peers::records(&out.stdout, "the Python peer")?;
+    Ok(records
+        .into_iter()
+        .map(|r| Cell {
+            workload: r.workload,
+            bytes: r.bytes,
+            variant: r.variant,
+            median: Duration::from_secs_f64(r.median_s),
         })
-        .collect()
+        .collect())
 }
 
 /// One cell as a JSON line: what `--json` prints, and what the Python peer writes (it leaves

@@ -266,15 +266,7 @@ fn python_rows(rounds: usize, payloads: usize) -> Result<Vec<Row>, String> {
                 .unwrap_or("")
         ));
     }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str(l).map_err(|e| {
-                format!("the Python peer wrote a line that is not a record ({e}): {l}")
-            })
-        })
-        .collect()
+    peers::records(&out.stdout, "the Python peer")
 }
 
 /// Bars of each route's latency and throughput.

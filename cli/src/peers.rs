@@ -57,3 +57,19 @@ pub(crate) fn output_within(
         stderr: err_t.join().unwrap_or_default(),
     })
 }
+
+/// The records a peer wrote on `stdout`, one JSON object per non-blank line; `who` names the
+/// peer in the error for a line that is not a record.
+pub(crate) fn records<T: serde::de::DeserializeOwned>(
+    stdout: &[u8],
+    who: &str,
+) -> Result<Vec<T>, String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l)
+                .map_err(|e| format!("{who} wrote a line that is not a record ({e}): {l}"))
+        })
+        .collect()
+}

@@ -138,22 +138,17 @@ fn numpy_rows(samples: u64, procs: usize) -> Result<Vec<PiRow>, String> {
     if !out.status.success() {
         return Err("python3 has no numpy (pip install numpy)".into());
     }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let r: PeerRow = serde_json::from_str(l).map_err(|e| {
-                format!("the numpy peer wrote a line that is not a record ({e}): {l}")
-            })?;
-            Ok(PiRow {
-                variant: r.variant,
-                workers: r.workers,
-                samples_per_s: r.samples_per_s,
-                estimate: None,
-                pi: r.pi,
-            })
+    let rows: Vec<PeerRow> = peers::records(&out.stdout, "the numpy peer")?;
+    Ok(rows
+        .into_iter()
+        .map(|r| PiRow {
+            variant: r.variant,
+            workers: r.workers,
+            samples_per_s: r.samples_per_s,
+            estimate: None,
+            pi: r.pi,
         })
-        .collect()
+        .collect())
 }
 
 /// A line of the numpy peer.

@@ -179,7 +179,7 @@ fn json_output_parses() {
 #[test]
 fn bench_tails_report_p50_p99_and_max_for_both_variants() {
     let _w = common::watchdog(240, "tails");
-    let out = shmpar(&[
+    let args = [
         "bench",
         "--tails",
         "--sizes",
@@ -188,18 +188,10 @@ fn bench_tails_report_p50_p99_and_max_for_both_variants() {
         "sum",
         "--rounds",
         "1",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|r: &serde_json::Value| r["kind"] == "tails")
+    ];
+    let rows: Vec<serde_json::Value> = json_lines(&[&args[..], &["--json"]].concat(), &[])
+        .into_iter()
+        .filter(|r| r["kind"] == "tails")
         .collect();
     assert_eq!(rows.len(), 6, "3 sizes x shmpar and rayon: {rows:?}");
     for r in &rows {
@@ -226,17 +218,9 @@ fn bench_can_time_the_caller_helping_beside_the_isolated_pool() {
         "--rounds",
         "1",
     ];
-    let out = shmpar(&[&args[..], &["--json"]].concat());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|r: &serde_json::Value| r["variant"] == "shmpar+caller")
+    let rows: Vec<serde_json::Value> = json_lines(&[&args[..], &["--json"]].concat(), &[])
+        .into_iter()
+        .filter(|r| r["variant"] == "shmpar+caller")
         .collect();
     assert_eq!(rows.len(), 2, "one per size: {rows:?}");
     assert!(rows.iter().all(|r| r["median_s"].as_f64().unwrap() > 0.0));

@@ -370,7 +370,7 @@ impl PoolShared {
         }
         self.start_missing()?;
         self.share_regions(&regions, spec.handles)?;
-        // Close the previous call's claim counter before anything of this call is written
+        // Close the previous call's stripes before anything of this call is written
         // (see `claim`): a worker still in that call cannot take a chunk of this one.
         let hdr = self.control.header();
         self.control.claims().close(calls.seq);
@@ -407,7 +407,7 @@ impl PoolShared {
             self.control.chunk(i).reset();
         }
         for i in 0..self.workers_wanted {
-            // ORDERING: published by the Release store of `next` below. Every worker's last
+            // ORDERING: published by the Release stores in `open` below. Every worker's last
             // store of it for the previous call came before that call's chunks were published.
             self.control
                 .worker(i)
@@ -416,8 +416,8 @@ impl PoolShared {
         }
         // ORDERING: published by the Release stores in `open` and of `job.seq`.
         hdr.done.done.store(0, Ordering::Relaxed);
-        // `open` before `job.seq`, so a worker that sees the new call also sees its claim
-        // counter (claims Acquire-load `next`).
+        // `open` before `job.seq`, so a worker that sees the new call also sees its stripes
+        // (claims Acquire-load them).
         self.control.claims().open(seq, n);
         // ORDERING: Release, see above.
         hdr.job.seq.store(u64::from(seq), Ordering::Release);
@@ -508,8 +508,7 @@ impl PoolShared {
     }
 
     /// True when every chunk is final, or the call is cancelled (from some chunk on: then every
-    /// chunk before the limit is final too) and no live worker is still in
-    /// it.
+    /// chunk before the limit is final too) and no live worker is still in it.
     fn is_finished(&self, seq: u32, n: usize, waited: &Waited) -> bool {
         let hdr = self.control.header();
         // ORDERING: SeqCst loads pair with the workers' SeqCst `done` increment and state
@@ -677,9 +676,9 @@ impl PoolShared {
     }
 
     /// Hands `early` every chunk that has finished without a failure since its last look. Only
-    /// claimed chunks can be final, so the scan ends past the highest claimed one; it starts at the
-    /// first chunk not yet handed out, and runs only when `done` has moved since a scan that
-    /// accounted for every chunk `done` counted.
+    /// claimed chunks can be final, so the scan ends past the highest claimed one; it starts at
+    /// the first chunk not yet handed out, and runs only when `done` has moved since a scan
+    /// that accounted for every chunk `done` counted.
     fn hand_out_finished(&self, seq: u32, n: usize, early: &mut Early<'_, '_>) {
         let hdr = self.control.header();
         // ORDERING: SeqCst, like the other loads of the wait. A runner counts a chunk in `done`

@@ -201,7 +201,7 @@ pub(crate) struct ChunkSlot {
 impl ChunkSlot {
     /// Makes the slot a pending chunk that nobody ran yet, before its call opens or grows.
     pub(crate) fn reset(&self) {
-        // ORDERING: Relaxed: published by the Release store that opens the call (`next`) or
+        // ORDERING: Relaxed: published by the Release stores that open the call (the stripes) or
         // grows it (`nchunks`), which claimers Acquire-load before they touch the slot.
         self.state.store(PENDING, Ordering::Relaxed);
         self.worker.store(CALLER, Ordering::Relaxed);

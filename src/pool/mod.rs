@@ -80,7 +80,8 @@ const MAX_START_FAILURES: u32 = 5;
 /// [`PoolBuilder::caller_runs_chunks`] the caller is one more runner, and chunk `i` goes first
 /// to runner `i mod (workers + 1)`, the caller being the last. A runner runs its own chunks,
 /// then takes those of one that has not got to them yet. Repeated calls over the same array
-/// therefore find each chunk in the cache of the worker that read it last time (and, on a machine with several memory nodes, pages that a
+/// therefore find each chunk in the cache of the worker that read it last time (and, on a
+/// machine with several memory nodes, pages that a
 /// [`par_for_each_mut`](Pool::par_for_each_mut) first wrote there on that worker's node),
 /// while a slow or busy worker never holds a call up. [`PoolBuilder::pin_workers`] keeps each
 /// worker on one CPU as well. Which worker ran a chunk never changes a result: the partials are
