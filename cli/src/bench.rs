@@ -365,6 +365,10 @@ fn measure_affine(
     Ok(timings)
 }
 
+/// How long the Python peer may take before its cells are given up (the full report's sizes
+/// take it about a minute on 2 cores).
+const PEER_LIMIT: Duration = Duration::from_secs(900);
+
 /// Python's figures for the same workloads, or why there are none.
 fn python_cells(
     workloads: &[Workload],
@@ -375,12 +379,14 @@ fn python_cells(
     progress.set_message("numpy and multiprocessing (Python)");
     let list: Vec<String> = sizes.iter().map(usize::to_string).collect();
     let keys: Vec<&str> = workloads.iter().map(|w| w.key()).collect();
-    let out = Command::new("python3")
-        .arg(peers::script("bench_numpy.py"))
-        .args(["--sizes", &list.join(","), "--procs", &procs.to_string()])
-        .args(["--workloads", &keys.join(",")])
-        .output()
-        .map_err(|_| "python3 is not installed".to_string())?;
+    let out = peers::output_within(
+        Command::new("python3")
+            .arg(peers::script("bench_numpy.py"))
+            .args(["--sizes", &list.join(","), "--procs", &procs.to_string()])
+            .args(["--workloads", &keys.join(",")]),
+        "the Python peer",
+        PEER_LIMIT,
+    )?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         return Err(if err.contains("No module named 'numpy'") {

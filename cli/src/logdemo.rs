@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use shmpar::Process;
 use shmpar::logging::Mode;
 
-use crate::{CliResult, LogMode, output};
+use crate::{CliResult, LogMode, output, peers};
 
 /// One mode's figures, as the child run prints them (one JSON line) for the parent's table.
 #[derive(Debug, Serialize, Deserialize)]
@@ -22,14 +22,25 @@ struct Row {
     lost: usize,
 }
 
+/// How long one mode's child run may take before the demo gives up on it (it takes under a
+/// second for the default size).
+const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Runs both modes (each in a child run of this binary) and prints a table.
 pub(crate) fn run(procs: usize, lines: usize) -> CliResult {
     println!("{procs} processes x {lines} records into one file:\n");
     let mut table = output::table(&["mode", "records", "records/s", "whole lines", "lost"]);
     for mode in ["funnel", "append"] {
-        let out = Command::new(std::env::current_exe()?)
-            .args(["log-demo-one", mode, &procs.to_string(), &lines.to_string()])
-            .output()?;
+        let out = peers::output_within(
+            Command::new(std::env::current_exe()?).args([
+                "log-demo-one",
+                mode,
+                &procs.to_string(),
+                &lines.to_string(),
+            ]),
+            &format!("the {mode} run"),
+            RUN_LIMIT,
+        )?;
         let text = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             return Err(format!(

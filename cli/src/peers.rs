@@ -24,7 +24,13 @@ pub(crate) fn output_within(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("{what} could not start: {e}"))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "{what} could not start: {} is not installed",
+                cmd.get_program().to_string_lossy()
+            ),
+            _ => format!("{what} could not start: {e}"),
+        })?;
     // The pipes are read by threads, so a peer that writes much never blocks on them.
     fn reader(
         pipe: Option<impl std::io::Read + Send + 'static>,

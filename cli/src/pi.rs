@@ -123,18 +123,23 @@ fn chacha_inside(seed: &u64, rows: std::ops::Range<u64>, _chunk: u64) -> u64 {
     .count() as u64
 }
 
+/// How long the numpy peer may take before its rows are given up (it takes seconds).
+const PEER_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// numpy's figures, if python3 with numpy is here.
 fn numpy_rows(samples: u64, procs: usize) -> Result<Vec<PiRow>, String> {
-    let out = Command::new("python3")
-        .arg(peers::script("pi_numpy.py"))
-        .args([
-            "--samples",
-            &samples.to_string(),
-            "--procs",
-            &procs.to_string(),
-        ])
-        .output()
-        .map_err(|_| "python3 is not installed".to_string())?;
+    let out = peers::output_within(
+        Command::new("python3")
+            .arg(peers::script("pi_numpy.py"))
+            .args([
+                "--samples",
+                &samples.to_string(),
+                "--procs",
+                &procs.to_string(),
+            ]),
+        "the numpy peer",
+        PEER_LIMIT,
+    )?;
     if !out.status.success() {
         return Err("python3 has no numpy (pip install numpy)".into());
     }
