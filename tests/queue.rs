@@ -394,3 +394,89 @@ fn a_call_that_does_not_wait_still_reports_a_dead_writer() {
     let err = reader.recv_timeout(Duration::from_micros(10)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
 }
+
+#[test]
+fn send_fails_once_the_reading_end_dies_while_the_pipe_is_full() {
+    let _w = common::watchdog(60, "pipe send to a dead reader");
+    let (reader, writer) = Pipe::<u32>::one_way_with_capacity(4, 64).unwrap();
+    let (started, started_tx) = Pipe::<()>::one_way().unwrap();
+    // The child holds the reading end (once it has started) and never reads.
+    let mut child = Process::start(
+        |(r, started): (shmpar::PipeReader<u32>, shmpar::PipeWriter<()>)| {
+            let _keep = r;
+            started.send(&()).unwrap();
+            std::thread::sleep(Duration::from_secs(30));
+        },
+        (reader, started_tx),
+    )
+    .unwrap();
+    started.recv().unwrap();
+    for i in 0..4 {
+        writer.send(&i).unwrap();
+    }
+    child.kill().unwrap();
+    let t = Instant::now();
+    // Full, and no one will ever read: Closed (a broken pipe), not a wait forever.
+    let err = writer.send(&4).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // A call that does not wait says the same.
+    let err = writer.send_timeout(&4, Duration::ZERO).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    child.join().unwrap();
+}
+
+#[test]
+fn a_connection_send_fails_once_the_other_end_dies() {
+    let _w = common::watchdog(60, "connection send to a dead end");
+    let (mine, theirs) = Pipe::<u32>::with_capacity(2, 64).unwrap();
+    let mut child = Process::start(
+        |end: shmpar::Connection<u32>| {
+            end.send(&1).unwrap();
+            std::thread::sleep(Duration::from_secs(30));
+        },
+        theirs,
+    )
+    .unwrap();
+    assert_eq!(mine.recv().unwrap(), 1);
+    mine.send(&10).unwrap();
+    mine.send(&11).unwrap();
+    child.kill().unwrap();
+    let t = Instant::now();
+    let err = mine.send(&12).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    child.join().unwrap();
+}
+
+/// A message whose decoding panics (a `Deserialize` with a bug).
+#[derive(Debug)]
+struct Grenade;
+
+impl serde::Serialize for Grenade {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(7)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Grenade {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("a Deserialize with a bug")
+    }
+}
+
+#[test]
+fn a_message_whose_decoding_panics_is_taken_and_the_queue_goes_on() {
+    let _w = common::watchdog(60, "panicking decode");
+    let q = Queue::<Grenade>::new(4).unwrap();
+    q.put(&Grenade).unwrap();
+    q.put(&Grenade).unwrap();
+    let first = std::panic::catch_unwind(|| q.get());
+    assert!(first.is_err(), "the decode's panic reaches the caller");
+    // Taken, not left at the head to panic every later get; the lock was let go.
+    assert_eq!(q.len(), 1);
+    assert!(std::panic::catch_unwind(|| q.get()).is_err());
+    assert_eq!(q.try_get().unwrap_err().kind(), ErrorKind::WouldBlock);
+    q.put(&Grenade).unwrap();
+    assert_eq!(q.len(), 1);
+}

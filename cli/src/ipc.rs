@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use ndarray::Ix1;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
 use shmpar::{ArrayHandle, Connection, Pipe, Pool, Process, Queue, SharedArray, SharedValue};
 
 use crate::{CliResult, output, peers};
@@ -68,13 +69,38 @@ fn queue_echo((inbox, outbox, n): (Queue<u64>, Queue<u64>, usize)) {
     }
 }
 
-fn queue_drain((inbox, ack, n): (Queue<Vec<u8>>, Queue<u64>, usize)) {
+/// A 1 MiB payload's type: a `Vec<u8>` (serde sees a sequence of `u8`, one at a time) or a
+/// `serde_bytes::ByteBuf` (serde sees bytes, copied whole).
+trait Payload: Serialize + serde::de::DeserializeOwned + 'static {
+    fn of(bytes: Vec<u8>) -> Self;
+    fn size(&self) -> usize;
+}
+
+impl Payload for Vec<u8> {
+    fn of(bytes: Vec<u8>) -> Self {
+        bytes
+    }
+    fn size(&self) -> usize {
+        self.len()
+    }
+}
+
+impl Payload for ByteBuf {
+    fn of(bytes: Vec<u8>) -> Self {
+        ByteBuf::from(bytes)
+    }
+    fn size(&self) -> usize {
+        self.as_slice().len()
+    }
+}
+
+fn queue_drain<M: Payload>((inbox, ack, n): (Queue<M>, Queue<u64>, usize)) {
     let mut bytes = 0u64;
     for _ in 0..n {
         let Ok(m) = inbox.get_timeout(STEP) else {
             return;
         };
-        bytes += m.len() as u64;
+        bytes += m.size() as u64;
     }
     let _ = ack.put_timeout(&bytes, STEP);
 }
@@ -90,15 +116,48 @@ fn pipe_echo((end, n): (Connection<u64>, usize)) {
     }
 }
 
-fn pipe_drain((end, n): (Connection<Vec<u8>>, usize)) {
+fn pipe_drain<M: Payload>((end, n): (Connection<M>, usize)) {
     let mut bytes = 0u64;
     for _ in 0..n {
         let Ok(m) = end.recv_timeout(STEP) else {
             return;
         };
-        bytes += m.len() as u64;
+        bytes += m.size() as u64;
     }
-    let _ = end.send_timeout(&bytes.to_le_bytes().to_vec(), STEP);
+    let _ = end.send_timeout(&M::of(bytes.to_le_bytes().to_vec()), STEP);
+}
+
+/// 1 MiB payloads through a Queue, then through a Pipe, as `M`: GB/s for each.
+fn payload_gbps<M: Payload>(payloads: usize) -> shmpar::Result<(f64, f64)> {
+    let gbps = |secs: f64| ((payloads - 1) * MIB) as f64 / secs / 1e9;
+    let payload = M::of(vec![1u8; MIB]);
+
+    let payload_q = Queue::<M>::with_message_bytes(4, MIB + 16)?;
+    let ack = Queue::<u64>::new(1)?;
+    let child = Process::start(queue_drain::<M>, (payload_q.clone(), ack.clone(), payloads))?;
+    // The child is up once it takes the first payload; the clock starts after it.
+    payload_q.put_timeout(&payload, STEP)?;
+    let t = Instant::now();
+    for _ in 1..payloads {
+        payload_q.put_timeout(&payload, STEP)?;
+    }
+    if ack.get_timeout(STEP)? != (payloads * MIB) as u64 {
+        return Err(stray("the Queue's reader counted other bytes"));
+    }
+    let queue = gbps(t.elapsed().as_secs_f64());
+    child.join()?.into_result()?;
+
+    let (mine, theirs) = Pipe::<M>::with_capacity(4, MIB + 16)?;
+    let child = Process::start(pipe_drain::<M>, (theirs, payloads))?;
+    mine.send_timeout(&payload, STEP)?;
+    let t = Instant::now();
+    for _ in 1..payloads {
+        mine.send_timeout(&payload, STEP)?;
+    }
+    mine.recv_timeout(STEP)?;
+    let pipe = gbps(t.elapsed().as_secs_f64());
+    child.join()?.into_result()?;
+    Ok((queue, pipe))
 }
 
 /// Spins (yielding now and then) until `word` holds `value`; false after `STEP`.
@@ -156,6 +215,8 @@ pub(crate) fn measure(rounds: usize, payloads: usize) -> shmpar::Result<Vec<Row>
     };
     // The first payload is sent before the clock starts (it waits for the child to start).
     let gbps = |secs: f64| ((payloads - 1) * MIB) as f64 / secs / 1e9;
+    let (queue_vec, pipe_vec) = payload_gbps::<Vec<u8>>(payloads)?;
+    let (queue_buf, pipe_buf) = payload_gbps::<ByteBuf>(payloads)?;
 
     // Queue.
     let (inbox, outbox) = (Queue::<u64>::new(4)?, Queue::<u64>::new(4)?);
@@ -165,25 +226,8 @@ pub(crate) fn measure(rounds: usize, payloads: usize) -> shmpar::Result<Vec<Row>
         outbox.get_timeout(STEP).map(drop)
     })?;
     child.join()?.into_result()?;
-    let payload_q = Queue::<Vec<u8>>::with_message_bytes(4, MIB + 16)?;
-    let ack = Queue::<u64>::new(1)?;
-    let child = Process::start(queue_drain, (payload_q.clone(), ack.clone(), payloads))?;
-    let payload = vec![1u8; MIB];
-    // The child is up once it takes the first payload; the clock starts after it.
-    payload_q.put_timeout(&payload, STEP)?;
-    let t = Instant::now();
-    for _ in 1..payloads {
-        payload_q.put_timeout(&payload, STEP)?;
-    }
-    if ack.get_timeout(STEP)? != (payloads * MIB) as u64 {
-        return Err(stray("the Queue's reader counted other bytes"));
-    }
-    rows.push(row(
-        "Queue",
-        Some(small),
-        Some(gbps(t.elapsed().as_secs_f64())),
-    ));
-    child.join()?.into_result()?;
+    rows.push(row("Queue", Some(small), Some(queue_vec)));
+    rows.push(row("Queue, ByteBuf payloads", None, Some(queue_buf)));
 
     // Pipe.
     let (mine, theirs) = Pipe::<u64>::new()?;
@@ -193,20 +237,8 @@ pub(crate) fn measure(rounds: usize, payloads: usize) -> shmpar::Result<Vec<Row>
         mine.recv_timeout(STEP).map(drop)
     })?;
     child.join()?.into_result()?;
-    let (mine, theirs) = Pipe::<Vec<u8>>::with_capacity(4, MIB + 16)?;
-    let child = Process::start(pipe_drain, (theirs, payloads))?;
-    mine.send_timeout(&payload, STEP)?;
-    let t = Instant::now();
-    for _ in 1..payloads {
-        mine.send_timeout(&payload, STEP)?;
-    }
-    mine.recv_timeout(STEP)?;
-    rows.push(row(
-        "Pipe",
-        Some(small),
-        Some(gbps(t.elapsed().as_secs_f64())),
-    ));
-    child.join()?.into_result()?;
+    rows.push(row("Pipe", Some(small), Some(pipe_vec)));
+    rows.push(row("Pipe, ByteBuf payloads", None, Some(pipe_buf)));
 
     // A SharedValue atomic: a ping-pong of two words.
     let ping = SharedValue::new(AtomicU64::new(0))?;
@@ -332,7 +364,9 @@ pub(crate) fn run(quick: bool, json: bool, svg: Option<&Path>) -> CliResult {
             println!("\n(Python rows skipped: {why})");
         }
         println!(
-            "\nA message through a queue or a pipe is serialised, copied in and copied out; an\n\
+            "\nA message through a queue or a pipe is serialised, copied in and copied out (a\n\
+             Vec<u8> payload byte by byte, as serde sees a sequence of u8; a\n\
+             serde_bytes::ByteBuf whole, as pickle copies bytes); an\n\
              atomic in shared memory moves one word with no copy and no system call while both\n\
              sides spin; an array in shared memory is read where it lies, so 1 MiB costs one\n\
              write and one read, not a copy through a channel."

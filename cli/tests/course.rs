@@ -154,6 +154,13 @@ fn the_ipc_table_has_every_route() {
         assert!(r["small_us"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["mib_gbps"].as_f64().unwrap() > 0.0, "{r}");
     }
+    for route in ["Queue, ByteBuf", "Pipe, ByteBuf"] {
+        let r = has("shmpar", route);
+        assert!(
+            r["small_us"].is_null() && r["mib_gbps"].as_f64().unwrap() > 0.0,
+            "{r}"
+        );
+    }
     let atomic = has("shmpar", "SharedValue atomic");
     assert!(atomic["small_us"].as_f64().unwrap() > 0.0 && atomic["mib_gbps"].is_null());
     if Command::new("python3").arg("-V").output().is_ok() {

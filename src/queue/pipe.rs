@@ -34,12 +34,24 @@ use crate::error::Result;
 /// # }
 /// ```
 ///
-/// # End of file
-/// An end sent to another process as a handle records that process as its writer: once it has
-/// ended and every message it sent has been read, `recv` at the other end fails with
-/// [`ErrorKind::Closed`](crate::ErrorKind::Closed) within about 100 ms, rather than wait
-/// forever. (An end that reached a child by [`Process::fork`](crate::Process::fork) is not
-/// recorded: the writer is still the parent.)
+/// Python's `send_bytes` and `recv_bytes` have no twin here: a `Pipe<serde_bytes::ByteBuf>`
+/// moves bytes copied whole, where a `Pipe<Vec<u8>>` goes byte by byte (see
+/// [`Queue`](crate::Queue)'s *Bytes*).
+///
+/// # End of file and broken pipes
+/// An end sent to a started child as a handle records that child as its holder (from the
+/// moment the child has taken its arguments, before its function runs).
+/// - Once a writer's process has ended and every message it sent has been read, `recv` at the
+///   other end fails with [`ErrorKind::Closed`](crate::ErrorKind::Closed) within about
+///   100 ms, rather than wait forever.
+/// - Once a reader's process has ended, a `send` that finds the pipe full fails with
+///   [`ErrorKind::Closed`](crate::ErrorKind::Closed) (a broken pipe) within about 100 ms. A
+///   send that finds room succeeds, as a write to an OS pipe's buffer does: what it sent is
+///   lost with the reader.
+///
+/// An end that reached a child by [`Process::fork`](crate::Process::fork) is not recorded:
+/// its holder is still the parent, and where a peer may stop reading without dying,
+/// [`send_timeout`](Connection::send_timeout) is the way out.
 #[derive(Debug)]
 pub struct Pipe<T>(std::marker::PhantomData<fn(T) -> T>);
 
@@ -129,8 +141,9 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
         message_bytes: usize,
     ) -> Result<(PipeReader<T>, PipeWriter<T>)> {
         let queue = Arc::new(Queue::with_message_bytes(capacity, message_bytes)?);
-        // The writing end is ours for now; sent to another process, it records that process.
+        // Both ends are ours for now; an end sent to another process records that process.
         queue.set_writer();
+        queue.set_reader();
         Ok((
             PipeReader {
                 queue: Arc::clone(&queue),
@@ -205,7 +218,9 @@ impl<T: Serialize + DeserializeOwned> PipeReader<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> PipeWriter<T> {
-    /// Sends a message (waits while the pipe is full).
+    /// Sends a message (waits while the pipe is full; fails with
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) if the reading end is closed, or its
+    /// process has ended while the pipe is full: see [`Pipe`]).
     ///
     /// ```
     /// let (r, w) = shmpar::Pipe::<[u8; 2]>::one_way()?;
@@ -274,8 +289,14 @@ impl<'de, T: Serialize + DeserializeOwned + 'static> serde::Deserialize<'de> for
     fn deserialize<D: serde::Deserializer<'de>>(
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
+        let queue = Queue::deserialize(deserializer)?;
+        // A started child holds this end now: the writer gets a broken pipe if it dies while
+        // the pipe is full (see `PipeWriter`).
+        if crate::lifecycle::role() == crate::lifecycle::Role::Child {
+            queue.set_reader();
+        }
         Ok(PipeReader {
-            queue: Arc::new(Queue::deserialize(deserializer)?),
+            queue: Arc::new(queue),
         })
     }
 }
@@ -314,7 +335,9 @@ pub struct Connection<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> Connection<T> {
-    /// Sends a message to the other end (waits while its buffer is full).
+    /// Sends a message to the other end (waits while its buffer is full; fails with
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) if the other end is closed, or its
+    /// process has ended while the buffer is full: see [`Pipe`]).
     ///
     /// ```
     /// let (a, b) = shmpar::Pipe::<[u8; 3]>::new()?;
