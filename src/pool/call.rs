@@ -365,8 +365,9 @@ impl PoolShared {
             ));
         }
         if self.config.max_tasks_setting().is_some() {
-            // Recycled workers leave between calls: replace them before publishing.
-            self.replace_exited();
+            // Recycled workers leave between calls: reap them, so that `start_missing`
+            // replaces them before publishing.
+            self.reap_exited();
         }
         self.start_missing()?;
         self.share_regions(&regions, spec.handles)?;
@@ -823,8 +824,9 @@ impl PoolShared {
         slot.arena_used.store(end, Ordering::Release);
     }
 
-    /// Starts a worker in every slot left empty by a failed start. An error only when no worker
-    /// is left to run the call (a pool whose workers keep failing to start says why).
+    /// Starts a worker in every empty slot (a failed start, or a recycled worker reaped by
+    /// [`reap_exited`](Self::reap_exited)). An error only when no worker is left to run the
+    /// call (a pool whose workers keep failing to start says why).
     fn start_missing(self: &Arc<Self>) -> Result<()> {
         let missing: Vec<usize> = (self.workers.lock().iter().enumerate())
             .filter(|(_, w)| !w.alive)
@@ -842,9 +844,9 @@ impl PoolShared {
         }
     }
 
-    /// Reaps workers that exited between calls (recycled) and starts their replacements.
-    fn replace_exited(self: &Arc<Self>) {
-        let mut dead = Vec::new();
+    /// Reaps workers that exited between calls (recycled), leaving their slots empty for
+    /// [`start_missing`](Self::start_missing), the one place that starts replacements.
+    fn reap_exited(&self) {
         for (i, w) in self
             .workers
             .lock()
@@ -859,12 +861,6 @@ impl PoolShared {
             }
             w.alive = false;
             w.queue.clear();
-            dead.push(i);
-        }
-        for i in dead {
-            // A failed start leaves the slot empty; the call then runs on the others, or fails
-            // cleanly when none is left.
-            let _ = self.spawn(self, i, Joining::NONE);
         }
     }
 
