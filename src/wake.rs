@@ -8,8 +8,9 @@
 //!   word, then wakes the sleepers if any are announced. The waiter stores its announcement then
 //!   re-reads the word (and the kernel re-reads it under its lock); the bumper stores the word
 //!   then reads `waiters`: in the single total order of SeqCst operations one of them sees the
-//!   other's store, so no wake-up is lost. Queues wait on signals (`put`, `get`, `join`), and
-//!   idle pool workers wait on the pool's epoch.
+//!   other's store, so no wake-up is lost. Queues wait on signals (`put`, `get`, `join`), so
+//!   do the `sync` types (`Semaphore`, `Event`, `Condvar`, `Barrier`), and idle pool workers
+//!   wait on the pool's epoch. A bump with no one asleep makes no system call.
 //! - [`Bell`], for one sleeper that re-checks a condition of its own: the sleeper stores 1,
 //!   re-checks, and futex-waits while the word is still 1; a ringer, after it made the
 //!   condition true, loads the word and, if it is set, swaps it to 0 and wakes the futex. The
@@ -17,17 +18,18 @@
 //!
 //! The loom models at the end run both with threads standing in for processes; the futex is
 //! modelled (see `primitive`), so a lost wake-up is a deadlock that loom reports. The queue's
-//! model (in `queue`) runs `Signal` under the queue's lock.
+//! model (in `queue`) runs `Signal` under the queue's lock, and each `sync` type has a model
+//! of its own over its real code.
 
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::primitive::{AtomicU32, Ordering, fence, futex_wait, futex_wake};
 
-/// How long a queue's waiter spins (yielding the CPU) for the other side before it sleeps: a
+/// How long a waiter (a queue's, a `sync` type's) spins, yielding the CPU, before it sleeps: a
 /// busy peer answers within microseconds, far sooner than a futex wake-up arrives. The loom
 /// models do not spin (each spin would be a step to explore).
-const QUEUE_SPIN: Duration = if cfg!(loom) {
+const WAIT_SPIN: Duration = if cfg!(loom) {
     Duration::ZERO
 } else {
     Duration::from_micros(50)
@@ -35,6 +37,7 @@ const QUEUE_SPIN: Duration = if cfg!(loom) {
 
 /// A sequence word and its sleepers.
 #[repr(C)]
+#[derive(Debug)]
 pub(crate) struct Signal {
     /// Bumped after every change the waiters wait for (the futex word).
     word: AtomicU32,
@@ -42,13 +45,36 @@ pub(crate) struct Signal {
     waiters: AtomicU32,
 }
 
+impl Default for Signal {
+    fn default() -> Signal {
+        Signal::new()
+    }
+}
+
 impl Signal {
     /// A signal that was never bumped (shared ones start as zeroed memory, the same value).
+    #[cfg(not(loom))]
+    pub(crate) const fn new() -> Signal {
+        Signal {
+            word: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+        }
+    }
+
+    /// Under loom (whose atomics have no `const` constructor).
+    #[cfg(loom)]
     pub(crate) fn new() -> Signal {
         Signal {
             word: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
         }
+    }
+
+    /// Waiters announced asleep now (for tests that must know a waiter sleeps).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn sleepers(&self) -> u32 {
+        // ORDERING: a snapshot for a test.
+        self.waiters.load(Ordering::SeqCst)
     }
 
     /// The word now: read it before looking at what you wait for (a queue reads it under its
@@ -138,7 +164,7 @@ impl Signal {
         self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// A queue's wait for the word to move on from `seen`. `wait`: `None` = do not wait
+    /// A wait (a queue's, a `sync` type's) for the word to move on from `seen`. `wait`: `None` = do not wait
     /// (WouldBlock); `Some(None)` = as long as it takes; `Some(Some(t))` = until `t`
     /// (TimedOut). `poll`: wake up that often anyway, for the caller to look at something
     /// else. Returns Ok when the caller should look again.
@@ -153,7 +179,7 @@ impl Signal {
         let Some(deadline) = wait else {
             return Err(Error::new(ErrorKind::WouldBlock, busy));
         };
-        if self.spin_until_changed(seen, QUEUE_SPIN, deadline) {
+        if self.spin_until_changed(seen, WAIT_SPIN, deadline) {
             return Ok(());
         }
         let Some(left) = crate::sync::remaining(deadline) else {

@@ -5,13 +5,15 @@
 use std::mem::{align_of, size_of};
 use std::sync::atomic::AtomicU64;
 
-use shmpar::{Barrier, CachePadded, Event, Semaphore, ShmMutex};
+use shmpar::{Barrier, CachePadded, Condvar, Event, Semaphore, ShmMutex};
 
 #[test]
 fn shared_types_have_a_fixed_layout() {
-    assert_eq!((size_of::<Event>(), align_of::<Event>()), (4, 4));
-    assert_eq!((size_of::<Semaphore>(), align_of::<Semaphore>()), (8, 4));
-    assert_eq!((size_of::<Barrier>(), align_of::<Barrier>()), (16, 8));
+    // Each waits on a `Signal`: a sequence word and a count of sleepers.
+    assert_eq!((size_of::<Event>(), align_of::<Event>()), (12, 4));
+    assert_eq!((size_of::<Semaphore>(), align_of::<Semaphore>()), (12, 4));
+    assert_eq!((size_of::<Condvar>(), align_of::<Condvar>()), (8, 4));
+    assert_eq!((size_of::<Barrier>(), align_of::<Barrier>()), (24, 8));
     assert_eq!(
         (
             size_of::<CachePadded<AtomicU64>>(),

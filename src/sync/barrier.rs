@@ -1,12 +1,11 @@
 //! `Barrier`: N processes wait until all N have arrived.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::remaining;
 use super::value::ShmSafe;
 use crate::error::{Error, ErrorKind, Result};
-use crate::sys;
+use crate::primitive::{AtomicU64, Ordering};
+use crate::wake::Signal;
 
 /// A reusable barrier across processes: `wait` returns once `parties` processes have called
 /// it. Lives in a [`SharedValue`](crate::SharedValue).
@@ -45,13 +44,25 @@ use crate::sys;
 #[derive(Debug)]
 pub struct Barrier {
     state: AtomicU64,
-    /// Bumped at every open, abort and reset: the futex word waiters sleep on.
-    seq: AtomicU32,
+    /// Bumped at every open, abort and reset: waiters wait on it (the crate's one
+    /// spin-then-sleep wait, see `wake`).
+    seq: Signal,
     parties: u32,
 }
 
 // SAFETY: atomics and an integer: no pointers, no Drop.
 unsafe impl ShmSafe for Barrier {}
+
+/// `parties`, clamped to 1..=MAX_PARTIES.
+const fn clamp_parties(parties: u32) -> u32 {
+    if parties == 0 {
+        1
+    } else if parties > MAX_PARTIES {
+        MAX_PARTIES
+    } else {
+        parties
+    }
+}
 
 /// The most parties a barrier takes.
 const MAX_PARTIES: u32 = (1 << 24) - 1;
@@ -107,17 +118,22 @@ impl Barrier {
     /// assert!(b.wait()?); // one party: opens at once, and it is the leader
     /// # Ok::<(), shmpar::Error>(())
     /// ```
+    #[cfg(not(loom))]
     pub const fn new(parties: u32) -> Self {
         Barrier {
             state: AtomicU64::new(0),
-            seq: AtomicU32::new(0),
-            parties: if parties == 0 {
-                1
-            } else if parties > MAX_PARTIES {
-                MAX_PARTIES
-            } else {
-                parties
-            },
+            seq: Signal::new(),
+            parties: clamp_parties(parties),
+        }
+    }
+
+    /// Under loom (whose atomics have no `const` constructor).
+    #[cfg(loom)]
+    pub fn new(parties: u32) -> Self {
+        Barrier {
+            state: AtomicU64::new(0),
+            seq: Signal::new(),
+            parties: clamp_parties(parties),
         }
     }
 
@@ -169,10 +185,9 @@ impl Barrier {
 
     /// Wakes every waiter to look at the state again.
     fn wake_all(&self) {
-        // ORDERING: Release: bumped after the state change it announces; a waiter re-reads
-        // the state (Acquire) after it wakes.
-        self.seq.fetch_add(1, Ordering::Release);
-        sys::futex_wake(&self.seq, i32::MAX);
+        // Bumped after the state change it announces; a waiter that sees the bump re-reads
+        // the state (Acquire) after it.
+        self.seq.bump_and_wake(i32::MAX);
     }
 
     /// Waits for every party; returns true in exactly one of them (the last to arrive).
@@ -275,9 +290,8 @@ impl Barrier {
             }
         };
         loop {
-            // ORDERING: Acquire, paired with `wake_all`'s Release: read before the state, so
-            // a change after this reading wakes the futex wait below.
-            let seq = self.seq.load(Ordering::Acquire);
+            // Read before the state, so that a change after this reading ends the wait below.
+            let seen = self.seq.seen();
             let s = self.load();
             if s.generation() != mine {
                 return if s.was_reset(mine) {
@@ -289,9 +303,15 @@ impl Barrier {
             if s.broken() {
                 return self.leave(mine, true);
             }
-            match remaining(deadline) {
-                Some(left) => sys::futex_wait(&self.seq, seq, left),
-                None => return self.leave(mine, false),
+            let waited = self.seq.wait_for_change(
+                seen,
+                Some(deadline),
+                None,
+                "",
+                "the barrier did not open",
+            );
+            if waited.is_err() {
+                return self.leave(mine, false);
             }
         }
     }
@@ -355,5 +375,36 @@ mod tests {
         assert_eq!(n.generation(), 0);
         assert!(n.was_reset(s.generation()));
         assert_eq!((n.arrived(), n.broken()), (0, false));
+    }
+}
+
+#[cfg(all(test, loom))]
+mod model {
+    //! `RUSTFLAGS="--cfg loom" cargo test --release --lib model::`: threads stand in for
+    //! processes; the futex is modelled (see `primitive`), so a lost wake-up is a deadlock.
+
+    use super::*;
+    use crate::primitive::{AtomicU32, model};
+    use loom::sync::Arc;
+
+    #[test]
+    fn the_barrier_opens_once_for_both_with_one_leader_and_their_writes_published() {
+        model(|| {
+            let shared = Arc::new((Barrier::new(2), [AtomicU32::new(0), AtomicU32::new(0)]));
+            let party = |me: usize| {
+                let shared = Arc::clone(&shared);
+                move || {
+                    // ORDERING: Relaxed on purpose: only the barrier may publish them.
+                    shared.1[me].store(1, Ordering::Relaxed);
+                    let leader = shared.0.wait().unwrap();
+                    assert_eq!(shared.1[1 - me].load(Ordering::Relaxed), 1);
+                    leader
+                }
+            };
+            let other = loom::thread::spawn(party(1));
+            let mine = party(0)();
+            let theirs = other.join().unwrap();
+            assert!(mine ^ theirs, "exactly one leader");
+        });
     }
 }

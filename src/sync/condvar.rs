@@ -1,12 +1,10 @@
 //! `Condvar`: wait, with a [`ShmMutex`] held, until another process changes what it guards.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::mutex::{LockResult, ShmMutexGuard};
-use super::remaining;
 use super::value::ShmSafe;
-use crate::sys;
+use crate::wake::Signal;
 
 /// A condition variable across processes (Python's `multiprocessing.Condition`, split the
 /// Rust way into a [`ShmMutex`](crate::ShmMutex) for the data and this for the waiting). Both
@@ -62,11 +60,12 @@ use crate::sys;
 #[derive(Debug, Default)]
 pub struct Condvar {
     /// Bumped by every notification; a waiter sleeps while it still holds the value it read
-    /// with the mutex held.
-    seq: AtomicU32,
+    /// with the mutex held (the crate's one spin-then-sleep wait, see `wake`; a notification
+    /// with no one asleep makes no system call).
+    seq: Signal,
 }
 
-// SAFETY: one atomic: no pointers, no Drop.
+// SAFETY: two atomics: no pointers, no Drop.
 unsafe impl ShmSafe for Condvar {}
 
 impl Condvar {
@@ -76,10 +75,15 @@ impl Condvar {
     /// let cv = shmpar::Condvar::new();
     /// cv.notify_all(); // nobody to wake: nothing happens
     /// ```
+    #[cfg(not(loom))]
     pub const fn new() -> Self {
-        Condvar {
-            seq: AtomicU32::new(0),
-        }
+        Condvar { seq: Signal::new() }
+    }
+
+    /// Under loom (whose atomics have no `const` constructor).
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Condvar { seq: Signal::new() }
     }
 
     /// Unlocks `guard`'s mutex, sleeps until notified (or spuriously woken), and locks it
@@ -149,19 +153,16 @@ impl Condvar {
         guard: ShmMutexGuard<'a, T>,
         deadline: Option<Instant>,
     ) -> (LockResult<'a, T>, bool) {
-        // ORDERING: Relaxed: read with the mutex held; a notifier changes the data under the
-        // mutex, then bumps `seq`, so either we read the bumped value or the futex sees it
-        // change and does not sleep. The mutex orders the data itself.
-        let seen = self.seq.load(Ordering::Relaxed);
+        // Read with the mutex held: a notifier changes the data under the mutex, then bumps
+        // `seq`, so either we read the bumped value or the wait sees it move and does not
+        // sleep. The mutex orders the data itself.
+        let seen = self.seq.seen();
         let mutex = guard.mutex();
         drop(guard);
-        let timed_out = match remaining(deadline) {
-            Some(left) => {
-                sys::futex_wait(&self.seq, seen, left);
-                deadline.is_some_and(|d| Instant::now() >= d)
-            }
-            None => true,
-        };
+        let waited =
+            self.seq
+                .wait_for_change(seen, Some(deadline), None, "", "not notified in time");
+        let timed_out = waited.is_err() || deadline.is_some_and(|d| Instant::now() >= d);
         (mutex.lock_until(None), timed_out)
     }
 
@@ -171,9 +172,7 @@ impl Condvar {
     /// shmpar::Condvar::new().notify_one();
     /// ```
     pub fn notify_one(&self) {
-        // ORDERING: Relaxed: see `wait_until`; the futex call orders the rest.
-        self.seq.fetch_add(1, Ordering::Relaxed);
-        sys::futex_wake(&self.seq, 1);
+        self.seq.bump_and_wake(1);
     }
 
     /// Wakes every waiting process (and thread).
@@ -182,8 +181,37 @@ impl Condvar {
     /// shmpar::Condvar::new().notify_all();
     /// ```
     pub fn notify_all(&self) {
-        // ORDERING: as in `notify_one`.
-        self.seq.fetch_add(1, Ordering::Relaxed);
-        sys::futex_wake(&self.seq, i32::MAX);
+        self.seq.bump_and_wake(i32::MAX);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod model {
+    //! `RUSTFLAGS="--cfg loom" cargo test --release --lib model::`: threads stand in for
+    //! processes; the futex is modelled (see `primitive`), so a lost wake-up is a deadlock.
+
+    use super::*;
+    use crate::ShmMutex;
+    use crate::primitive::model;
+    use loom::sync::Arc;
+
+    #[test]
+    fn a_notification_after_a_change_under_the_mutex_is_never_lost() {
+        model(|| {
+            let shared = Arc::new((ShmMutex::new(0u32), Condvar::new()));
+            let notifier = {
+                let shared = Arc::clone(&shared);
+                loom::thread::spawn(move || {
+                    *shared.0.lock().unwrap() = 1;
+                    shared.1.notify_one();
+                })
+            };
+            let mut g = shared.0.lock().unwrap();
+            while *g == 0 {
+                g = shared.1.wait(g).unwrap();
+            }
+            drop(g);
+            notifier.join().unwrap();
+        });
     }
 }

@@ -1,11 +1,10 @@
 //! `Event`: a flag processes can wait for.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::remaining;
 use super::value::ShmSafe;
-use crate::sys;
+use crate::primitive::{AtomicU32, Ordering};
+use crate::wake::Signal;
 
 /// A flag across processes (Python's `multiprocessing.Event`): `set` wakes every waiter.
 /// Lives in a [`SharedValue`](crate::SharedValue).
@@ -27,9 +26,12 @@ use crate::sys;
 #[derive(Debug, Default)]
 pub struct Event {
     flag: AtomicU32,
+    /// Bumped after every `set` (waiters wait on it: the crate's one spin-then-sleep wait,
+    /// see `wake`; a `set` with no one asleep makes no system call).
+    changed: Signal,
 }
 
-// SAFETY: one atomic: no pointers, no Drop.
+// SAFETY: three atomics: no pointers, no Drop.
 unsafe impl ShmSafe for Event {}
 
 impl Event {
@@ -38,9 +40,20 @@ impl Event {
     /// ```
     /// assert!(!shmpar::Event::new().is_set());
     /// ```
+    #[cfg(not(loom))]
     pub const fn new() -> Self {
         Event {
             flag: AtomicU32::new(0),
+            changed: Signal::new(),
+        }
+    }
+
+    /// Under loom (whose atomics have no `const` constructor).
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Event {
+            flag: AtomicU32::new(0),
+            changed: Signal::new(),
         }
     }
 
@@ -55,7 +68,7 @@ impl Event {
     pub fn set(&self) {
         // ORDERING: Release: what the setter wrote before is visible to a waiter that sees it.
         self.flag.store(1, Ordering::Release);
-        sys::futex_wake(&self.flag, i32::MAX);
+        self.changed.bump_and_wake(i32::MAX);
     }
 
     /// Clears the flag.
@@ -82,7 +95,8 @@ impl Event {
         self.flag.load(Ordering::Acquire) != 0
     }
 
-    /// Waits until set. Waits forever if nobody sets it: prefer
+    /// Waits until set. A `set` while it waits wakes it even if a `clear` follows at once
+    /// (Python's `Event.wait`). Waits forever if nobody sets it: prefer
     /// [`wait_timeout`](Self::wait_timeout) when the setter may die.
     ///
     /// ```
@@ -95,7 +109,8 @@ impl Event {
         self.wait_until(None);
     }
 
-    /// Waits until set or `timeout` passes; true if it was set.
+    /// Waits until set or `timeout` passes; true if it was set (or set and cleared again while
+    /// it waited, as in [`wait`](Self::wait)).
     ///
     /// ```
     /// use std::time::Duration;
@@ -108,12 +123,87 @@ impl Event {
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
-        while !self.is_set() {
-            let Some(left) = remaining(deadline) else {
+        loop {
+            // Read before looking at the flag: a `set` after the look moves it on.
+            let seen = self.changed.seen();
+            if self.is_set() {
+                return true;
+            }
+            let waited = self.changed.wait_for_change(
+                seen,
+                Some(deadline),
+                None,
+                "not set",
+                "not set in time",
+            );
+            // A `set` since `seen` counts even if a `clear` followed it (as in Python: a set
+            // then clear wakes every waiter); the Acquire that saw it publishes the setter's
+            // writes. Otherwise a time-out ends the wait, a spurious wake-up looks again.
+            if self.changed.changed(seen) {
+                return true;
+            }
+            if waited.is_err() {
                 return false;
-            };
-            sys::futex_wait(&self.flag, 0, left);
+            }
         }
-        true
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_then_clear_wakes_a_waiter_that_was_asleep() {
+        let e = std::sync::Arc::new(Event::new());
+        let waiter = {
+            let e = std::sync::Arc::clone(&e);
+            std::thread::spawn(move || e.wait_timeout(Duration::from_secs(30)))
+        };
+        // The waiter has read the signal and is asleep (or about to be) before the pulse.
+        let start = Instant::now();
+        while e.changed.sleepers() == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the waiter never slept"
+            );
+            std::thread::yield_now();
+        }
+        e.set();
+        e.clear();
+        assert!(waiter.join().unwrap(), "the pulse was missed");
+    }
+}
+
+#[cfg(all(test, loom))]
+mod model {
+    //! `RUSTFLAGS="--cfg loom" cargo test --release --lib model::`: threads stand in for
+    //! processes; the futex is modelled (see `primitive`), so a lost wake-up is a deadlock.
+
+    use super::*;
+    use crate::primitive::model;
+    use loom::sync::Arc;
+
+    #[test]
+    fn a_set_wakes_every_waiter_and_publishes_the_setters_writes() {
+        model(|| {
+            let e = Arc::new((Event::new(), AtomicU32::new(0)));
+            let waiters: Vec<_> = (0..2)
+                .map(|_| {
+                    let e = Arc::clone(&e);
+                    loom::thread::spawn(move || {
+                        e.0.wait();
+                        // ORDERING: Relaxed on purpose: only the event may publish it.
+                        assert_eq!(e.1.load(Ordering::Relaxed), 7);
+                    })
+                })
+                .collect();
+            // ORDERING: as above.
+            e.1.store(7, Ordering::Relaxed);
+            e.0.set();
+            for w in waiters {
+                w.join().unwrap();
+            }
+        });
     }
 }

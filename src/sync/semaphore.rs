@@ -1,12 +1,11 @@
 //! `Semaphore`: a counter of permits across processes.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::remaining;
 use super::value::ShmSafe;
 use crate::error::{Error, ErrorKind, Result};
-use crate::sys;
+use crate::primitive::{AtomicU32, Ordering};
+use crate::wake::Signal;
 
 /// A counting semaphore across processes (Python's `multiprocessing.Semaphore`). Lives in a
 /// [`SharedValue`](crate::SharedValue).
@@ -28,13 +27,14 @@ use crate::sys;
 #[repr(C)]
 #[derive(Debug)]
 pub struct Semaphore {
-    /// Free permits (the futex word).
+    /// Free permits.
     permits: AtomicU32,
-    /// Processes asleep (or about to sleep) waiting for a permit.
-    waiters: AtomicU32,
+    /// Bumped after every release (acquirers wait on it: the crate's one spin-then-sleep
+    /// wait, see `wake`).
+    released: Signal,
 }
 
-// SAFETY: two atomics: no pointers, no Drop.
+// SAFETY: three atomics: no pointers, no Drop.
 unsafe impl ShmSafe for Semaphore {}
 
 impl Semaphore {
@@ -45,10 +45,20 @@ impl Semaphore {
     /// assert_eq!(s.available(), 1);
     /// # Ok::<(), shmpar::Error>(())
     /// ```
+    #[cfg(not(loom))]
     pub const fn new(permits: u32) -> Self {
         Semaphore {
             permits: AtomicU32::new(permits),
-            waiters: AtomicU32::new(0),
+            released: Signal::new(),
+        }
+    }
+
+    /// Under loom (whose atomics have no `const` constructor).
+    #[cfg(loom)]
+    pub fn new(permits: u32) -> Self {
+        Semaphore {
+            permits: AtomicU32::new(permits),
+            released: Signal::new(),
         }
     }
 
@@ -116,26 +126,22 @@ impl Semaphore {
     /// # Ok::<(), shmpar::Error>(())
     /// ```
     pub fn release(&self) -> Result<()> {
-        // ORDERING: SeqCst: we add a permit then read `waiters`; a waiter announces itself then
-        // the kernel re-reads `permits` in futex_wait. One sees the other: no lost wake-up.
-        // It also publishes what the releaser wrote to the next acquirer.
+        // ORDERING: Release: what the releaser wrote before is visible to the acquirer that
+        // takes this permit (its Acquire CAS). The bump after it wakes a waiter (see `wake`).
         let added = self
             .permits
-            .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |p| p.checked_add(1));
+            .fetch_update(Ordering::Release, Ordering::Relaxed, |p| p.checked_add(1));
         if added.is_err() {
             return Err(Error::invalid(
                 "the semaphore already holds u32::MAX permits: a release too many",
             ));
         }
-        // ORDERING: SeqCst, see above.
-        if self.waiters.load(Ordering::SeqCst) != 0 {
-            sys::futex_wake(&self.permits, 1);
-        }
+        self.released.bump_and_wake(1);
         Ok(())
     }
 
     fn take(&self) -> bool {
-        // ORDERING: Acquire on success pairs with the releaser's SeqCst add.
+        // ORDERING: Acquire on success pairs with the releaser's Release add.
         let mut p = self.permits.load(Ordering::Relaxed);
         while p > 0 {
             match self
@@ -151,19 +157,66 @@ impl Semaphore {
 
     fn acquire_until(&self, deadline: Option<Instant>) -> Result<()> {
         loop {
+            // Read before looking for a permit: a release after the look moves it on.
+            let seen = self.released.seen();
             if self.take() {
                 return Ok(());
             }
-            let Some(left) = remaining(deadline) else {
-                return Err(Error::new(
-                    ErrorKind::TimedOut,
-                    "no permit became free in time",
-                ));
-            };
-            // ORDERING: SeqCst, see `release`.
-            self.waiters.fetch_add(1, Ordering::SeqCst);
-            sys::futex_wait(&self.permits, 0, left);
-            self.waiters.fetch_sub(1, Ordering::SeqCst);
+            self.released.wait_for_change(
+                seen,
+                Some(deadline),
+                None,
+                "no permit is free",
+                "no permit became free in time",
+            )?;
         }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod model {
+    //! `RUSTFLAGS="--cfg loom" cargo test --release --lib model::`: threads stand in for
+    //! processes; the futex is modelled (see `primitive`), so a lost wake-up is a deadlock.
+
+    use super::*;
+    use crate::primitive::model;
+    use loom::sync::Arc;
+
+    #[test]
+    fn a_release_wakes_a_waiting_acquirer_and_publishes_its_writes() {
+        model(|| {
+            let s = Arc::new((Semaphore::new(0), AtomicU32::new(0)));
+            let waiter = {
+                let s = Arc::clone(&s);
+                loom::thread::spawn(move || {
+                    s.0.acquire().unwrap();
+                    // ORDERING: Relaxed on purpose: only the permit may publish it.
+                    assert_eq!(s.1.load(Ordering::Relaxed), 7);
+                })
+            };
+            // ORDERING: as above.
+            s.1.store(7, Ordering::Relaxed);
+            s.0.release().unwrap();
+            waiter.join().unwrap();
+            assert_eq!(s.0.available(), 0);
+        });
+    }
+
+    #[test]
+    fn two_releases_wake_two_waiters() {
+        model(|| {
+            let s = Arc::new(Semaphore::new(0));
+            let waiters: Vec<_> = (0..2)
+                .map(|_| {
+                    let s = Arc::clone(&s);
+                    loom::thread::spawn(move || s.acquire().unwrap())
+                })
+                .collect();
+            s.release().unwrap();
+            s.release().unwrap();
+            for w in waiters {
+                w.join().unwrap();
+            }
+        });
     }
 }
