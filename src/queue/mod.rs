@@ -92,12 +92,12 @@ const HEADER: usize = size_of::<Header>().next_multiple_of(64);
 /// [`join`](Queue::join) waits until every message ever put has been marked done.
 ///
 /// # Bytes
-/// A `Vec<u8>` goes through serde as a sequence of `u8`, one byte at a time (1.3-1.5 GB/s
+/// A `Vec<u8>` goes through serde as a sequence of `u8`, one byte at a time (1.3-1.7 GB/s
 /// for 1 MiB messages between two processes on the 2-core machine of the README's `ipc`
 /// table). For bulk bytes send a [`serde_bytes::ByteBuf`](https://docs.rs/serde_bytes), or
-/// mark a field `#[serde(with = "serde_bytes")]`: serde copies it whole (3.7-14 GB/s there;
-/// Python's `Pipe` 4.4-5.1 GB/s in the same runs). For arrays, a [`SharedArray`](crate::SharedArray) is read
-/// where it lies, with no copy at all.
+/// mark a field `#[serde(with = "serde_bytes")]`: serde copies it whole (3.7-17 GB/s there;
+/// Python's `Pipe` 4.4-5.5 GB/s in the same runs). For arrays, a
+/// [`SharedArray`](crate::SharedArray) is read where it lies, with no copy at all.
 ///
 /// ```
 /// use serde_bytes::ByteBuf;
@@ -574,25 +574,25 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             let mut g = self.lock()?;
             if g.head != g.tail {
                 let slot = self.slot(g.head);
+                // Copied out under the lock, decoded after it: user decode code never runs
+                // while the queue is locked. The buffer is this thread's, kept between gets:
+                // a fresh one per get made a large message cost an allocation whose pages
+                // faulted in every time (1 MiB messages moved at 1.3 GB/s).
+                let mut buf = GET_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
+                buf.clear();
                 // SAFETY: the slot holds a committed message (head < tail) and is ours under
-                // the lock, so no put writes it until the commit below; its length word was
-                // written by the put and is within the slot.
-                let bytes = unsafe {
+                // the lock; its length word was written by the put and is within the slot.
+                unsafe {
                     let len = (slot.cast::<u64>().read() as usize).min(self.message_bytes());
-                    std::slice::from_raw_parts(slot.add(8), len)
-                };
-                // Decoded in place, under the lock: no copy of the message in between (a
-                // buffer per get made a large message cost a fresh allocation, whose pages
-                // faulted in on every get: 1 MiB messages moved at 1.3 GB/s).
-                // A `Deserialize` that panics still takes its message (as when the copy was
-                // decoded after the commit): the panic goes on once the lock is let go.
-                let message = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    postcard::from_bytes::<T>(bytes)
-                }));
-                g.head += 1; // the commit, whether or not the message decoded
+                    buf.extend_from_slice(std::slice::from_raw_parts(slot.add(8), len));
+                }
+                g.head += 1; // the commit
                 drop(g);
                 h.not_full.bump_and_wake(1);
-                let message = message.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                let message = postcard::from_bytes::<T>(&buf);
+                if buf.capacity() <= KEPT_BUFFER {
+                    GET_BUFFER.with(|b| *b.borrow_mut() = buf);
+                }
                 return message.map_err(|e| {
                     Error::new(
                         ErrorKind::Decode,
@@ -637,6 +637,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             waited = true;
         }
     }
+}
+
+/// The largest get buffer a thread keeps for its next get (a larger one is freed at once).
+const KEPT_BUFFER: usize = 64 << 20;
+
+thread_local! {
+    /// The buffer a get copies its message into, kept for the next get on this thread.
+    static GET_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// How often a pipe's waiting end checks that the process at the other end lives.

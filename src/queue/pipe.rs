@@ -428,7 +428,9 @@ impl<T> Clone for Connection<T> {
     }
 }
 
-/// Another handle to the same end.
+/// Another handle to the same end. Only one reader process is recorded (the last started
+/// child that received it in its arguments): once it has ended, a send that finds the pipe
+/// full fails with a broken pipe, even if another process still holds a clone and reads.
 impl<T> Clone for PipeReader<T> {
     fn clone(&self) -> Self {
         PipeReader {

@@ -166,13 +166,18 @@ impl Condvar {
         (mutex.lock_until(None), timed_out)
     }
 
-    /// Wakes one waiting process (or thread).
+    /// Wakes at least one waiting process (or thread). Here it wakes every sleeper, which
+    /// the spurious wake-ups every wait allows: between processes, a woken waiter that dies
+    /// before it runs must not take the notification with it. Waiters that find nothing to
+    /// do wait again.
     ///
     /// ```
     /// shmpar::Condvar::new().notify_one();
     /// ```
     pub fn notify_one(&self) {
-        self.seq.bump_and_wake(1);
+        // Every sleeper wakes (allowed: a wait may return spuriously): a woken waiter that
+        // died before it ran cannot swallow the notification while others sleep on.
+        self.seq.bump_and_wake(i32::MAX);
     }
 
     /// Wakes every waiting process (and thread).

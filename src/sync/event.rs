@@ -96,7 +96,7 @@ impl Event {
     }
 
     /// Waits until set. A `set` while it waits wakes it even if a `clear` follows at once
-    /// (Python's `Event.wait`). Waits forever if nobody sets it: prefer
+    /// (as Python's `threading.Event.wait`; `multiprocessing.Event.wait` would miss it). Waits forever if nobody sets it: prefer
     /// [`wait_timeout`](Self::wait_timeout) when the setter may die.
     ///
     /// ```
@@ -123,10 +123,12 @@ impl Event {
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        // Read once, before looking at the flag: the word moves only on a `set`, so a set at
+        // any time after this (even one a `clear` followed, as with `threading.Event` in
+        // Python) ends the wait; the Acquire that sees it publishes the setter's writes.
+        let seen = self.changed.seen();
         loop {
-            // Read before looking at the flag: a `set` after the look moves it on.
-            let seen = self.changed.seen();
-            if self.is_set() {
+            if self.is_set() || self.changed.changed(seen) {
                 return true;
             }
             let waited = self.changed.wait_for_change(
@@ -136,14 +138,9 @@ impl Event {
                 "not set",
                 "not set in time",
             );
-            // A `set` since `seen` counts even if a `clear` followed it (as in Python: a set
-            // then clear wakes every waiter); the Acquire that saw it publishes the setter's
-            // writes. Otherwise a time-out ends the wait, a spurious wake-up looks again.
-            if self.changed.changed(seen) {
-                return true;
-            }
             if waited.is_err() {
-                return false;
+                // Timed out (a set just now still counts).
+                return self.is_set() || self.changed.changed(seen);
             }
         }
     }

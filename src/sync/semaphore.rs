@@ -114,7 +114,7 @@ impl Semaphore {
         self.acquire_until(Some(Instant::now() + timeout))
     }
 
-    /// Gives a permit back and wakes one waiter. Fails with [`ErrorKind::InvalidInput`],
+    /// Gives a permit back and wakes the waiters (one of them takes it). Fails with [`ErrorKind::InvalidInput`],
     /// changing nothing, when the count is already `u32::MAX` (more releases than the count
     /// can hold: like Python's `BoundedSemaphore`, a release too many is an error, and the
     /// count never wraps to zero).
@@ -136,7 +136,9 @@ impl Semaphore {
                 "the semaphore already holds u32::MAX permits: a release too many",
             ));
         }
-        self.released.bump_and_wake(1);
+        // Every sleeper wakes and one takes the permit: a woken waiter that died before its
+        // take cannot swallow the wake-up and leave the permit free while others sleep on.
+        self.released.bump_and_wake(i32::MAX);
         Ok(())
     }
 
