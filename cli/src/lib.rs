@@ -5,6 +5,7 @@
 //! - [`PthreadMutex`]: the textbook process-shared pthread mutex (not robust), the baseline
 //!   that shmpar's [`ShmMutex`](shmpar::ShmMutex) is measured and demonstrated against.
 //! - [`pin_to_cpu`]: one CPU per process, to make a race visible.
+//! - [`kill_process_group`]: ends a peer the demos started and everything it started.
 //!
 //! Linux only, like the demos.
 
@@ -35,4 +36,19 @@ pub fn cpus() -> std::io::Result<(usize, usize)> {
 /// ```
 pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
     sys::pin_to_cpu(cpu)
+}
+
+/// Sends SIGKILL to every process in process group `group`: a peer that the demos started as
+/// the leader of a group of its own (`CommandExt::process_group(0)`), and what it started.
+/// Nothing happens once the group is empty, or for group 0 or 1.
+///
+/// ```
+/// use std::os::unix::process::CommandExt;
+/// let mut child = std::process::Command::new("sleep").arg("30").process_group(0).spawn()?;
+/// shmpar_cli::kill_process_group(child.id());
+/// assert!(!child.wait()?.success());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn kill_process_group(group: u32) {
+    sys::kill_group(group)
 }

@@ -1,5 +1,5 @@
 //! The CLI crate's C library calls, all in one place: the textbook process-shared pthread
-//! mutex (`PthreadMutex`) and CPU pinning.
+//! mutex (`PthreadMutex`), CPU pinning, and ending a peer's process group.
 
 use std::io;
 use std::mem::{self, MaybeUninit};
@@ -169,4 +169,18 @@ pub(crate) fn cpus_allowed() -> io::Result<usize> {
     cvt(unsafe { libc::sched_getaffinity(0, mem::size_of::<libc::cpu_set_t>(), &mut set) })?;
     // SAFETY: `set` was filled in by the kernel above.
     Ok(unsafe { libc::CPU_COUNT(&set) } as usize)
+}
+
+/// Sends SIGKILL to every process in process group `group` (a peer started as the leader of a
+/// group of its own, and what it started). Nothing happens once the group is empty (ESRCH):
+/// a group's id is not given to a new process while any member of the group lives.
+pub(crate) fn kill_group(group: u32) {
+    let Ok(group) = libc::pid_t::try_from(group) else {
+        return;
+    };
+    if group <= 1 {
+        return;
+    }
+    // SAFETY: kill has no memory arguments; a negative pid names the process group.
+    let _ = unsafe { libc::kill(-group, libc::SIGKILL) };
 }
