@@ -249,12 +249,11 @@ fn oversized_messages_are_refused_whole() {
     assert!(q.is_empty());
 }
 
-#[test]
-fn recv_returns_end_of_file_once_the_other_end_dies() {
-    let _w = common::watchdog(60, "pipe eof");
-    let (mine, theirs) = Pipe::<u32>::new().unwrap();
-    // The child sends one message, then is killed while it waits.
-    let mut child = Process::start(
+/// A child holding the other end of a new pipe (room for `capacity` messages each way), which
+/// has sent 1 (received here) and now sleeps.
+fn a_child_that_sent_one(capacity: usize) -> (shmpar::Connection<u32>, Process) {
+    let (mine, theirs) = Pipe::<u32>::with_capacity(capacity, 64).unwrap();
+    let child = Process::start(
         |end: shmpar::Connection<u32>| {
             end.send(&1).unwrap();
             std::thread::sleep(Duration::from_secs(30));
@@ -263,11 +262,23 @@ fn recv_returns_end_of_file_once_the_other_end_dies() {
     )
     .unwrap();
     assert_eq!(mine.recv().unwrap(), 1);
-    child.kill().unwrap();
+    (mine, child)
+}
+
+/// Asserts that `call` fails with `Closed` within a second.
+fn closed_within_a_second<T: std::fmt::Debug>(call: impl FnOnce() -> shmpar::Result<T>) {
     let t = Instant::now();
-    let err = mine.recv().unwrap_err();
+    let err = call().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+}
+
+#[test]
+fn recv_returns_end_of_file_once_the_other_end_dies() {
+    let _w = common::watchdog(60, "pipe eof");
+    let (mine, mut child) = a_child_that_sent_one(64);
+    child.kill().unwrap();
+    closed_within_a_second(|| mine.recv());
     child.join().unwrap();
 }
 
@@ -285,10 +296,7 @@ fn a_one_way_pipe_reads_end_of_file_once_the_writer_dies() {
     .unwrap();
     assert_eq!(reader.recv().unwrap(), 7);
     child.kill().unwrap();
-    let t = Instant::now();
-    let err = reader.recv().unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
-    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    closed_within_a_second(|| reader.recv());
     child.join().unwrap();
 }
 
@@ -415,11 +423,8 @@ fn send_fails_once_the_reading_end_dies_while_the_pipe_is_full() {
         writer.send(&i).unwrap();
     }
     child.kill().unwrap();
-    let t = Instant::now();
     // Full, and no one will ever read: Closed (a broken pipe), not a wait forever.
-    let err = writer.send(&4).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
-    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    closed_within_a_second(|| writer.send(&4));
     // A call that does not wait says the same.
     let err = writer.send_timeout(&4, Duration::ZERO).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
@@ -429,23 +434,11 @@ fn send_fails_once_the_reading_end_dies_while_the_pipe_is_full() {
 #[test]
 fn a_connection_send_fails_once_the_other_end_dies() {
     let _w = common::watchdog(60, "connection send to a dead end");
-    let (mine, theirs) = Pipe::<u32>::with_capacity(2, 64).unwrap();
-    let mut child = Process::start(
-        |end: shmpar::Connection<u32>| {
-            end.send(&1).unwrap();
-            std::thread::sleep(Duration::from_secs(30));
-        },
-        theirs,
-    )
-    .unwrap();
-    assert_eq!(mine.recv().unwrap(), 1);
+    let (mine, mut child) = a_child_that_sent_one(2);
     mine.send(&10).unwrap();
     mine.send(&11).unwrap();
     child.kill().unwrap();
-    let t = Instant::now();
-    let err = mine.send(&12).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
-    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    closed_within_a_second(|| mine.send(&12));
     child.join().unwrap();
 }
 
