@@ -164,9 +164,9 @@ impl Signal {
         self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// A wait (a queue's, a `sync` type's) for the word to move on from `seen`. `wait`: `None` = do not wait
-    /// (WouldBlock); `Some(None)` = as long as it takes; `Some(Some(t))` = until `t`
-    /// (TimedOut). `poll`: wake up that often anyway, for the caller to look at something
+    /// A wait (a queue's, a `sync` type's) for the word to move on from `seen`. `wait`:
+    /// `None` = do not wait (WouldBlock); `Some(None)` = as long as it takes; `Some(Some(t))` =
+    /// until `t` (TimedOut). `poll`: wake up that often anyway, for the caller to look at something
     /// else. Returns Ok when the caller should look again.
     pub(crate) fn wait_for_change(
         &self,

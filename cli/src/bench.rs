@@ -2,7 +2,6 @@
 //! rayon vs shmpar, with the same kernel per chunk, beside numpy and Python's multiprocessing.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use indicatif::ProgressBar;
@@ -379,26 +378,15 @@ fn python_cells(
     progress.set_message("numpy and multiprocessing (Python)");
     let list: Vec<String> = sizes.iter().map(usize::to_string).collect();
     let keys: Vec<&str> = workloads.iter().map(|w| w.key()).collect();
-    let out = peers::output_within(
-        Command::new("python3")
-            .arg(peers::script("bench_numpy.py"))
-            .args(["--sizes", &list.join(","), "--procs", &procs.to_string()])
-            .args(["--workloads", &keys.join(",")]),
-        "the Python peer",
-        PEER_LIMIT,
-    )?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(if err.contains("No module named 'numpy'") {
-            "python3 has no numpy (pip install numpy)".into()
-        } else {
-            format!(
-                "the Python peer failed: {}",
-                err.lines().last().unwrap_or("")
-            )
-        });
-    }
-    let records: Vec<Record> = peers::records(&out.stdout, "the Python peer")?;
+    let args = [
+        "--sizes".to_string(),
+        list.join(","),
+        "--procs".into(),
+        procs.to_string(),
+        "--workloads".into(),
+        keys.join(","),
+    ];
+    let records: Vec<Record> = peers::python_records("bench_numpy.py", &args, PEER_LIMIT)?;
     Ok(records
         .into_iter()
         .map(|r| Cell {

@@ -6,7 +6,6 @@
 
 use std::hint::spin_loop;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -279,26 +278,13 @@ pub(crate) fn measure(rounds: usize, payloads: usize) -> shmpar::Result<Vec<Row>
 
 /// Python's rows, or why there are none.
 fn python_rows(rounds: usize, payloads: usize) -> Result<Vec<Row>, String> {
-    let out = peers::output_within(
-        Command::new("python3").arg(peers::script("ipc.py")).args([
-            "--rounds",
-            &rounds.to_string(),
-            "--payloads",
-            &payloads.to_string(),
-        ]),
-        "the Python peer (python3)",
-        Duration::from_secs(120),
-    )?;
-    if !out.status.success() {
-        return Err(format!(
-            "the Python peer failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        ));
-    }
-    peers::records(&out.stdout, "the Python peer")
+    let args = [
+        "--rounds".to_string(),
+        rounds.to_string(),
+        "--payloads".into(),
+        payloads.to_string(),
+    ];
+    peers::python_records("ipc.py", &args, Duration::from_secs(120))
 }
 
 /// Bars of each route's latency and throughput.

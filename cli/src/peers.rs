@@ -81,6 +81,33 @@ pub(crate) fn output_within(
 /// How long the output of a peer that has exited may take to drain.
 const PIPE_DRAIN: Duration = Duration::from_secs(10);
 
+/// Runs the Python peer `script` (in cli/peers/) with `args` for at most `limit`, and returns
+/// the records it wrote; or why there are none: python3 or numpy missing, the peer failed
+/// (its last line of stderr), or it ran past `limit`.
+pub(crate) fn python_records<T: serde::de::DeserializeOwned>(
+    script_name: &str,
+    args: &[String],
+    limit: Duration,
+) -> Result<Vec<T>, String> {
+    let out = output_within(
+        Command::new("python3").arg(script(script_name)).args(args),
+        "the Python peer",
+        limit,
+    )?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(if err.contains("No module named 'numpy'") {
+            "python3 has no numpy (pip install numpy)".into()
+        } else {
+            format!(
+                "the Python peer failed: {}",
+                err.lines().last().unwrap_or("")
+            )
+        });
+    }
+    records(&out.stdout, "the Python peer")
+}
+
 /// The records a peer wrote on `stdout`, one JSON object per non-blank line; `who` names the
 /// peer in the error for a line that is not a record.
 pub(crate) fn records<T: serde::de::DeserializeOwned>(

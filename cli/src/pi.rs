@@ -1,6 +1,5 @@
 //! Monte Carlo pi four ways (serial, std threads, rayon, shmpar processes), beside numpy.
 
-use std::process::Command;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -128,22 +127,13 @@ const PEER_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// numpy's figures, if python3 with numpy is here.
 fn numpy_rows(samples: u64, procs: usize) -> Result<Vec<PiRow>, String> {
-    let out = peers::output_within(
-        Command::new("python3")
-            .arg(peers::script("pi_numpy.py"))
-            .args([
-                "--samples",
-                &samples.to_string(),
-                "--procs",
-                &procs.to_string(),
-            ]),
-        "the numpy peer",
-        PEER_LIMIT,
-    )?;
-    if !out.status.success() {
-        return Err("python3 has no numpy (pip install numpy)".into());
-    }
-    let rows: Vec<PeerRow> = peers::records(&out.stdout, "the numpy peer")?;
+    let args = [
+        "--samples".to_string(),
+        samples.to_string(),
+        "--procs".into(),
+        procs.to_string(),
+    ];
+    let rows: Vec<PeerRow> = peers::python_records("pi_numpy.py", &args, PEER_LIMIT)?;
     Ok(rows
         .into_iter()
         .map(|r| PiRow {

@@ -96,8 +96,9 @@ impl Event {
     }
 
     /// Waits until set. A `set` while it waits wakes it even if a `clear` follows at once
-    /// (as Python's `threading.Event.wait`; `multiprocessing.Event.wait` would miss it). Waits forever if nobody sets it: prefer
-    /// [`wait_timeout`](Self::wait_timeout) when the setter may die.
+    /// (as Python's `threading.Event.wait`; `multiprocessing.Event.wait` would miss it).
+    /// Waits forever if nobody sets it: prefer [`wait_timeout`](Self::wait_timeout) when the
+    /// setter may die.
     ///
     /// ```
     /// let e = shmpar::SharedValue::new(shmpar::Event::new())?;
