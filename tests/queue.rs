@@ -473,3 +473,68 @@ fn a_message_whose_decoding_panics_is_taken_and_the_queue_goes_on() {
     q.put(&Grenade).unwrap();
     assert_eq!(q.len(), 1);
 }
+
+/// One side of a queue wakes one sleeper of the other side (`wake`) and kills it (`first`,
+/// the first to sleep, so the first the futex wakes) before it can run. The second sleeper (a
+/// thread running `second` with a 3 s deadline) must still see the change soon, not at its
+/// deadline (or, without one, never). Ten rounds; a round where `first` finished before it
+/// died leaves nothing to find (`second` times out).
+fn a_woken_waiter_that_dies_strands_nothing(
+    q: impl Fn() -> Queue<u64>,
+    first: fn(Queue<u64>),
+    second: fn(&Queue<u64>) -> shmpar::Result<()>,
+    wake: fn(&Queue<u64>),
+) {
+    let mut stranded = Vec::new();
+    for _ in 0..10 {
+        let q = q();
+        let mut first = Process::start(first, q.clone()).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        let second = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                second(&q).map(|()| t.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(150));
+        wake(&q);
+        first.kill().unwrap();
+        first.join().unwrap();
+        match second.join().unwrap() {
+            Err(e) => assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}"),
+            Ok(waited) if waited > Duration::from_secs(1) => stranded.push(waited),
+            Ok(_) => {}
+        }
+    }
+    assert!(
+        stranded.is_empty(),
+        "found only at the deadline: {stranded:?}"
+    );
+}
+
+#[test]
+fn a_woken_getter_that_dies_before_it_runs_does_not_strand_the_message() {
+    let _w = common::watchdog(120, "woken getter dies");
+    a_woken_waiter_that_dies_strands_nothing(
+        || Queue::new(4).unwrap(),
+        |q| drop(q.get()),
+        |q| q.get_timeout(Duration::from_secs(3)).map(drop),
+        |q| q.put(&1).unwrap(),
+    );
+}
+
+#[test]
+fn a_woken_putter_that_dies_before_it_runs_does_not_strand_the_room() {
+    let _w = common::watchdog(120, "woken putter dies");
+    a_woken_waiter_that_dies_strands_nothing(
+        || {
+            let q = Queue::new(1).unwrap();
+            q.put(&0).unwrap();
+            q
+        },
+        |q| drop(q.put(&1)),
+        |q| q.put_timeout(&2, Duration::from_secs(3)),
+        |q| assert_eq!(q.get().unwrap(), 0),
+    );
+}

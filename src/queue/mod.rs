@@ -418,18 +418,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             // Read under the lock, so a get after it bumps it.
             let seen = h.not_full.seen();
             drop(g);
-            // A pipe's writer looks at its reader's life now and then while it waits.
-            let poll = has_holder(&h.reader).then_some(HOLDER_CHECK);
+            // A pipe's writer also looks at its reader's life when it wakes (see `RECHECK`).
+            let pipe = has_holder(&h.reader);
             let waiting = h.not_full.wait_for_change(
                 seen,
                 wait,
-                poll,
+                Some(RECHECK),
                 "the queue is full",
                 "the queue stayed full",
             );
             // A call that ends without a wait still reports a dead reader (see `get_until`).
             if let Err(e) = waiting {
-                if waited || poll.is_none() {
+                if waited || !pipe {
                     return Err(e);
                 }
             }
@@ -618,19 +618,19 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             // Read under the lock, so a put after it bumps it.
             let seen = h.not_empty.seen();
             drop(g);
-            // A pipe's reader looks at its writer's life now and then while it waits.
-            let poll = has_holder(&h.writer).then_some(HOLDER_CHECK);
+            // A pipe's reader also looks at its writer's life when it wakes (see `RECHECK`).
+            let pipe = has_holder(&h.writer);
             let waiting = h.not_empty.wait_for_change(
                 seen,
                 wait,
-                poll,
+                Some(RECHECK),
                 "the queue is empty",
                 "no message came in time",
             );
             // A call that ends without a wait (try_get, a short timeout) still reports a dead
             // writer: one more look, with the writer check, before the WouldBlock or TimedOut.
             if let Err(e) = waiting {
-                if waited || poll.is_none() {
+                if waited || !pipe {
                     return Err(e);
                 }
             }
@@ -647,8 +647,12 @@ thread_local! {
     static GET_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// How often a pipe's waiting end checks that the process at the other end lives.
-const HOLDER_CHECK: Duration = Duration::from_millis(100);
+/// How often a waiting put or get wakes to look again, woken or not. Two things need it:
+/// - a put or get wakes one sleeper on the other side (`bump_and_wake(1)`), and a process
+///   woken that way can die before it runs; the wake-up dies with it, and another sleeper
+///   would otherwise find the message (or the room) only at its deadline, or never;
+/// - a pipe's waiting end checks that the process at the other end lives.
+const RECHECK: Duration = Duration::from_millis(100);
 
 /// Records this process as the holder of one end of a pipe's direction.
 fn record_holder(holder: &AtomicU32) {
