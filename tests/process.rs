@@ -154,3 +154,21 @@ fn forked_children_see_a_snapshot_of_private_memory() {
     local.push(4); // the child never sees this
     assert_eq!(child.join().unwrap(), Exit::Ok);
 }
+
+/// Killing or terminating a child that has ended but was not joined yet does nothing and
+/// succeeds (Python's `kill` and `terminate`; `std::process::Child::kill`), whichever process
+/// reaped it (the fork server reaps the children it forked as soon as they end). The join then
+/// reports how it really ended.
+#[test]
+fn kill_and_terminate_after_the_child_ended_succeed_and_change_nothing() {
+    let _w = common::watchdog(60, "kill after the end");
+    let started = Process::start(|_: ()| {}, ()).unwrap();
+    // SAFETY: the child runs an empty closure, then `_exit`s.
+    let forked = unsafe { Process::fork(|| {}) }.unwrap();
+    for mut child in [started, forked] {
+        std::thread::sleep(Duration::from_millis(300));
+        child.kill().unwrap();
+        child.terminate().unwrap();
+        assert_eq!(child.join().unwrap(), Exit::Ok);
+    }
+}

@@ -279,12 +279,19 @@ impl Child {
         self.signal(sys::SIGKILL)
     }
 
-    /// Sends `signal` (see [`kill`](Self::kill) for why it reaches this very process).
+    /// Sends `signal` (see [`kill`](Self::kill) for why it reaches this very process). A
+    /// child that has already ended is no error: the signal has nothing left to do. (A direct
+    /// child stays a zombie until we reap it and takes the signal; the fork server reaps its
+    /// children at once, and their pidfds then say ESRCH.)
     pub(crate) fn signal(&self, signal: i32) -> io::Result<()> {
-        match (&self.served, &self.pidfd) {
+        let sent = match (&self.served, &self.pidfd) {
             (None, Some(fd)) => sys::pidfd_kill(fd.as_fd(), signal),
             (None, None) => sys::kill(self.pid, signal),
             (Some(s), _) => sys::pidfd_kill(s.pidfd.as_fd(), signal),
+        };
+        match sent {
+            Err(e) if e.raw_os_error() == Some(sys::ESRCH) => Ok(()),
+            other => other,
         }
     }
 }

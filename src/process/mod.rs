@@ -401,7 +401,8 @@ impl<R> Process<R> {
         }
     }
 
-    /// Sends SIGKILL to the child (no effect once it has been joined).
+    /// Sends SIGKILL to the child. No effect, and no error, once it has ended (joined or not);
+    /// [`join`](Self::join) then says how it really ended.
     ///
     /// ```
     /// let mut child = shmpar::Process::start(|_: ()| -> () { loop { std::hint::spin_loop() } }, ())?;
@@ -419,7 +420,8 @@ impl<R> Process<R> {
     }
 
     /// Asks the child to stop with SIGTERM (Python's `terminate`): a child that does not
-    /// handle it ends as [`Exit::Signaled(15)`](Exit::Signaled). No effect once joined.
+    /// handle it ends as [`Exit::Signaled(15)`](Exit::Signaled). No effect, and no error, once it
+    /// has ended.
     ///
     /// ```
     /// let mut child = shmpar::Process::start(|_: ()| std::thread::sleep(std::time::Duration::from_secs(30)), ())?;

@@ -18,6 +18,8 @@ pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 
 /// EINVAL, the errno of a bad argument.
 pub(crate) const EINVAL: i32 = libc::EINVAL;
+/// ESRCH, the errno of a signal to a process that has ended.
+pub(crate) const ESRCH: i32 = libc::ESRCH;
 /// SIGTERM, for `Process::terminate`.
 pub(crate) const SIGTERM: i32 = libc::SIGTERM;
 

@@ -12,6 +12,8 @@ pub(crate) const SIGKILL: i32 = 9;
 
 /// EINVAL, the errno of a bad argument.
 pub(crate) const EINVAL: i32 = 22;
+/// ESRCH, the errno of a signal to a process that has ended.
+pub(crate) const ESRCH: i32 = 3;
 
 pub(crate) const SIGTERM: i32 = 15;
 
