@@ -198,3 +198,22 @@ fn name_collisions_and_stale_segments() {
         .collect();
     assert!(ours.is_empty(), "left behind: {ours:?}");
 }
+
+/// `cleanup_stale` reads every entry of /dev/shm, where anyone may put anything: a FIFO (which
+/// a plain open waits on for ever, no writer ever coming) and a link to one are passed over.
+#[test]
+fn cleanup_stale_passes_over_a_fifo_and_a_link_to_one() {
+    let _w = common::watchdog(60, "cleanup_stale and a FIFO");
+    let fifo = format!("/dev/shm/shmpar-test-fifo-{}", std::process::id());
+    let link = format!("{fifo}-link");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    let cleaned = shmpar::cleanup_stale();
+    std::fs::remove_file(&fifo).unwrap();
+    std::fs::remove_file(&link).unwrap();
+    cleaned.unwrap();
+}

@@ -172,3 +172,11 @@ fn kill_and_terminate_after_the_child_ended_succeed_and_change_nothing() {
         assert_eq!(child.join().unwrap(), Exit::Ok);
     }
 }
+
+/// `Duration::MAX` says "for ever": a plain join, not an overflow.
+#[test]
+fn join_timeout_for_ever_is_a_join() {
+    let _w = common::watchdog(60, "join_timeout MAX");
+    let mut child = Process::start(|_: ()| {}, ()).unwrap();
+    assert_eq!(child.join_timeout(Duration::MAX).unwrap(), Some(Exit::Ok));
+}

@@ -384,7 +384,10 @@ impl<R> Process<R> {
         if let Some(exit) = self.exit.clone() {
             return Ok(Some(exit));
         }
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to add (`Duration::MAX`, "for ever") is a plain join.
+        let Some(deadline) = Instant::now().checked_add(timeout) else {
+            return self.wait_exit().map(Some);
+        };
         let mut nap = Duration::from_micros(50);
         loop {
             match self.child.try_wait() {

@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use ndarray::{Dimension, IntoDimension, IxDyn};
@@ -495,10 +496,15 @@ pub fn cleanup_stale() -> Result<usize> {
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             continue;
         };
+        // Anyone may put anything in /dev/shm: a FIFO would block a plain open for ever, and a
+        // link could lead anywhere. So: no blocking, no following, regular files only.
         let mut header = [0u8; 96];
-        let ok = File::open(entry.path())
-            .and_then(|mut f| f.read_exact(&mut header))
-            .is_ok();
+        let ok = OpenOptions::new()
+            .read(true)
+            .custom_flags(sys::O_NONBLOCK | sys::O_NOFOLLOW)
+            .open(entry.path())
+            .and_then(|f| Ok((f.metadata()?.is_file(), f)))
+            .is_ok_and(|(regular, mut f)| regular && f.read_exact(&mut header).is_ok());
         if !ok || &header[..8] != NAMED_MAGIC {
             continue;
         }

@@ -72,11 +72,30 @@ thread_local! {
 
 /// Runs `f` (which serialises a call's arguments) and returns what it returned with the regions
 /// of every shared object it serialised, each once.
+/// If `f` panics, the list in place before it is put back all the same (a caught panic must not
+/// leave a list that later sends outside a call would fill and nobody drain).
 pub(crate) fn collecting<T>(f: impl FnOnce() -> T) -> (T, Vec<Outgoing>) {
-    let outer = OUTGOING.with(|o| o.borrow_mut().replace(Vec::new()));
+    /// Puts the outer list back when dropped, also while unwinding.
+    struct Restore(Option<Option<Vec<Outgoing>>>);
+    impl Restore {
+        fn finish(&mut self) -> Vec<Outgoing> {
+            let outer = self.0.take().unwrap_or_default();
+            OUTGOING
+                .with(|o| std::mem::replace(&mut *o.borrow_mut(), outer))
+                .unwrap_or_default()
+        }
+    }
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if self.0.is_some() {
+                drop(self.finish());
+            }
+        }
+    }
+    let mut restore = Restore(Some(OUTGOING.with(|o| o.borrow_mut().replace(Vec::new()))));
     let out = f();
-    let got = OUTGOING.with(|o| std::mem::replace(&mut *o.borrow_mut(), outer));
-    (out, got.unwrap_or_default())
+    let got = restore.finish();
+    (out, got)
 }
 
 /// The fingerprint of type `T`: its `TypeId` (unique within a build, and the same in every
@@ -295,6 +314,15 @@ mod tests {
     #[test]
     fn outside_a_call_nothing_is_sent() {
         let region = Region::new("handle-test", 64).unwrap();
+        assert!(send::<u64>(&region).is_err());
+    }
+
+    #[test]
+    fn a_panic_while_collecting_leaves_nothing_collecting() {
+        let region = Region::new("handle-test", 64).unwrap();
+        let caught = std::panic::catch_unwind(|| collecting(|| panic!("a Serialize panicked")));
+        assert!(caught.is_err());
+        // Outside a call again: a send is refused, not collected into a list nobody drains.
         assert!(send::<u64>(&region).is_err());
     }
 }

@@ -20,6 +20,10 @@ pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 pub(crate) const EINVAL: i32 = libc::EINVAL;
 /// ESRCH, the errno of a signal to a process that has ended.
 pub(crate) const ESRCH: i32 = libc::ESRCH;
+/// Open flags: do not block (a FIFO), do not follow a final symbolic link.
+pub(crate) const O_NONBLOCK: i32 = libc::O_NONBLOCK;
+/// See `O_NONBLOCK`.
+pub(crate) const O_NOFOLLOW: i32 = libc::O_NOFOLLOW;
 /// SIGTERM, for `Process::terminate`.
 pub(crate) const SIGTERM: i32 = libc::SIGTERM;
 

@@ -14,6 +14,10 @@ pub(crate) const SIGKILL: i32 = 9;
 pub(crate) const EINVAL: i32 = 22;
 /// ESRCH, the errno of a signal to a process that has ended.
 pub(crate) const ESRCH: i32 = 3;
+/// Open flags: do not block (a FIFO), do not follow a final symbolic link.
+pub(crate) const O_NONBLOCK: i32 = 0o4000;
+/// See `O_NONBLOCK`.
+pub(crate) const O_NOFOLLOW: i32 = 0o400000;
 
 pub(crate) const SIGTERM: i32 = 15;
 
