@@ -71,6 +71,13 @@ pub enum StartMethod {
     /// the worker forever, so with other threads running, tasks must compute on shared memory
     /// and atomics only: no printing, no logging, no rayon. State set up after the pool was
     /// built is not seen by its workers.
+    ///
+    /// A shared object (an array, a value, a queue) that a static held at the fork is a copy
+    /// in each worker, unknown to the pool: once the parent drops or replaces it, the worker
+    /// unmaps its memory and the copy points at nothing. A task must not reach a shared
+    /// object through a static; pass it in the task's arguments (a handle), which works with
+    /// either start method. (A known gap: this rule is not enforced, although choosing `Fork`
+    /// is not `unsafe`.)
     Fork,
 }
 

@@ -326,8 +326,10 @@ impl Server {
             SPAWNED => {
                 let pidfd = match got.pop() {
                     Some(fd) => fd,
-                    // We are at our descriptor limit and the kernel dropped it: open our own
-                    // (the server reaps the child only after we ask, so `pid` is still it).
+                    // We are at our descriptor limit and the kernel dropped it: open our own.
+                    // A known race: the server reaps its children as they end, so a child that
+                    // ended at once is gone (this fails) or, after a pid wrap, `pid` could
+                    // name another process; only at the descriptor limit.
                     None => sys::pidfd_open(pid).map_err(Failure::Refused)?,
                 };
                 Ok(Child {

@@ -452,8 +452,11 @@ fn read_mail(sock: RawFd, mapped: &mut HashMap<u64, (usize, usize)>) {
                     }
                 }
                 Some(Mail::ForgetInherited { addr, len }) => {
-                    // SAFETY: inherited at fork at this address; the parent dropped it, so no
-                    // call uses it, and nothing else can be mapped over a live mapping.
+                    // SAFETY: inherited at fork at this address, and the parent dropped it: no
+                    // call's arguments name it, and nothing else can be mapped over a live
+                    // mapping. A copy that a static of a directly forked worker kept still
+                    // points here; `StartMethod::Fork`'s docs forbid reaching shared objects
+                    // through statics (a rule the crate cannot enforce: a known gap).
                     unsafe { sys::unmap(addr as *mut u8, len as usize) };
                 }
                 None => {}

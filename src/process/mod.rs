@@ -73,8 +73,10 @@ impl Exit {
 ///
 /// # Lifetime
 /// Dropping a `Process` that was not joined kills (SIGKILL) and reaps the child, so no zombie
-/// and no orphan is left behind. A child also dies with its parent, even if the parent is
-/// SIGKILLed.
+/// and no orphan is left behind. A started child ([`Process::start`]) also dies with its
+/// parent, even if the parent is SIGKILLed. A forked child ([`Process::fork`]) does not yet: if
+/// the parent dies without dropping its `Process`, the child runs on (a known gap), so have it
+/// watch for its parent where that matters.
 ///
 /// So every `Process` behaves like Python's `daemon=True`: it never outlives the owner that
 /// lets go of it. For `daemon=False` (the parent waits for the child before it ends), call
