@@ -503,8 +503,9 @@ pub fn cleanup_stale() -> Result<usize> {
             .read(true)
             .custom_flags(sys::O_NONBLOCK | sys::O_NOFOLLOW)
             .open(entry.path())
-            .and_then(|f| Ok((f.metadata()?.is_file(), f)))
-            .is_ok_and(|(regular, mut f)| regular && f.read_exact(&mut header).is_ok());
+            .is_ok_and(|mut f| {
+                f.metadata().is_ok_and(|m| m.is_file()) && f.read_exact(&mut header).is_ok()
+            });
         if !ok || &header[..8] != NAMED_MAGIC {
             continue;
         }

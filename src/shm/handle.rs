@@ -76,25 +76,16 @@ thread_local! {
 /// leave a list that later sends outside a call would fill and nobody drain).
 pub(crate) fn collecting<T>(f: impl FnOnce() -> T) -> (T, Vec<Outgoing>) {
     /// Puts the outer list back when dropped, also while unwinding.
-    struct Restore(Option<Option<Vec<Outgoing>>>);
-    impl Restore {
-        fn finish(&mut self) -> Vec<Outgoing> {
-            let outer = self.0.take().unwrap_or_default();
-            OUTGOING
-                .with(|o| std::mem::replace(&mut *o.borrow_mut(), outer))
-                .unwrap_or_default()
-        }
-    }
+    struct Restore(Option<Vec<Outgoing>>);
     impl Drop for Restore {
         fn drop(&mut self) {
-            if self.0.is_some() {
-                drop(self.finish());
-            }
+            let outer = self.0.take();
+            OUTGOING.with(|o| *o.borrow_mut() = outer);
         }
     }
-    let mut restore = Restore(Some(OUTGOING.with(|o| o.borrow_mut().replace(Vec::new()))));
+    let _restore = Restore(OUTGOING.with(|o| o.borrow_mut().replace(Vec::new())));
     let out = f();
-    let got = restore.finish();
+    let got = OUTGOING.with(|o| o.borrow_mut().take()).unwrap_or_default();
     (out, got)
 }
 
